@@ -1,0 +1,120 @@
+import { magicName, tagValueText, tagPath } from './format/checkpoint';
+import { hex } from './format/header';
+import type { Tag } from './format/tags';
+import type { Snapshot } from './snapshot';
+
+/** The machine contract of `vmssfs info --json` and of the mount's metadata.json. */
+export interface InfoJson {
+  file: string;
+  magic: number;
+  version: number;
+  memoryFile: string | null;
+  physmem: { size: number; runs: { physAddr: number; fileOffset: number; length: number; file: string }[] } | null;
+  physmemError: string | null;
+  warnings: string[];
+  groups: {
+    name: string;
+    tagsOffset: number;
+    size: number | null;
+    tags: {
+      name: string;
+      indices: number[];
+      dataOffset: number;
+      size: number;
+      memSize: number;
+      block: boolean;
+      compressed: boolean;
+      value: string | null;
+    }[];
+  }[];
+}
+
+export function infoJson(s: Snapshot): InfoJson {
+  const cp = s.checkpoint;
+  return {
+    file: cp.file,
+    magic: cp.magic,
+    version: cp.version,
+    memoryFile: s.memoryPath,
+    physmem: s.physmem && {
+      size: s.physmem.size,
+      runs: s.physmem.map.segments.map((r) => ({ physAddr: r.start, fileOffset: r.fileOffset, length: r.length, file: s.physmem!.file.name })),
+    },
+    physmemError: s.physmemError,
+    warnings: s.warnings,
+    groups: cp.groups.map((g) => ({
+      name: g.name,
+      tagsOffset: g.tagsOffset,
+      size: g.size,
+      tags: g.tags.map((t) => ({
+        name: t.name, indices: t.indices, dataOffset: t.dataOffset, size: t.size, memSize: t.memSize,
+        block: t.block, compressed: t.compressed, value: tagValueText(t),
+      })),
+    })),
+  };
+}
+
+/** Verbose hexdumps stop here per tag: a multi-MiB video RAM block helps nobody on a terminal. */
+export const HEXDUMP_LIMIT = 64 * 1024;
+
+/** vmwareinfo's hexdump rows: `0x%08x  hh hh ..   ascii`. */
+export function hexdump(data: Buffer, base: number): string[] {
+  const rows: string[] = [];
+  for (let i = 0; i < data.length; i += 16) {
+    const row = data.subarray(i, i + 16);
+    const bytes = [...row].map((b) => b.toString(16).padStart(2, '0')).join(' ');
+    const text = [...row].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.')).join('');
+    rows.push(`${hex(base + i, 8)}  ${bytes.padEnd(47)}   ${text}`);
+  }
+  return rows;
+}
+
+function isMemoryTag(group: string, tag: Tag): boolean {
+  return group === 'memory' && tag.name === 'Memory';
+}
+
+/**
+ * The text form, in the layout of Volatility's vmwareinfo (see the reference article): header,
+ * run table, one row per tag (1/2-byte values decimal, 4/8-byte hex), then warnings.
+ */
+export function infoText(s: Snapshot, opts: { verbose?: boolean } = {}): string {
+  const cp = s.checkpoint;
+  const out: string[] = [];
+  out.push(`Magic: ${hex(cp.magic)} (Version ${cp.version})`);
+  out.push(`Group count: ${hex(cp.groups.length)}`);
+  out.push('');
+  out.push('File Offset PhysMem Offset Size      ');
+  out.push('----------- -------------- ----------');
+  for (const r of s.physmem?.map.segments ?? []) {
+    out.push(`${hex(r.fileOffset, 9)} ${hex(r.start, 12)} ${hex(r.length, 8)}`);
+  }
+  out.push('');
+  out.push(`DataOffset   DataSize ${'Name'.padEnd(50)} Value`);
+  out.push(`---------- ---------- ${'-'.repeat(49)} -----`);
+  for (const g of cp.groups) {
+    for (const t of g.tags) {
+      out.push(`${hex(t.dataOffset, 8)} ${hex(t.size).padStart(10)} ${tagPath(g.name, t).padEnd(50)} ${tagValueText(t) ?? ''}`);
+      if (opts.verbose && tagValueText(t) === null && !isMemoryTag(g.name, t) && t.size > 0) {
+        const n = Math.min(t.size, HEXDUMP_LIMIT);
+        const data = Buffer.alloc(n);
+        if (t.inline) t.inline.copy(data);
+        else s.metaFile.readAtSync(data, t.dataOffset);
+        out.push(...hexdump(data, t.dataOffset));
+        if (n < t.size) out.push(`[${t.size - n} more bytes not shown]`);
+      }
+    }
+  }
+  // Beyond vmwareinfo: what the file is and whether its memory can be served.
+  out.push('');
+  out.push(`File: ${cp.file} (${cp.fileSize} bytes, magic ${magicName(cp.magic)})`);
+  if (s.physmem) {
+    out.push(`Memory file: ${s.physmem.file.name}`);
+    out.push(`Physical memory: ${hex(s.physmem.size)} bytes in ${s.physmem.map.segments.length} runs`);
+  } else {
+    out.push(`Physical memory: not served: ${s.physmemError ?? 'unknown reason'}`);
+  }
+  if (s.warnings.length > 0) {
+    for (const w of s.warnings) out.push(`WARNING: ${w}`);
+  }
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,132 @@
+import Fuse from 'fuse-native';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import { VmssError, describeError } from '../errors';
+import { fuseOperations } from '../fuse/adapter';
+import { PageCache } from '../pagecache';
+import { openSnapshot } from '../snapshot';
+import { buildTree } from '../tree/build';
+import { fusermount, mountAt } from './preflight';
+
+export interface ServeOptions {
+  snapshot: string;
+  vmem?: string;
+  /** Absolute mountpoint. */
+  mountpoint: string;
+  cacheMiB: number;
+  /** Extra FUSE options from -o. */
+  fuseOptions: string[];
+  debug: boolean;
+}
+
+/** How the daemon tells whoever started it what happened: stderr in the foreground, a pipe when detached. */
+export interface Reporter {
+  warning(text: string): void;
+  ready(): void;
+  /** Lines for the log (failed reads, unexpected errors, --debug traces). */
+  log(text: string): void;
+}
+
+/** libfuse option values are split at commas; a backslash escapes one. */
+function optValue(s: string): string {
+  return s.replace(/\\/g, '\\\\').replace(/,/g, '\\,');
+}
+
+/**
+ * The mount's FUSE options. The filesystem never changes while mounted, so the kernel may keep
+ * pages (kernel_cache) and attributes and names (long timeouts) for the life of the mount.
+ */
+export function mountOptions(snapshotPath: string, extra: string[]): string[] {
+  return [
+    'ro',
+    'use_ino',
+    'default_permissions',
+    `fsname=vmssfs#${optValue(snapshotPath)}`,
+    'subtype=vmssfs',
+    'kernel_cache',
+    'attr_timeout=86400',
+    'entry_timeout=86400',
+    'negative_timeout=86400',
+    ...extra,
+  ];
+}
+
+/** fuse-native only knows a fixed set of options; this passes ours (and the user's -o) through. */
+class VmssFuse extends Fuse {
+  constructor(mnt: string, ops: import('fuse-native').Operations, private readonly options: string[]) {
+    // timeout: false — fuse-native's auto-reply would hand the kernel's read buffer back while our
+    // read may still be filling it.
+    super(mnt, ops, { timeout: false });
+  }
+  override _fuseOptions(): string {
+    return '-o' + this.options.join(',');
+  }
+}
+
+function runFusermount(args: string[]): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile(fusermount(), args, { timeout: 10_000 }, (err) => resolve(!err));
+  });
+}
+
+/**
+ * Parse, mount and serve until unmounted (fusermount -u, or a signal). Resolves with the exit
+ * status once the mount is gone; rejects with VmssError when it could not mount.
+ */
+export async function serve(opts: ServeOptions, report: Reporter): Promise<number> {
+  const snap = openSnapshot(opts.snapshot, { vmem: opts.vmem });
+  for (const w of snap.warnings) report.warning(w);
+  if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
+  const cache = new PageCache({ maxBytes: opts.cacheMiB * 1024 * 1024 });
+  const tree = buildTree(snap, cache);
+  const ops = fuseOperations(tree, {
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    log: report.log,
+    debug: opts.debug,
+  });
+  const fuse = new VmssFuse(opts.mountpoint, ops, mountOptions(fs.realpathSync(snap.metaFile.name), opts.fuseOptions));
+
+  await new Promise<void>((resolve, reject) => {
+    fuse.mount((err) => {
+      if (!err) return resolve();
+      const why = err.message === 'fuse failed' ? 'the kernel refused the mount (see the libfuse message above)' : err.message;
+      reject(new VmssError(`${opts.mountpoint}: cannot mount: ${why}`));
+    });
+  });
+
+  return new Promise<number>((resolve) => {
+    let finishing = false;
+    const finish = (code: number): void => {
+      if (finishing) return;
+      finishing = true;
+      clearInterval(watch);
+      snap.close();
+      resolve(code);
+    };
+    // fuse-native does not tell JS when the kernel drops the mount (fusermount -u from outside):
+    // watch the mount table instead. Reading procfs never touches our own mount.
+    const watch = setInterval(() => {
+      mountAt(opts.mountpoint).then((m) => {
+        if (!m) finish(0);
+      }, () => undefined);
+    }, 500);
+    const onSignal = (sig: string): void => {
+      report.log(`${sig}: unmounting ${opts.mountpoint}`);
+      void (async () => {
+        // A plain unmount first; when readers keep it busy, a lazy one (gone for new lookups now,
+        // released when the last reader closes).
+        if (!(await runFusermount(['-u', opts.mountpoint]))) {
+          report.log(`${opts.mountpoint} is busy: unmounting lazily`);
+          await runFusermount(['-uz', opts.mountpoint]);
+        }
+        finish(0);
+      })().catch((err: unknown) => {
+        report.log(`unmount failed: ${describeError(err)}`);
+        finish(1);
+      });
+    };
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => onSignal(sig));
+    report.ready();
+  });
+}

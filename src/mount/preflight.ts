@@ -1,0 +1,80 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { VmssError } from '../errors';
+
+export interface MountEntry {
+  mountPoint: string;
+  fsType: string;
+  source: string;
+}
+
+/** /proc/self/mountinfo escapes space, tab, newline and backslash as octal. */
+function unescapeMountField(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+export function parseMountinfo(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-');
+    if (fields.length < 5 || dash < 0) continue;
+    out.push({ mountPoint: unescapeMountField(fields[4] as string), fsType: fields[dash + 1] ?? '', source: unescapeMountField(fields[dash + 2] ?? '') });
+  }
+  return out;
+}
+
+/** The mount at exactly `mnt` (absolute), if any. Reads procfs, never the mount itself. */
+export async function mountAt(mnt: string): Promise<MountEntry | undefined> {
+  const text = await fs.promises.readFile('/proc/self/mountinfo', 'utf8');
+  return parseMountinfo(text).reverse().find((m) => m.mountPoint === mnt);
+}
+
+function which(cmd: string): string | null {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    const p = path.join(dir || '.', cmd);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // not in this directory
+    }
+  }
+  return null;
+}
+
+/** fusermount unmounts FUSE filesystems (Debian's `fuse` package; `fuse3` names it fusermount3). */
+export function fusermount(): string {
+  const found = which('fusermount') ?? which('fusermount3');
+  if (!found) throw new VmssError('fusermount not found: install Debian\'s fuse package (apt-get install fuse libfuse2)');
+  return found;
+}
+
+export type MountpointState = 'ready' | 'stale';
+
+/**
+ * Check that MOUNTPOINT can be mounted on: a directory, not already a mount point. A dead FUSE
+ * mount (its daemon killed) answers ENOTCONN: reported as 'stale' for the caller to clear or explain.
+ */
+export async function checkMountpoint(mnt: string): Promise<MountpointState> {
+  if (!fs.existsSync('/dev/fuse')) {
+    throw new VmssError('/dev/fuse is missing: this kernel or container has no FUSE (in a container, pass --device /dev/fuse); use `vmssfs ls/cat/extract` instead');
+  }
+  let st: fs.Stats;
+  try {
+    st = await fs.promises.stat(mnt);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTCONN') return 'stale';
+    if (code === 'ENOENT') throw new VmssError(`${mnt}: mountpoint does not exist`);
+    throw new VmssError(`${mnt}: cannot use as mountpoint: ${code ?? String(err)}`);
+  }
+  if (!st.isDirectory()) throw new VmssError(`${mnt}: mountpoint is not a directory`);
+  const existing = await mountAt(mnt);
+  if (existing) throw new VmssError(`${mnt}: already mounted (${existing.source} type ${existing.fsType}); unmount it first with fusermount -u ${mnt}`);
+  return 'ready';
+}
+
+export function staleMessage(mnt: string): string {
+  return `${mnt}: holds a dead FUSE mount (its daemon was killed: "Transport endpoint is not connected"); clear it with \`fusermount -u ${mnt}\`, or run vmssfs again with --clear-stale`;
+}

@@ -1,0 +1,190 @@
+import { findGroup, tagUint, type Checkpoint } from './format/checkpoint';
+import { hex } from './format/header';
+import { tagLabel } from './format/tags';
+
+export const PAGE_SIZE = 4096;
+
+/** A stretch [start, start+length) of some address space. */
+export interface Segment {
+  start: number;
+  length: number;
+}
+
+/** One piece of a read: `length` bytes at `at` of the address space, `within` bytes into `segment`; a hole when segment is null. */
+export interface Piece<S extends Segment> {
+  at: number;
+  length: number;
+  segment: S | null;
+  within: number;
+}
+
+/**
+ * A sorted list of non-overlapping segments and a binary search: the shape of Volatility's
+ * segmented layer. Everything outside the segments is a hole. Used for guest-physical memory
+ * and for every file the tree assembles from pieces.
+ */
+export class SegmentMap<S extends Segment> {
+  readonly segments: readonly S[];
+
+  constructor(segments: S[]) {
+    this.segments = [...segments].filter((s) => s.length > 0).sort((a, b) => a.start - b.start);
+    for (let i = 1; i < this.segments.length; i++) {
+      const prev = this.segments[i - 1] as S;
+      if ((this.segments[i] as S).start < prev.start + prev.length) throw new RangeError('segments overlap');
+    }
+  }
+
+  /** End of the highest segment. */
+  get end(): number {
+    const last = this.segments[this.segments.length - 1];
+    return last ? last.start + last.length : 0;
+  }
+
+  /** Index of the first segment that ends after `addr` (segments.length if none). */
+  private firstEndingAfter(addr: number): number {
+    let lo = 0;
+    let hi = this.segments.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const s = this.segments[mid] as S;
+      if (s.start + s.length <= addr) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Cut [addr, addr+length) into segment pieces and holes, in address order. */
+  *pieces(addr: number, length: number): Generator<Piece<S>> {
+    let at = addr;
+    const stop = addr + length;
+    let i = this.firstEndingAfter(at);
+    while (at < stop) {
+      const s = this.segments[i];
+      if (!s || s.start >= stop) {
+        yield { at, length: stop - at, segment: null, within: 0 };
+        return;
+      }
+      if (s.start > at) {
+        yield { at, length: s.start - at, segment: null, within: 0 };
+        at = s.start;
+      }
+      const n = Math.min(stop, s.start + s.length) - at;
+      yield { at, length: n, segment: s, within: at - s.start };
+      at += n;
+      i++;
+    }
+  }
+}
+
+/** A run of guest-physical memory: `start` is the guest-physical address, stored at `fileOffset` of the memory file. */
+export interface Run extends Segment {
+  fileOffset: number;
+}
+
+/** Where the guest's pages are: the Memory block inside the checkpoint, or a whole .vmem file. */
+export interface MemoryBlob {
+  /** File offset of the blob's first byte in the memory file. */
+  offset: number;
+  /** Bytes the blob is declared to hold (the block's stored size, or the .vmem's size). */
+  length: number;
+  /** True for a .vmem: its length is just the file's size, so runs past it mean truncation, not bad regions. */
+  wholeFile: boolean;
+}
+
+export type RunsResult = { ok: true; runs: Run[]; notes: string[] } | { ok: false; error: string };
+
+interface Region {
+  index: number;
+  ppn: number;
+  pageNum: number;
+  pages: number;
+}
+
+/** Guest-physical base of a region-less Fusion-on-Apple-silicon blob (Checkpoint/Platform 3; LeechCore's observation). */
+const ARM64_PLATFORM = 3;
+const ARM64_RAM_BASE = 0x80000000;
+
+/**
+ * Derive the guest-physical runs from the `memory` group.
+ * Region i maps guest-physical [regionPPN[i], +regionSize[i]) pages to blob page regionPageNum[i]
+ * (absolute in the blob, as Volatility, Rekall and LeechCore read it). No regions: the blob is
+ * memory from address 0. Between regions lie holes, which are not stored.
+ */
+export function buildRuns(cp: Checkpoint, blob: MemoryBlob): RunsResult {
+  const notes: string[] = [];
+  const mem = findGroup(cp, 'memory');
+  const byLabel = new Map<string, number | undefined>();
+  for (const t of mem?.tags ?? []) if (!byLabel.has(tagLabel(t))) byLabel.set(tagLabel(t), tagUint(t));
+  const count = byLabel.get('regionsCount') ?? 0;
+
+  if (count === 0) {
+    if (blob.length === 0) return { ok: false, error: 'the memory blob is empty' };
+    let base = 0;
+    const platform = tagUint(findGroup(cp, 'Checkpoint')?.tags.find((t) => t.name === 'Platform'));
+    if (platform === ARM64_PLATFORM) {
+      base = ARM64_RAM_BASE;
+      notes.push(`Checkpoint/Platform is 3 (Apple silicon) and there are no region tags: assumed guest RAM starts at ${hex(base)}`);
+    }
+    return { ok: true, runs: [{ start: base, length: blob.length, fileOffset: blob.offset }], notes };
+  }
+
+  // Every region needs three tags, so a count beyond a third of the group is garbage: refuse it
+  // before looping over it.
+  if (count > (mem?.tags.length ?? 0) / 3) {
+    return { ok: false, error: `memory/regionsCount says ${count} regions, but the memory group has only ${mem?.tags.length ?? 0} tags` };
+  }
+  const regions: Region[] = [];
+  for (let i = 0; i < count; i++) {
+    const field = (name: string): number | string => {
+      const v = byLabel.get(`${name}[${i}]`);
+      return v === undefined ? `memory/${name}[${i}] is missing or not an integer (regionsCount is ${count})` : v;
+    };
+    const ppn = field('regionPPN');
+    const pageNum = field('regionPageNum');
+    const pages = field('regionSize');
+    for (const v of [ppn, pageNum, pages]) if (typeof v === 'string') return { ok: false, error: v };
+    if ((pages as number) > 0) regions.push({ index: i, ppn: ppn as number, pageNum: pageNum as number, pages: pages as number });
+  }
+
+  const describe = (r: Region): string =>
+    `region ${r.index} (guest-physical ${hex(r.ppn * PAGE_SIZE)}, ${r.pages} pages at blob page ${r.pageNum})`;
+  const overlap = (key: (r: Region) => number, space: string): string | null => {
+    const sorted = [...regions].sort((a, b) => key(a) - key(b));
+    for (let i = 1; i < sorted.length; i++) {
+      const a = sorted[i - 1] as Region;
+      const b = sorted[i] as Region;
+      if (key(b) < key(a) + a.pages) return `${describe(a)} and ${describe(b)} overlap in ${space}`;
+    }
+    return null;
+  };
+  const clash = overlap((r) => r.ppn, 'guest-physical memory') ?? overlap((r) => r.pageNum, 'the memory blob');
+  if (clash) return { ok: false, error: clash };
+
+  if (!blob.wholeFile) {
+    for (const r of regions) {
+      if ((r.pageNum + r.pages) * PAGE_SIZE > blob.length) {
+        return { ok: false, error: `${describe(r)} reaches past the end of the Memory block (${blob.length} bytes)` };
+      }
+    }
+  }
+  const runs = regions
+    .map((r) => ({ start: r.ppn * PAGE_SIZE, length: r.pages * PAGE_SIZE, fileOffset: blob.offset + r.pageNum * PAGE_SIZE }))
+    .sort((a, b) => a.start - b.start);
+  if (runs.some((r) => !Number.isSafeInteger(r.start + r.length) || !Number.isSafeInteger(r.fileOffset + r.length))) {
+    return { ok: false, error: 'the memory regions describe addresses beyond 2^53 bytes' };
+  }
+  return { ok: true, runs, notes };
+}
+
+/**
+ * The guest-physical ranges whose bytes lie past the end of the memory file (a truncated copy):
+ * they are served as zeros and each is reported.
+ */
+export function missingRanges(runs: readonly Run[], fileSize: number): { start: number; length: number }[] {
+  const out: { start: number; length: number }[] = [];
+  for (const r of runs) {
+    const stored = Math.max(0, Math.min(r.length, fileSize - r.fileOffset));
+    if (stored < r.length) out.push({ start: r.start + stored, length: r.length - stored });
+  }
+  return out;
+}

@@ -1,0 +1,126 @@
+import { findTag, tagValueText } from '../format/checkpoint';
+import type { Tag } from '../format/tags';
+import { tagLabel } from '../format/tags';
+import { infoJson, infoText } from '../info';
+import type { PageCache } from '../pagecache';
+import type { Snapshot } from '../snapshot';
+import { escapeName, uniqueNames } from './names';
+import { BytesFile, ExtentFile, type DirNode, type FileNode, type Node } from './nodes';
+
+/** The read-only tree a snapshot presents, independent of how it is served (FUSE, ls/cat/extract). */
+export interface Tree {
+  readonly root: DirNode;
+  /** Every file and directory's time: the snapshot file's mtime. */
+  readonly mtime: Date;
+  lookup(path: string): Node | undefined;
+}
+
+/** config.vmx is read whole at build time to trim its NUL padding; a larger cfgFile is not a .vmx. */
+const CONFIG_MAX = 16 * 1024 * 1024;
+
+class Builder {
+  private nextIno = 1;
+  constructor(private readonly snap: Snapshot, private readonly cache: PageCache) {}
+
+  ino(): number {
+    return this.nextIno++;
+  }
+
+  dir(): DirNode {
+    return { kind: 'dir', ino: this.ino(), children: new Map() };
+  }
+
+  bytes(data: Buffer, xattrs?: ReadonlyMap<string, string>): FileNode {
+    return new BytesFile(this.ino(), data, xattrs);
+  }
+
+  /** A block tag's stored bytes, served lazily from the snapshot file through the cache. */
+  block(tag: Tag, xattrs?: ReadonlyMap<string, string>): FileNode {
+    const src = this.snap.metaFile;
+    return new ExtentFile(this.ino(), [{ start: 0, length: tag.size, source: src, sourceOffset: tag.dataOffset }], tag.size, this.cache, xattrs);
+  }
+
+  /**
+   * A tag's file: 1/2/4/8-byte inline values read as their text plus a newline (exactly the
+   * JSON's `value`); everything else as its raw stored bytes.
+   */
+  tagFile(tag: Tag): FileNode {
+    const flags = tag.block ? (tag.compressed ? 'block,compressed' : 'block') : 'inline';
+    const xattrs = new Map([
+      ['user.vmss.offset', String(tag.dataOffset)],
+      ['user.vmss.size', String(tag.size)],
+      ['user.vmss.flags', flags],
+    ]);
+    if (tag.block) return this.block(tag, xattrs);
+    const text = tagValueText(tag);
+    return this.bytes(text === null ? (tag.inline ?? Buffer.alloc(0)) : Buffer.from(text + '\n'), xattrs);
+  }
+
+  configVmx(): FileNode | null {
+    const tag = findTag(this.snap.checkpoint, 'Snapshot', 'cfgFile');
+    if (!tag || tag.compressed || tag.size > CONFIG_MAX) return null;
+    let data = tag.inline;
+    if (!data) {
+      data = Buffer.alloc(tag.size);
+      this.snap.metaFile.readAtSync(data, tag.dataOffset);
+    }
+    let end = data.length;
+    while (end > 0 && data[end - 1] === 0) end--;
+    return this.bytes(data.subarray(0, end));
+  }
+
+  screenshot(): FileNode | null {
+    const tag = findTag(this.snap.checkpoint, 'MKSVMX', 'imageData');
+    if (!tag || tag.compressed) return null;
+    return tag.block ? this.block(tag) : this.bytes(tag.inline ?? Buffer.alloc(0));
+  }
+
+  physmem(): FileNode | null {
+    const pm = this.snap.physmem;
+    if (!pm) return null;
+    const extents = pm.map.segments.map((r) => ({ start: r.start, length: r.length, source: pm.file, sourceOffset: r.fileOffset }));
+    return new ExtentFile(this.ino(), extents, pm.size, this.cache);
+  }
+
+  groups(): DirNode {
+    const dir = this.dir();
+    const groups = this.snap.checkpoint.groups;
+    const names = uniqueNames(groups.map((g) => escapeName(g.name)));
+    groups.forEach((g, i) => {
+      const gdir = this.dir();
+      const tagNames = uniqueNames(g.tags.map((t) => escapeName(tagLabel(t))));
+      g.tags.forEach((t, j) => gdir.children.set(tagNames[j] as string, this.tagFile(t)));
+      dir.children.set(names[i] as string, gdir);
+    });
+    return dir;
+  }
+}
+
+export function buildTree(snap: Snapshot, cache: PageCache): Tree {
+  const b = new Builder(snap, cache);
+  const root = b.dir();
+  const add = (name: string, node: Node | null): void => {
+    if (node) root.children.set(name, node);
+  };
+  add('physmem.raw', b.physmem());
+  add('config.vmx', b.configVmx());
+  add('screenshot.png', b.screenshot());
+  add('info.txt', b.bytes(Buffer.from(infoText(snap))));
+  add('metadata.json', b.bytes(Buffer.from(JSON.stringify(infoJson(snap), null, 2) + '\n')));
+  add('groups', b.groups());
+  return {
+    root,
+    mtime: snap.metaFile.mtime,
+    lookup(path: string): Node | undefined {
+      let node: Node = root;
+      for (const part of path.split('/')) {
+        if (part === '') continue;
+        if (node.kind !== 'dir') return undefined;
+        const next = node.children.get(part);
+        if (!next) return undefined;
+        node = next;
+      }
+      return node;
+    },
+  };
+}

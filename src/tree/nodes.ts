@@ -1,0 +1,80 @@
+import type { ChunkSource, PageCache } from '../pagecache';
+import { SegmentMap, type Segment } from '../runmap';
+
+/**
+ * A regular file of the tree: it answers its size and reads. How its bytes are made (held in
+ * memory, assembled from runs of evidence files) is its own business; nothing here knows FUSE.
+ */
+export interface FileNode {
+  readonly kind: 'file';
+  readonly ino: number;
+  readonly size: number;
+  /** Extended attributes shown by getfattr, e.g. where a tag sits in the snapshot. */
+  readonly xattrs?: ReadonlyMap<string, string>;
+  /** Fill dst[0, n) with the file's bytes at `position`, n = min(length, size - position); returns n. */
+  read(dst: Buffer, position: number, length: number): Promise<number>;
+}
+
+export interface DirNode {
+  readonly kind: 'dir';
+  readonly ino: number;
+  /** Entries in listing order. */
+  readonly children: Map<string, Node>;
+}
+
+export type Node = FileNode | DirNode;
+
+/** Clamp a read to the file; the number of bytes it will produce. */
+function clamp(size: number, position: number, length: number): number {
+  return Math.max(0, Math.min(length, size - position));
+}
+
+/** A file whose bytes are in memory: info.txt, metadata.json, inline tags, view headers. */
+export class BytesFile implements FileNode {
+  readonly kind = 'file';
+  constructor(readonly ino: number, private readonly data: Buffer, readonly xattrs?: ReadonlyMap<string, string>) {}
+  get size(): number {
+    return this.data.length;
+  }
+  async read(dst: Buffer, position: number, length: number): Promise<number> {
+    const n = clamp(this.data.length, position, length);
+    if (n > 0) this.data.copy(dst, 0, position, position + n);
+    return n;
+  }
+}
+
+/** A stretch of an assembled file: bytes of an evidence file (through the page cache), or bytes in hand. */
+export type Extent = Segment & ({ source: ChunkSource; sourceOffset: number } | { bytes: Buffer });
+
+/**
+ * A file assembled from extents with zeros between them: physmem.raw (runs and holes), block
+ * tags (one extent), the LiME and ELF views (headers in hand, runs from the cache).
+ */
+export class ExtentFile implements FileNode {
+  readonly kind = 'file';
+  private readonly map: SegmentMap<Extent>;
+  constructor(
+    readonly ino: number,
+    extents: Extent[],
+    readonly size: number,
+    private readonly cache: PageCache,
+    readonly xattrs?: ReadonlyMap<string, string>,
+  ) {
+    this.map = new SegmentMap(extents);
+  }
+
+  async read(dst: Buffer, position: number, length: number): Promise<number> {
+    const n = clamp(this.size, position, length);
+    if (n === 0) return 0;
+    let pending: Promise<void>[] | null = null;
+    for (const p of this.map.pieces(position, n)) {
+      const at = p.at - position;
+      const e = p.segment;
+      if (e === null) dst.fill(0, at, at + p.length);
+      else if ('bytes' in e) e.bytes.copy(dst, at, p.within, p.within + p.length);
+      else (pending ??= []).push(this.cache.read(e.source, e.sourceOffset + p.within, dst, at, p.length));
+    }
+    if (pending) await (pending.length === 1 ? pending[0] : Promise.all(pending));
+    return n;
+  }
+}
