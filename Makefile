@@ -43,7 +43,7 @@ fixtures: build
 N ?= 2000
 SEED ?= 1
 fuzz: build
-	node dist/scripts/fuzz.js --iterations $(N) --seed $(SEED)
+	node --expose-gc dist/scripts/fuzz.js --iterations $(N) --seed $(SEED)
 
 bench: build
 	node dist/scripts/bench.js

@@ -63,7 +63,8 @@ export function hexdump(data: Buffer, base: number): string[] {
   for (let i = 0; i < data.length; i += 16) {
     const row = data.subarray(i, i + 16);
     const bytes = [...row].map((b) => b.toString(16).padStart(2, '0')).join(' ');
-    const text = [...row].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.')).join('');
+    // As vmwareinfo (and the article) shows it: printable and not whitespace, else '.' (a space too).
+    const text = [...row].map((b) => (b > 0x20 && b < 0x7f ? String.fromCharCode(b) : '.')).join('');
     rows.push(`${hex(base + i, 8)}  ${bytes.padEnd(47)}   ${text}`);
   }
   return rows;
@@ -93,7 +94,11 @@ export function infoText(s: Snapshot, opts: { verbose?: boolean } = {}): string 
   out.push(`---------- ---------- ${'-'.repeat(49)} -----`);
   for (const g of cp.groups) {
     for (const t of g.tags) {
-      out.push(`${hex(t.dataOffset, 8)} ${hex(t.size).padStart(10)} ${tagPath(g.name, t).padEnd(50)} ${tagValueText(t) ?? ''}`);
+      // DataOffset and DataSize share 21 columns, so an offset past 4 GiB (the article's
+      // 0x180011963) eats into the size's padding and the name and value keep their columns.
+      const offset = hex(t.dataOffset, 8);
+      const size = hex(t.size);
+      out.push(`${offset} ${size.padStart(Math.max(size.length, 20 - offset.length))} ${tagPath(g.name, t).padEnd(50)} ${tagValueText(t) ?? ''}`);
       if (opts.verbose && tagValueText(t) === null && !isMemoryTag(g.name, t) && t.size > 0) {
         const n = Math.min(t.size, HEXDUMP_LIMIT);
         const data = Buffer.alloc(n);

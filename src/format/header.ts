@@ -1,6 +1,7 @@
 import { VmssError } from '../errors';
 import type { RandomAccess } from '../io/source';
 import { Cursor, readUint } from './cursor';
+import { describeContent, SNIFF_BYTES } from './sniff';
 
 /**
  * Checkpoint magics seen in the public readers. The low nibble is the format version:
@@ -54,7 +55,9 @@ export function readHeader(src: RandomAccess): Header {
   }
   const magic = buf.readUInt32LE(0);
   if (!MAGICS.has(magic)) {
-    throw new VmssError(`${src.name}: not a VMware checkpoint (magic ${hex(magic, 8)} is none of the known .vmss/.vmsn magics)`);
+    const head = Buffer.alloc(Math.min(SNIFF_BYTES, src.size));
+    const what = describeContent(head.subarray(0, src.readAtSync(head, 0)));
+    throw new VmssError(`${src.name}: not a VMware checkpoint (${what ?? `magic ${hex(magic, 8)} is none of the known .vmss/.vmsn magics`})`);
   }
   const groupCount = buf.readUInt32LE(8);
   if (groupCount > MAX_GROUPS) {

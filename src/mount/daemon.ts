@@ -74,6 +74,13 @@ function runFusermount(args: string[]): Promise<boolean> {
  * status once the mount is gone; rejects with VmssError when it could not mount.
  */
 export async function serve(opts: ServeOptions, report: Reporter): Promise<number> {
+  // Signals are caught from the start: the kernel lists the mount before libfuse's INIT reaches
+  // us, and a signal in that window must unmount, not kill the process and leave a dead mount.
+  let stop: ((sig: string) => void) | null = null;
+  let earlySignal: string | null = null;
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => (stop ? stop(sig) : (earlySignal ??= sig)));
+  }
   const snap = openSnapshot(opts.snapshot, { vmem: opts.vmem });
   for (const w of snap.warnings) report.warning(w);
   if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
@@ -126,7 +133,8 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
         finish(1);
       });
     };
-    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => onSignal(sig));
+    stop = onSignal;
     report.ready();
+    if (earlySignal) onSignal(earlySignal);
   });
 }

@@ -1,0 +1,322 @@
+/**
+ * Fuzzing: mutate the fixture writer's files and check that vmssfs treats every result as an
+ * analyst would want: a one-line error naming the file (exit 1), or the metadata served with
+ * warnings (exit 0); never an unexpected exception, a hang or an unbounded allocation.
+ *
+ * `make fuzz N=100000 SEED=1` runs this file; the suite runs `fuzzCases` with a fixed seed.
+ * Every input that ever failed is kept in test/corpus/ as a regression case.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { VmssError } from '../src/errors';
+import { infoJson, infoText } from '../src/info';
+import { PageCache } from '../src/pagecache';
+import { openSnapshot } from '../src/snapshot';
+import { buildTree } from '../src/tree/build';
+import type { Node } from '../src/tree/nodes';
+import { writeCheckpoint, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from './writer';
+
+/** xorshift32: deterministic across runs and machines. */
+export class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = (seed >>> 0) || 0x9e3779b9;
+  }
+  next(): number {
+    let x = this.s;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.s = x >>> 0;
+    return this.s;
+  }
+  int(n: number): number {
+    return n <= 0 ? 0 : this.next() % n;
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(xs.length)] as T;
+  }
+}
+
+/** A base file to mutate: its bytes and the offsets of its structures. */
+export interface Base {
+  name: string;
+  bytes: Buffer;
+  /** Offsets where a truncation or a patch is most telling: header fields, table entries, tag headers, data. */
+  boundaries: number[];
+  /** Offsets of the group table entries. */
+  tableOffsets: number[];
+  /** Offsets of the u16 word of every tag. */
+  tagHeaders: number[];
+  /** The memory blob's [offset, end), to aim overlapping groups at. */
+  blob: [number, number] | null;
+}
+
+function baseFrom(name: string, w: WrittenCheckpoint, blob: [number, number] | null): Base {
+  const bytes = fs.readFileSync(w.path);
+  const tags = w.groups.flatMap((g) => g.tags);
+  const boundaries = new Set<number>([0, 4, 8, 12]);
+  for (const g of w.groups) {
+    boundaries.add(g.tableOffset).add(g.tableOffset + 64).add(g.tableOffset + 80).add(g.tagsOffset).add(g.tagsOffset + g.size);
+  }
+  for (const t of tags) boundaries.add(t.headerOffset).add(t.headerOffset + 2).add(t.dataOffset).add(t.dataOffset + t.size);
+  return {
+    name,
+    bytes,
+    boundaries: [...boundaries].filter((b) => b <= bytes.length).sort((a, b) => a - b),
+    tableOffsets: w.groups.map((g) => g.tableOffset),
+    tagHeaders: tags.map((t) => t.headerOffset),
+    blob,
+  };
+}
+
+/** The files mutations start from: several layouts, version 0, and hand-built odd shapes. */
+export function makeBases(dir: string): Base[] {
+  const bases: Base[] = [];
+  const regions = [{ ppn: 0, pageNum: 0, pages: 8 }, { ppn: 0x100000, pageNum: 8, pages: 4 }];
+  const embedded = writeSnapshot(path.join(dir, 'embedded.vmss'), { memory: 'embedded', blobPages: 12, regions, memoryAlign: 4096 });
+  bases.push(baseFrom('embedded-regions', embedded, [embedded.blobOffset, embedded.blobOffset + 12 * 4096]));
+  const flat = writeSnapshot(path.join(dir, 'flat.vmss'), { memory: 'embedded', blobPages: 4, magic: 0xbed2bed0, shuffle: true, memoryAlign: 4096 });
+  bases.push(baseFrom('embedded-v0-shuffled', flat, [flat.blobOffset, flat.blobOffset + 4 * 4096]));
+  const meta = writeSnapshot(path.join(dir, 'meta.vmss'), { memory: 'vmem', blobPages: 12, regions });
+  bases.push(baseFrom('metadata-only', meta, null));
+
+  // Another writer's shapes: duplicate tags, indices past cpu:numVCPUs, names of every length,
+  // and a group whose stream overlaps another's.
+  const names: GroupSpec = {
+    name: 'names',
+    tags: Array.from({ length: 255 }, (_, i) => ({ name: 'n'.repeat(i + 1), value: u32(i) })),
+  };
+  const cpu: GroupSpec = {
+    name: 'cpu',
+    tags: [
+      { name: 'cpu:numVCPUs', value: u32(1) },
+      { name: 'rip', indices: [0], value: Buffer.alloc(8, 1) },
+      { name: 'rip', indices: [0], value: Buffer.alloc(8, 2) },
+      { name: 'rip', indices: [7], value: Buffer.alloc(8, 3) },
+      { name: 'gpregs', indices: [9], block: { data: Buffer.alloc(128, 0x11) } },
+    ],
+  };
+  const odd = writeCheckpoint(path.join(dir, 'odd.vmss'), { groups: [cpu, names, { ...cpu }] });
+  bases.push(baseFrom('odd-shapes', odd, null));
+  return bases;
+}
+
+/** One mutated input: the bytes, and what was done (for the corpus note). */
+export interface FuzzCase {
+  base: string;
+  what: string;
+  bytes: Buffer;
+}
+
+const ABSURD = [0, 1, 0x7fffffff, 0xffffffff, 2 ** 32, 2 ** 40, 2 ** 53 - 1, 2 ** 63, 2 ** 64 - 1];
+
+function patch64(buf: Buffer, at: number, value: number): void {
+  if (at + 8 <= buf.length) buf.writeBigUInt64LE(BigInt.asUintN(64, BigInt(value)), at);
+}
+
+/** Apply one mutation operator chosen by the generator. */
+export function mutate(base: Base, rng: Rng): FuzzCase {
+  const bytes = Buffer.from(base.bytes);
+  const op = rng.int(8);
+  switch (op) {
+    case 0: {
+      const n = 1 + rng.int(8);
+      const limit = base.blob ? base.blob[0] : bytes.length;
+      const at: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const pos = rng.int(Math.max(1, Math.min(limit, bytes.length)));
+        bytes[pos] = (bytes[pos] as number) ^ (1 << rng.int(8));
+        at.push(pos);
+      }
+      return { base: base.name, what: `bit flips at ${at.join(',')}`, bytes };
+    }
+    case 1: {
+      const b = rng.pick(base.boundaries);
+      const cut = Math.max(0, Math.min(bytes.length, b + rng.int(3) - 1));
+      return { base: base.name, what: `truncated at ${cut}`, bytes: bytes.subarray(0, cut) };
+    }
+    case 2: {
+      const count = rng.pick([0, 1, 0xffff, 0x7fffffff, 0xffffffff, 10_000, 10_001, (bytes.length - 12) / 80 + 1]);
+      bytes.writeUInt32LE(Math.floor(count) >>> 0, 8);
+      return { base: base.name, what: `group count ${count}`, bytes };
+    }
+    case 3: {
+      const entry = rng.pick(base.tableOffsets);
+      const field = rng.int(2) === 0 ? 64 : 72;
+      const value = rng.pick(ABSURD);
+      patch64(bytes, entry + field, value);
+      return { base: base.name, what: `group entry at ${entry}: ${field === 64 ? 'tagsOffset' : 'size'} = ${value}`, bytes };
+    }
+    case 4: {
+      // Groups that overlap each other or the memory blob.
+      const entry = rng.pick(base.tableOffsets);
+      const other = rng.pick(base.tableOffsets);
+      const target = base.blob && rng.int(2) === 0 ? base.blob[0] + rng.int(base.blob[1] - base.blob[0]) : Number(bytes.readBigUInt64LE(other + 64));
+      patch64(bytes, entry + 64, target);
+      if (rng.int(2) === 0) patch64(bytes, entry + 72, bytes.length);
+      return { base: base.name, what: `group entry at ${entry} aimed at ${target}`, bytes };
+    }
+    case 5: {
+      // Tag words with absurd flags: size fields 62/63 where an inline value was, index counts.
+      const h = rng.pick(base.tagHeaders);
+      if (h + 2 <= bytes.length) bytes[h] = rng.int(256);
+      return { base: base.name, what: `tag word at ${h} flags ${bytes[h]}`, bytes };
+    }
+    case 6: {
+      // Absurd numbers right after a tag name: block sizes, region values, padding lengths.
+      const h = rng.pick(base.tagHeaders);
+      const at = h + 2 + (bytes[h + 1] ?? 0) + rng.int(12);
+      patch64(bytes, at, rng.pick(ABSURD));
+      return { base: base.name, what: `absurd u64 at ${at}`, bytes };
+    }
+    default: {
+      // Splice: a stretch of the file copied over another.
+      const len = 1 + rng.int(256);
+      const from = rng.int(Math.max(1, bytes.length - len));
+      const to = rng.int(Math.max(1, bytes.length - len));
+      Buffer.from(bytes.subarray(from, from + len)).copy(bytes, to);
+      return { base: base.name, what: `spliced ${len} bytes from ${from} to ${to}`, bytes };
+    }
+  }
+}
+
+export interface Verdict {
+  /** 'error' = a clean VmssError (exit 1); 'served' = metadata parsed (exit 0). */
+  outcome: 'error' | 'served';
+  message: string;
+  ms: number;
+}
+
+/** Time any one input may take through parse, render and tree reads. */
+export const CASE_LIMIT_MS = 5000;
+
+/**
+ * Run one file through everything `info` and the mount do, in process: open, render both info
+ * forms, build the tree and read each file's head, tail and middle through the page cache.
+ * Throws (a fuzz failure) on anything but a clean outcome.
+ */
+export async function checkFile(file: string): Promise<Verdict> {
+  const t0 = Date.now();
+  let snap;
+  try {
+    snap = openSnapshot(file);
+  } catch (err) {
+    if (!(err instanceof VmssError)) throw new Error(`unexpected ${(err as Error).name}: ${(err as Error).message}`);
+    if (err.message.includes('\n')) throw new Error(`multi-line error: ${JSON.stringify(err.message)}`);
+    if (!err.message.includes(file)) throw new Error(`error does not name the file: ${err.message}`);
+    return { outcome: 'error', message: err.message, ms: Date.now() - t0 };
+  }
+  try {
+    infoText(snap, { verbose: true });
+    JSON.stringify(infoJson(snap));
+    const cache = new PageCache({ maxBytes: 8 * 1024 * 1024 });
+    const tree = buildTree(snap, cache);
+    const buf = Buffer.alloc(64 * 1024);
+    const visit = async (node: Node): Promise<void> => {
+      if (Date.now() - t0 > CASE_LIMIT_MS) throw new Error(`took over ${CASE_LIMIT_MS} ms`);
+      if (node.kind === 'dir') {
+        for (const child of node.children.values()) await visit(child);
+        return;
+      }
+      for (const pos of [0, Math.max(0, node.size - buf.length), Math.floor(node.size / 2)]) {
+        const n = await node.read(buf, pos, buf.length);
+        if (n !== Math.max(0, Math.min(buf.length, node.size - pos))) throw new Error(`short read: ${n} at ${pos} of ${node.size}`);
+      }
+    };
+    await visit(tree.root);
+  } finally {
+    snap.close();
+  }
+  const ms = Date.now() - t0;
+  if (ms > CASE_LIMIT_MS) throw new Error(`took ${ms} ms`);
+  return { outcome: 'served', message: '', ms };
+}
+
+/** The cases a seed produces, in order: base files round-robin, one mutation each. */
+export function* fuzzCases(bases: Base[], seed: number, count: number): Generator<FuzzCase> {
+  const rng = new Rng(seed);
+  for (let i = 0; i < count; i++) yield mutate(bases[i % bases.length] as Base, rng);
+}
+
+/** Keep a failing input as a regression case: test/corpus/<sha>.vmss and a note beside it. */
+export function saveToCorpus(corpusDir: string, c: FuzzCase, failure: string): string {
+  fs.mkdirSync(corpusDir, { recursive: true });
+  const id = createHash('sha256').update(c.bytes).digest('hex').slice(0, 16);
+  const file = path.join(corpusDir, `${id}.vmss`);
+  fs.writeFileSync(file, c.bytes);
+  fs.writeFileSync(path.join(corpusDir, `${id}.txt`), `base: ${c.base}\nmutation: ${c.what}\nfailure: ${failure}\n`);
+  return file;
+}
+
+/** RSS ceiling for any one input: the bound the hardening issue sets. */
+export const RSS_LIMIT = 200 * 1024 * 1024;
+
+/**
+ * RSS of this long-running process, measured after a collection when it looks high: garbage left
+ * by earlier cases is not the current case's footprint (run with --expose-gc, as `make fuzz` does).
+ */
+function residentAfterCollection(): number {
+  let rss = process.memoryUsage().rss;
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (rss > RSS_LIMIT / 2 && gc) {
+    gc();
+    rss = process.memoryUsage().rss;
+  }
+  return rss;
+}
+
+async function main(): Promise<number> {
+  const args = process.argv.slice(2);
+  const get = (flag: string, dflt: number): number => {
+    const i = args.indexOf(flag);
+    return i >= 0 ? Number(args[i + 1]) : dflt;
+  };
+  const iterations = get('--iterations', 2000);
+  const seed = get('--seed', 1);
+  const corpus = path.resolve(__dirname, '..', '..', 'test', 'corpus');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmssfs-fuzz-'));
+  try {
+    const bases = makeBases(dir);
+    const input = path.join(dir, 'case.vmss');
+    let failures = 0;
+    let errors = 0;
+    let slowest = 0;
+    let peakRss = 0;
+    let i = 0;
+    for (const c of fuzzCases(bases, seed, iterations)) {
+      i++;
+      fs.writeFileSync(input, c.bytes);
+      try {
+        const v = await checkFile(input);
+        if (v.outcome === 'error') errors++;
+        slowest = Math.max(slowest, v.ms);
+        const rss = residentAfterCollection();
+        peakRss = Math.max(peakRss, rss);
+        if (rss > RSS_LIMIT) throw new Error(`RSS ${Math.round(rss / 1048576)} MiB`);
+      } catch (err) {
+        failures++;
+        const saved = saveToCorpus(corpus, c, (err as Error).message);
+        console.log(`FAIL #${i} ${c.base}: ${c.what}: ${(err as Error).message} -> ${path.relative(process.cwd(), saved)}`);
+      }
+      if (i % 5000 === 0) console.log(`${i}/${iterations} cases, ${failures} failures`);
+    }
+    console.log(
+      `fuzz: seed ${seed}, ${iterations} cases from ${bases.length} bases: ${iterations - errors} served, ${errors} refused with one-line errors; ` +
+        `slowest ${slowest} ms, peak RSS ${Math.round(peakRss / 1048576)} MiB`,
+    );
+    console.log(`${iterations - failures} passed, ${failures} failed`);
+    return failures === 0 ? 0 : 1;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  main().then((code) => process.exit(code), (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,226 @@
+// The bad-input rules, through the real CLI (bin/vmssfs as its own process), and `info --json`
+// on files shaped by hand with writeCheckpoint, as another writer following FORMAT.md would.
+
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { InfoJson } from '../src/info';
+import { PAGE, padded, u16, u32, u64, u8, writeCheckpoint, type CheckpointSpec, type WrittenCheckpoint } from '../scripts/writer';
+import { memoryGroup } from './helpers/checkpoint';
+import { tempDir } from './helpers/paths';
+import { runCli, type RunResult } from './helpers/run';
+
+const GiB = 2 ** 30;
+
+function expectOneLineError(r: RunResult, file: string, what: RegExp): void {
+  expect(r.code, r.stderr).to.equal(1);
+  expect(r.stdout).to.equal('');
+  expect(r.stderr.endsWith('\n')).to.equal(true);
+  const lines = r.stderr.slice(0, -1).split('\n');
+  expect(lines, r.stderr).to.have.length(1);
+  expect(lines[0]!.startsWith(`vmssfs: ${file}: `), lines[0]).to.equal(true);
+  expect(lines[0]).to.match(what);
+  expect(r.stderr).not.to.match(/\n\s+at |Error:|internal error/);
+}
+
+async function infoJson(args: string[]): Promise<InfoJson> {
+  const r = await runCli(['info', '--json', ...args]);
+  expect(r.code, r.stderr).to.equal(0);
+  expect(r.stderr).to.equal('');
+  return JSON.parse(r.stdout) as InfoJson;
+}
+
+describe('cli', () => {
+  let dir: string;
+  let cleanup: () => void;
+  let n = 0;
+  before(() => ({ dir, cleanup } = tempDir('vmssfs-cli-')));
+  after(() => cleanup());
+  const file = (name?: string): string => path.join(dir, name ?? `c${n++}.vmss`);
+  const bytes = (data: Buffer, name?: string): string => {
+    const p = file(name);
+    fs.writeFileSync(p, data);
+    return p;
+  };
+
+  describe('input that is not a checkpoint: exit 1, one line on stderr naming the file, no stack trace', () => {
+    it('not a VMware checkpoint (a PNG, a text file, an encrypted state file)', async () => {
+      const png = bytes(Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), Buffer.alloc(100)]), 'shot.vmss');
+      expectOneLineError(await runCli(['info', png]), png, /not a VMware checkpoint \(magic 0x0a1a0a0d0a1a0a0d|not a VMware checkpoint/);
+      const txt = bytes(Buffer.from('config.version = "8"\n'.repeat(10)), 'vm.vmsn');
+      expectOneLineError(await runCli(['info', '--json', txt]), txt, /not a VMware checkpoint/);
+      const enc = bytes(Buffer.concat([u32(0xbed4bed4), u32(0), u32(1), Buffer.alloc(200, 0x77)]));
+      expectOneLineError(await runCli(['info', enc]), enc, /not a VMware checkpoint \(magic 0xbed4bed4/);
+    });
+
+    it('an empty file', async () => {
+      const p = bytes(Buffer.alloc(0));
+      expectOneLineError(await runCli(['info', p]), p, /empty/);
+    });
+
+    it('a short header', async () => {
+      const p = bytes(Buffer.concat([u32(0xbed2bed2), u32(0), u16(1)]));
+      expectOneLineError(await runCli(['info', '--json', p]), p, /only 10 bytes, too short for a VMware checkpoint header/);
+    });
+
+    it('a group table beyond the end of the file', async () => {
+      const w = writeCheckpoint(file(), { groups: [{ name: 'a', tags: [] }, { name: 'b', tags: [] }, { name: 'c', tags: [] }] });
+      fs.truncateSync(w.path, 12 + 80 * 2 + 40);
+      expectOneLineError(await runCli(['info', w.path]), w.path, /group table of 3 groups ends at 0xfc, beyond the end of the file \(0xd4\)/);
+    });
+
+    it('an absurd group count', async () => {
+      const p = bytes(Buffer.concat([u32(0xbed2bed2), u32(0), u32(0x7fffffff), Buffer.alloc(4096)]));
+      expectOneLineError(await runCli(['info', p]), p, /absurd group count 2147483647/);
+    });
+
+    it('a file that does not exist, and a directory', async () => {
+      const missing = file('missing.vmss');
+      expectOneLineError(await runCli(['info', missing]), missing, /cannot open: no such file/);
+      expectOneLineError(await runCli(['info', dir]), dir, /directory/);
+    });
+  });
+
+  describe('usage errors: exit 2 with the usage', () => {
+    const cases: [string, string[]][] = [
+      ['no arguments', []],
+      ['info without a snapshot', ['info']],
+      ['info with two snapshots', ['info', 'a.vmss', 'b.vmss']],
+      ['an unknown option', ['info', '--bogus', 'a.vmss']],
+      ['--vmem without its value', ['info', 'a.vmss', '--vmem']],
+    ];
+    for (const [what, args] of cases) {
+      it(what, async () => {
+        const r = await runCli(args);
+        expect(r.code, r.stderr).to.equal(2);
+        expect(r.stdout).to.equal('');
+        expect(r.stderr).to.match(/^vmssfs: .+\nusage:\n/);
+        expect(r.stderr).to.include('vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT');
+        expect(r.stderr).not.to.match(/\n\s+at /);
+      });
+    }
+  });
+
+  describe('damaged tag streams: exit 0, the tags read so far kept, a warning, the other groups read', () => {
+    const spec = (): CheckpointSpec => ({
+      groups: [
+        { name: 'Checkpoint', tags: [{ name: 'fileversion', value: u32(0xa) }, { name: 'ProductName', block: { data: padded('VMware ESX', 32) } }, { name: 'memSize', value: u32(16) }] },
+        { name: 'cpu', tags: [{ name: 'rip', indices: [0], value: u64(0xfffff80002c1c0ban) }, { name: 'halted', indices: [0], value: u8(1) }] },
+        { name: 'Snapshot', tags: [{ name: 'cfgFile', block: { data: Buffer.from('.encoding = "UTF-8"\n') } }, { name: 'tail', value: u16(7) }] },
+      ],
+    });
+    const names = (j: InfoJson, g: number): string[] => j.groups[g]!.tags.map((t) => t.name);
+
+    it('a stream that runs off its group (the table says it is shorter)', async () => {
+      const s = spec();
+      s.groups[0]!.sizeDelta = -10; // cuts inside memSize, the third tag
+      const w = writeCheckpoint(file(), s);
+      const j = await infoJson([w.path]);
+      expect(names(j, 0)).to.deep.equal(['fileversion', 'ProductName']);
+      expect(names(j, 1)).to.deep.equal(['rip', 'halted']);
+      expect(names(j, 2)).to.deep.equal(['cfgFile', 'tail']);
+      const memSize = w.groups[0]!.tags[2]!;
+      expect(j.warnings).to.deep.equal([
+        `group "Checkpoint": tag stream runs off the end of the group (0x${(w.groups[0]!.tagsOffset + w.groups[0]!.size).toString(16)}) inside the tag at 0x${memSize.headerOffset.toString(16)}; kept 2 tags`,
+      ]);
+      expect(j.groups[1]!.tags[0]!.value).to.equal('0xfffff80002c1c0ba');
+    });
+
+    it('a stream without its end marker, in the middle of the file', async () => {
+      const s = spec();
+      s.groups[1]!.omitTerminator = true;
+      const w = writeCheckpoint(file(), s);
+      const j = await infoJson([w.path]);
+      expect(j.groups.map((g) => g.tags.length)).to.deep.equal([3, 2, 2]);
+      expect(j.warnings).to.have.length(1);
+      expect(j.warnings[0]).to.match(/^group "cpu": tag stream runs off the end of the group \(0x[0-9a-f]+\) without its end marker; kept 2 tags$/);
+    });
+
+    it('a block that runs off its group', async () => {
+      const s = spec();
+      s.groups[2]!.sizeDelta = -30; // inside cfgFile's data
+      const w = writeCheckpoint(file(), s);
+      const j = await infoJson([w.path]);
+      expect(j.groups.map((g) => g.tags.length)).to.deep.equal([3, 2, 1]);
+      expect(j.warnings).to.have.length(1);
+      expect(j.warnings[0]).to.match(/^Snapshot\/cfgFile: block of 20 bytes at 0x[0-9a-f]+ runs past the end of its group/);
+    });
+
+    it('a stream that runs off the end of the file (a truncated copy), with a group stored after the cut', async () => {
+      const s = spec();
+      s.storeOrder = [0, 2, 1]; // cpu stored last
+      const w: WrittenCheckpoint = writeCheckpoint(file(), s);
+      const halted = w.groups[1]!.tags[1]!;
+      fs.truncateSync(w.path, halted.headerOffset + 3); // inside halted[0]'s name
+      const text = await runCli(['info', w.path]);
+      expect(text.code).to.equal(0);
+      const j = await infoJson([w.path]);
+      expect(names(j, 0)).to.deep.equal(['fileversion', 'ProductName', 'memSize']);
+      expect(names(j, 1)).to.deep.equal(['rip']);
+      expect(names(j, 2)).to.deep.equal(['cfgFile', 'tail']);
+      expect(j.warnings).to.deep.equal([
+        `group "cpu": tag stream runs off the end of the file at 0x${(halted.headerOffset + 3).toString(16)} (truncated copy?) inside the tag at 0x${halted.headerOffset.toString(16)}; kept 1 tags`,
+      ]);
+      expect(text.stdout).to.include(`\nWARNING: ${j.warnings[0]}\n`);
+
+      // cut exactly where the cpu group's stream begins: no tags from it, the others intact
+      fs.truncateSync(w.path, w.groups[1]!.tagsOffset);
+      const j2 = await infoJson([w.path]);
+      expect(j2.groups.map((g) => g.tags.length)).to.deep.equal([3, 0, 2]);
+      expect(j2.warnings).to.have.length(1);
+      expect(j2.warnings[0]).to.match(/^group "cpu": its tags offset 0x[0-9a-f]+ lies beyond the end of the file/);
+    });
+  });
+
+  describe('info --json on files shaped by hand (another writer)', () => {
+    it('version 0, groups stored in reverse, an unpadded Memory block with regions, zero-length and 3-index tags', async () => {
+      const mem = Buffer.alloc(6 * PAGE);
+      for (let p = 0; p < 6; p++) mem.fill(p + 1, p * PAGE, (p + 1) * PAGE);
+      const w = writeCheckpoint(file('other.vmsn'), {
+        magic: 0xbed2bed0,
+        unknownWord: 0x12345678,
+        groups: [
+          { name: 'Checkpoint', tags: [{ name: 'memSize', value: u32(0x1000) }, { name: 'marker' }] },
+          memoryGroup({ regions: [{ ppn: 0x100000, pageNum: 2, pages: 4 }, { ppn: 0, pageNum: 0, pages: 2 }], memory: mem }),
+          { name: 'cpu', tags: [{ name: 'FPUregs', indices: [0, 1, 2], value: u8(255) }, { name: 'gpregs', indices: [0], block: { data: Buffer.alloc(128, 1), padding: 3 } }] },
+        ],
+        storeOrder: [2, 1, 0],
+      });
+      const memTag = w.groups[1]!.tags.find((t) => t.name === 'Memory')!;
+      const j = await infoJson([w.path]);
+      expect(j).to.deep.include({ file: w.path, magic: 0xbed2bed0, version: 0, memoryFile: w.path, physmemError: null, warnings: [] });
+      expect(j.physmem).to.deep.equal({
+        size: 4 * GiB + 4 * PAGE,
+        runs: [
+          { physAddr: 0, fileOffset: memTag.dataOffset, length: 2 * PAGE, file: w.path },
+          { physAddr: 4 * GiB, fileOffset: memTag.dataOffset + 2 * PAGE, length: 4 * PAGE, file: w.path },
+        ],
+      });
+      expect(j.groups).to.deep.equal(w.groups.map((g) => ({
+        name: g.name,
+        tagsOffset: g.tagsOffset,
+        size: g.size,
+        tags: g.tags.map((t) => ({
+          name: t.name, indices: t.indices, dataOffset: t.dataOffset, size: t.size, memSize: t.memSize, block: t.block, compressed: t.compressed,
+          value: t.inline?.length === 1 ? String(t.inline[0]) : t.inline?.length === 4 ? '0x' + t.inline.readUInt32LE(0).toString(16) : null,
+        })),
+      })));
+      expect(j.groups[2]!.tags[0]).to.deep.include({ indices: [0, 1, 2], value: '255' });
+      expect(j.groups[0]!.tags[1]).to.deep.include({ name: 'marker', size: 0, value: null });
+    });
+
+    it('a Memory block without regions and without alignment, and a .vmem-less metadata file given --vmem', async () => {
+      const w = writeCheckpoint(file('plain.vmss'), { groups: [memoryGroup({ memory: Buffer.alloc(3 * PAGE, 9) })] });
+      const memTag = w.groups[0]!.tags[0]!;
+      expect(memTag.dataOffset).to.equal(12 + 80 + 2 + 6 + 8 + 18);
+      const j = await infoJson([w.path]);
+      expect(j.physmem).to.deep.equal({ size: 3 * PAGE, runs: [{ physAddr: 0, fileOffset: memTag.dataOffset, length: 3 * PAGE, file: w.path }] });
+
+      const meta = writeCheckpoint(file('meta.vmss'), { groups: [memoryGroup({ regions: [{ ppn: 0x10, pageNum: 0, pages: 1 }] })] });
+      const vmem = bytes(Buffer.alloc(PAGE, 1), '564d-uuid-named');
+      const j2 = await infoJson(['--vmem', vmem, meta.path]);
+      expect(j2.memoryFile).to.equal(vmem);
+      expect(j2.physmem).to.deep.equal({ size: 0x11 * PAGE, runs: [{ physAddr: 0x10 * PAGE, fileOffset: 0, length: PAGE, file: vmem }] });
+    });
+  });
+});
