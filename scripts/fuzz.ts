@@ -111,7 +111,8 @@ export interface FuzzCase {
   bytes: Buffer;
 }
 
-const ABSURD = [0, 1, 0x7fffffff, 0xffffffff, 2 ** 32, 2 ** 40, 2 ** 53 - 1, 2 ** 63, 2 ** 64 - 1];
+/** Sizes and offsets of every magnitude a damaged field can claim, up to and past 2^53. */
+const ABSURD = [0, 1, 0x7fffffff, 0xffffffff, 2 ** 32, 2 ** 40, 2 ** 44, 2 ** 47, 2 ** 49, 2 ** 50, 2 ** 52, 2 ** 53 - 1, 2 ** 63, 2 ** 64 - 1];
 
 function patch64(buf: Buffer, at: number, value: number): void {
   if (at + 8 <= buf.length) buf.writeBigUInt64LE(BigInt.asUintN(64, BigInt(value)), at);
@@ -215,6 +216,19 @@ export async function checkFile(file: string): Promise<Verdict> {
     const cache = new PageCache({ maxBytes: 8 * 1024 * 1024 });
     const tree = buildTree(snap, cache);
     const buf = Buffer.alloc(64 * 1024);
+    // Block tags by their file node: their bytes past the end of the snapshot file must read as zeros.
+    // The tree lists groups and tags in file order (duplicates renamed, not dropped), so pair them by position.
+    const blockEnds = new Map<Node, number>();
+    const groupsDir = tree.lookup('/groups');
+    const groupDirs = groupsDir?.kind === 'dir' ? [...groupsDir.children.values()] : [];
+    snap.checkpoint.groups.forEach((g, i) => {
+      const dir = groupDirs[i];
+      const files = dir?.kind === 'dir' ? [...dir.children.values()] : [];
+      g.tags.forEach((t, j) => {
+        const node = files[j];
+        if (t.block && node) blockEnds.set(node, snap.metaFile.size - t.dataOffset);
+      });
+    });
     const visit = async (node: Node): Promise<void> => {
       if (Date.now() - t0 > CASE_LIMIT_MS) throw new Error(`took over ${CASE_LIMIT_MS} ms`);
       if (node.kind === 'dir') {
@@ -224,6 +238,11 @@ export async function checkFile(file: string): Promise<Verdict> {
       for (const pos of [0, Math.max(0, node.size - buf.length), Math.floor(node.size / 2)]) {
         const n = await node.read(buf, pos, buf.length);
         if (n !== Math.max(0, Math.min(buf.length, node.size - pos))) throw new Error(`short read: ${n} at ${pos} of ${node.size}`);
+        const stored = blockEnds.get(node);
+        if (stored !== undefined && pos + n > stored) {
+          const from = Math.max(0, stored - pos);
+          if (buf.subarray(from, n).some((b) => b !== 0)) throw new Error(`bytes past the end of the file read as data, not zeros, at ${pos + from} of a block tag`);
+        }
       }
     };
     await visit(tree.root);

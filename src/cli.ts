@@ -1,15 +1,20 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { cat } from './commands/cat';
+import { extract } from './commands/extract';
+import { ls } from './commands/ls';
 import { UsageError, VmssError, describeError } from './errors';
-import { infoJson, infoText } from './info';
+import { infoJsonText, infoText } from './info';
 import { mountCommand } from './mount/command';
 import { openSnapshot } from './snapshot';
 
 export const USAGE = `usage:
   vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn or .vmem) read-only at MOUNTPOINT
   vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT
-  vmssfs ls [--vmem FILE] SNAPSHOT [DIR]     list the tree without mounting
+  vmssfs ls [--vmem FILE] [-l] SNAPSHOT [DIR]   list the tree without mounting (-l: mode and size)
   vmssfs cat [--vmem FILE] SNAPSHOT PATH     write one file of the tree to stdout
-  vmssfs extract [--vmem FILE] SNAPSHOT OUTDIR [PATH...]   copy files of the tree out
+  vmssfs extract [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
+                                             copy files or directories of the tree to OUTDIR/PATH;
+                                             no PATH: everything but physmem.lime and physmem.elf
 
 mount options:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
@@ -49,14 +54,36 @@ const info: Handler = async (args) => {
   if (positionals.length !== 1) throw new UsageError('info takes exactly one SNAPSHOT');
   const snap = openSnapshot(positionals[0] as string, { vmem: values.vmem });
   try {
-    await writeOut(values.json ? JSON.stringify(infoJson(snap), null, 2) + '\n' : infoText(snap, { verbose: values.verbose }));
+    await writeOut(values.json ? infoJsonText(snap) : infoText(snap, { verbose: values.verbose }));
   } finally {
     snap.close();
   }
   return 0;
 };
 
-const commands: Record<string, Handler> = { info };
+const lsCommand: Handler = async (args) => {
+  const { values, positionals } = parse(args, { vmem: { type: 'string' }, long: { type: 'boolean', short: 'l' } });
+  if (positionals.length < 1 || positionals.length > 2) throw new UsageError('ls takes SNAPSHOT and at most one DIR');
+  await ls(positionals[0] as string, positionals[1] ?? '', { vmem: values.vmem, long: values.long }, writeOut);
+  return 0;
+};
+
+const catCommand: Handler = async (args) => {
+  const { values, positionals } = parse(args, { vmem: { type: 'string' } });
+  if (positionals.length !== 2) throw new UsageError('cat takes SNAPSHOT and one PATH');
+  await cat(positionals[0] as string, positionals[1] as string, { vmem: values.vmem });
+  return 0;
+};
+
+const extractCommand: Handler = async (args) => {
+  const { values, positionals } = parse(args, { vmem: { type: 'string' } });
+  if (positionals.length < 2) throw new UsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs');
+  const [snapshot, outDir, ...paths] = positionals as [string, string, ...string[]];
+  await extract(snapshot, outDir, paths, { vmem: values.vmem });
+  return 0;
+};
+
+const commands: Record<string, Handler> = { info, ls: lsCommand, cat: catCommand, extract: extractCommand };
 
 /** Entry point: returns the exit status. Never throws; never prints a stack trace unless VMSSFS_TRACE is set. */
 export async function main(argv: string[]): Promise<number> {

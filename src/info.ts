@@ -54,6 +54,35 @@ export function infoJson(s: Snapshot): InfoJson {
   };
 }
 
+/**
+ * The JSON document as text: indented like JSON.stringify(doc, null, 2), but one line per tag.
+ * A checkpoint holds tens of thousands of tags; a tag per line keeps the text a third the size
+ * and greppable, and it is built line by line instead of as one large object first.
+ */
+export function infoJsonText(s: Snapshot): string {
+  // Everything but the groups, as JSON.stringify indents it (undefined members are left out).
+  const head = { ...infoJson({ ...s, checkpoint: { ...s.checkpoint, groups: [] } }), groups: undefined };
+  const lines: string[] = [JSON.stringify(head, null, 2).replace(/\n}$/, ','), '  "groups": ['];
+  s.checkpoint.groups.forEach((g, gi) => {
+    lines.push('    {');
+    lines.push(`      "name": ${JSON.stringify(g.name)},`);
+    lines.push(`      "tagsOffset": ${g.tagsOffset},`);
+    lines.push(`      "size": ${JSON.stringify(g.size)},`);
+    lines.push(g.tags.length === 0 ? '      "tags": []' : '      "tags": [');
+    g.tags.forEach((t, ti) => {
+      const tag = {
+        name: t.name, indices: t.indices, dataOffset: t.dataOffset, size: t.size, memSize: t.memSize,
+        block: t.block, compressed: t.compressed, value: tagValueText(t),
+      };
+      lines.push(`        ${JSON.stringify(tag)}${ti < g.tags.length - 1 ? ',' : ''}`);
+    });
+    if (g.tags.length > 0) lines.push('      ]');
+    lines.push(gi < s.checkpoint.groups.length - 1 ? '    },' : '    }');
+  });
+  lines.push('  ]', '}');
+  return lines.join('\n') + '\n';
+}
+
 /** Verbose hexdumps stop here per tag: a multi-MiB video RAM block helps nobody on a terminal. */
 export const HEXDUMP_LIMIT = 64 * 1024;
 

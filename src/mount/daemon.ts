@@ -86,6 +86,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
   const cache = new PageCache({ maxBytes: opts.cacheMiB * 1024 * 1024 });
   const tree = buildTree(snap, cache);
+  for (const note of tree.notes ?? []) report.warning(note);
   const ops = fuseOperations(tree, {
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,

@@ -1,9 +1,11 @@
 import { findTag, tagValueText } from '../format/checkpoint';
 import type { Tag } from '../format/tags';
 import { tagLabel } from '../format/tags';
-import { infoJson, infoText } from '../info';
+import { infoJsonText, infoText } from '../info';
 import type { PageCache } from '../pagecache';
 import type { Snapshot } from '../snapshot';
+import { elfView } from '../views/elf';
+import { limeView, type View } from '../views/lime';
 import { escapeName, uniqueNames } from './names';
 import { BytesFile, ExtentFile, type DirNode, type FileNode, type Node } from './nodes';
 
@@ -13,6 +15,8 @@ export interface Tree {
   /** Every file and directory's time: the snapshot file's mtime. */
   readonly mtime: Date;
   lookup(path: string): Node | undefined;
+  /** What building the views found worth telling (missing CPU state...); also in info.txt and metadata.json warnings. */
+  readonly notes?: readonly string[];
 }
 
 /** config.vmx is read whole at build time to trim its NUL padding; a larger cfgFile is not a .vmx. */
@@ -82,6 +86,11 @@ class Builder {
     return new ExtentFile(this.ino(), extents, pm.size, this.cache);
   }
 
+  /** physmem.lime / physmem.elf: headers in hand, run bytes through the cache like physmem.raw. */
+  view(v: View | null): FileNode | null {
+    return v && new ExtentFile(this.ino(), v.extents, v.size, this.cache);
+  }
+
   groups(): DirNode {
     const dir = this.dir();
     const groups = this.snap.checkpoint.groups;
@@ -102,15 +111,32 @@ export function buildTree(snap: Snapshot, cache: PageCache): Tree {
   const add = (name: string, node: Node | null): void => {
     if (node) root.children.set(name, node);
   };
-  add('physmem.raw', b.physmem());
-  add('config.vmx', b.configVmx());
-  add('screenshot.png', b.screenshot());
-  add('info.txt', b.bytes(Buffer.from(infoText(snap))));
-  add('metadata.json', b.bytes(Buffer.from(JSON.stringify(infoJson(snap), null, 2) + '\n')));
-  add('groups', b.groups());
+  // The views' notes join the warnings of info.txt and metadata.json (a copy: the snapshot's own
+  // list stays what `vmssfs info` prints).
+  const lime = snap.physmem && limeView(snap.physmem);
+  const elf = elfView(snap);
+  const notes = [...(lime?.notes ?? []), ...(elf?.notes ?? [])];
+  const described = notes.length > 0 ? { ...snap, warnings: [...snap.warnings, ...notes] } : snap;
+  // Nodes are made in the order that existed before the views, so earlier inode numbers stay put;
+  // the views are listed next to physmem.raw.
+  const physmem = b.physmem();
+  const config = b.configVmx();
+  const screenshot = b.screenshot();
+  const infoTxt = b.bytes(Buffer.from(infoText(described)));
+  const metadata = b.bytes(Buffer.from(infoJsonText(described)));
+  const groups = b.groups();
+  add('physmem.raw', physmem);
+  add('physmem.lime', b.view(lime));
+  add('physmem.elf', b.view(elf));
+  add('config.vmx', config);
+  add('screenshot.png', screenshot);
+  add('info.txt', infoTxt);
+  add('metadata.json', metadata);
+  add('groups', groups);
   return {
     root,
     mtime: snap.metaFile.mtime,
+    notes,
     lookup(path: string): Node | undefined {
       let node: Node = root;
       for (const part of path.split('/')) {
