@@ -1,4 +1,4 @@
-import { findTag, tagValueText } from '../format/checkpoint';
+import { findTag } from '../format/checkpoint';
 import type { Tag } from '../format/tags';
 import { tagLabel } from '../format/tags';
 import { infoJsonText, infoText } from '../info';
@@ -8,6 +8,7 @@ import { elfView } from '../views/elf';
 import { limeView, type View } from '../views/lime';
 import { escapeName, uniqueNames } from './names';
 import { BytesFile, ExtentFile, type DirNode, type FileNode, type Node } from './nodes';
+import { TagFile } from './tagfile';
 
 /** The read-only tree a snapshot presents, independent of how it is served (FUSE, ls/cat/extract). */
 export interface Tree {
@@ -39,25 +40,13 @@ class Builder {
   }
 
   /** A block tag's stored bytes, served lazily from the snapshot file through the cache. */
-  block(tag: Tag, xattrs?: ReadonlyMap<string, string>): FileNode {
+  block(tag: Tag): FileNode {
     const src = this.snap.metaFile;
-    return new ExtentFile(this.ino(), [{ start: 0, length: tag.size, source: src, sourceOffset: tag.dataOffset }], tag.size, this.cache, xattrs);
+    return new ExtentFile(this.ino(), [{ start: 0, length: tag.size, source: src, sourceOffset: tag.dataOffset }], tag.size, this.cache);
   }
 
-  /**
-   * A tag's file: 1/2/4/8-byte inline values read as their text plus a newline (exactly the
-   * JSON's `value`); everything else as its raw stored bytes.
-   */
   tagFile(tag: Tag): FileNode {
-    const flags = tag.block ? (tag.compressed ? 'block,compressed' : 'block') : 'inline';
-    const xattrs = new Map([
-      ['user.vmss.offset', String(tag.dataOffset)],
-      ['user.vmss.size', String(tag.size)],
-      ['user.vmss.flags', flags],
-    ]);
-    if (tag.block) return this.block(tag, xattrs);
-    const text = tagValueText(tag);
-    return this.bytes(text === null ? (tag.inline ?? Buffer.alloc(0)) : Buffer.from(text + '\n'), xattrs);
+    return new TagFile(this.ino(), tag, this.snap.metaFile, this.cache);
   }
 
   configVmx(): FileNode | null {
