@@ -115,6 +115,9 @@ export function buildRuns(cp: Checkpoint, blob: MemoryBlob): RunsResult {
   const mem = findGroup(cp, 'memory');
   const byLabel = new Map<string, number | undefined>();
   for (const t of mem?.tags ?? []) if (!byLabel.has(tagLabel(t))) byLabel.set(tagLabel(t), tagUint(t));
+  if (byLabel.has('regionsCount') && byLabel.get('regionsCount') === undefined) {
+    return { ok: false, error: 'memory/regionsCount is not an integer of 1, 2, 4 or 8 bytes below 2^53' };
+  }
   const count = byLabel.get('regionsCount') ?? 0;
 
   if (count === 0) {

@@ -86,8 +86,8 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     const vmemPath = paths.vmem ?? (memoryTag?.block ? null : exists(siblingVmem) ? siblingVmem : null);
 
     if (vmemPath !== null) {
-      if (memoryTag?.block && paths.explicitVmem && opts.vmem !== undefined) {
-        warnings.push(`the checkpoint holds its own memory/Memory[0][0] block; serving ${vmemPath} instead, as --vmem asked`);
+      if (memoryTag?.block && paths.explicitVmem) {
+        warnings.push(`the checkpoint holds its own memory/Memory[0][0] block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
       }
       try {
         memFile = SourceFile.open(vmemPath);

@@ -282,6 +282,11 @@ describe('run map', () => {
       expect(absurd).to.equal('memory/regionsCount says 4294967295 regions, but the memory group has only 1 tags');
     });
 
+    it('a regionsCount that is not a 1, 2, 4 or 8-byte integer is an error, not "no regions"', () => {
+      const odd = failure(runsOf([{ name: 'memory', tags: [{ name: 'regionsCount', value: Buffer.alloc(3, 1) }] }], 4 * PAGE));
+      expect(odd).to.equal('memory/regionsCount is not an integer of 1, 2, 4 or 8 bytes below 2^53');
+    });
+
     it('an empty memory blob is an error', () => {
       expect(failure(runsOf([memoryGroup({})], 0))).to.equal('the memory blob is empty');
     });

@@ -166,6 +166,19 @@ describe('snapshot: finding the metadata and the memory', () => {
     });
   });
 
+  it('a .vmem given as the snapshot wins over an embedded Memory block, with a warning', () => {
+    const d = sub();
+    const w = writeSnapshot(path.join(d, 'pair.vmss'), { memory: 'embedded', blobPages: 8 });
+    const vmem = path.join(d, 'pair.vmem');
+    fs.writeFileSync(vmem, Buffer.alloc(3 * PAGE, 7));
+    withSnapshot(vmem, {}, (s) => {
+      expect(s.memoryPath).to.equal(vmem);
+      expect(s.physmem!.map.segments).to.deep.equal([{ start: 0, length: 3 * PAGE, fileOffset: 0 }]);
+      expect(s.warnings).to.deep.equal([`the checkpoint holds its own memory/Memory[0][0] block; serving ${vmem} instead, as it was the file given`]);
+    });
+    expect(w.path).to.equal(path.join(d, 'pair.vmss'));
+  });
+
   it('an embedded Memory block is served from the checkpoint even when a sibling .vmem exists', () => {
     const d = sub();
     const w = writeSnapshot(path.join(d, 'emb.vmss'), { memory: 'embedded', blobPages: 8, regions: REGIONS });
