@@ -40,6 +40,12 @@ export class SegmentMap<S extends Segment> {
     return last ? last.start + last.length : 0;
   }
 
+  /** The segment holding `addr`, if any. */
+  find(addr: number): S | undefined {
+    const s = this.segments[this.firstEndingAfter(addr)];
+    return s && s.start <= addr ? s : undefined;
+  }
+
   /** Index of the first segment that ends after `addr` (segments.length if none). */
   private firstEndingAfter(addr: number): number {
     let lo = 0;

@@ -101,7 +101,8 @@ export function fuseOperations(tree: Tree, opts: AdapterOptions): Operations {
       if (!node || node.kind !== 'file') return cb(Fuse.EBADF);
       node.read(buf, pos, len).then(
         (n) => {
-          trace('read', `${path} @${pos}+${len}`, n);
+          // No string is built per read unless --debug asked for the trace.
+          if (opts.debug) trace('read', `${path} @${pos}+${len}`, n);
           cb(n);
         },
         (err: unknown) => {

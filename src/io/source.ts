@@ -34,6 +34,8 @@ export class SourceFile implements RandomAccess {
     readonly fd: number,
     readonly size: number,
     readonly mtime: Date,
+    /** On a local filesystem, where a read cannot hang: the page cache may read it in place. */
+    readonly readsInPlace: boolean,
   ) {
     this.id = SourceFile.nextId++;
   }
@@ -50,7 +52,7 @@ export class SourceFile implements RandomAccess {
       fs.closeSync(fd);
       throw new VmssError(`${file}: is a directory, not a snapshot file`);
     }
-    return new SourceFile(file, fd, st.size, st.mtime);
+    return new SourceFile(file, fd, st.size, st.mtime, onLocalFilesystem(file));
   }
 
   readAtSync(buf: Buffer, position: number): number {
@@ -89,6 +91,39 @@ export class SourceFile implements RandomAccess {
 
   get basename(): string {
     return path.basename(this.name);
+  }
+}
+
+/**
+ * statfs f_type magics of local, disk- or memory-backed filesystems. Network filesystems (NFS,
+ * SMB), FUSE mounts (sshfs, ntfs-3g, vmssfs itself) and anything unknown are left out: their
+ * reads can hang, so they are only ever read on the thread pool.
+ */
+const LOCAL_FS_TYPES = new Set([
+  0xef53, // ext2/3/4
+  0x58465342, // xfs
+  0x9123683e, // btrfs
+  0x01021994, // tmpfs
+  0x858458f6, // ramfs
+  0x794c7630, // overlayfs
+  0x2fc12fc1, // zfs
+  0xf2f52010, // f2fs
+  0xca451a4e, // bcachefs
+  0x3153464a, // jfs
+  0x52654973, // reiserfs
+  0x2011bab0, // exfat
+  0x4d44, // vfat
+  0x7366746e, // ntfs3
+  0x9660, // iso9660
+  0x15013346, // udf
+  0x73717368, // squashfs
+]);
+
+function onLocalFilesystem(file: string): boolean {
+  try {
+    return LOCAL_FS_TYPES.has(fs.statfsSync(file).type);
+  } catch {
+    return false;
   }
 }
 

@@ -113,7 +113,8 @@ function registers(snap: Snapshot, byLabel: ReadonlyMap<string, Tag>, c: number,
 function prstatus(c: number, regs: Map<RegName, bigint>): Buffer {
   const d = Buffer.alloc(PRSTATUS_SIZE);
   // gdb makes one thread per NT_PRSTATUS, named after pr_pid; 0 would mean "no thread".
-  d.writeInt32LE(c + 1, PR_PID);
+  // pr_pid is an i32: a vCPU index from a damaged file (up to 2^32-1) is folded into range.
+  d.writeInt32LE(((c + 1) % 0x7fffffff) || 1, PR_PID);
   USER_REGS.forEach((name, i) => d.writeBigUInt64LE(regs.get(name) ?? 0n, PR_REG + 8 * i));
   return d;
 }

@@ -1,0 +1,560 @@
+// `make bench`: side-by-side read figures for vmssfs against a direct read of the source, the
+// FUSE binding's ceiling (scripts/ceiling-server.ts) and xmount, with PASS/FAIL per target.
+// See docs/performance.md for what is measured, why it is fair, and the figures.
+//
+//   node dist/scripts/bench.js            (BENCH_ROUNDS=N rounds, default 5; BENCH_DIR=dir to
+//                                          reuse inputs written by an earlier run)
+//
+// Nothing here reads a FUSE mount it serves: vmssfs, the ceiling server and xmount run as child
+// processes, and every read of a mount is done by a separate reader process (a small C helper
+// compiled at start, so the figures are the kernel's and the server's, not Node's).
+
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { writeSnapshot, type RegionSpec } from './writer';
+
+const REPO = path.resolve(__dirname, '..', '..');
+const BIN = path.join(REPO, 'bin', 'vmssfs');
+const CEILING = path.join(REPO, 'dist', 'scripts', 'ceiling-server.js');
+const ROUNDS = Math.max(3, Number(process.env.BENCH_ROUNDS ?? 5) || 5);
+const RANDOM_READS = Number(process.env.BENCH_RANDOM_READS ?? 20000) || 20000;
+/** Parts to run (comma list of seq, rand, xmount, mount), for tuning; default all. */
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,xmount,mount').split(','));
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const PAGE = 4096;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------
+// the reader: a C helper, so that reading costs the same for every contender
+
+const READER_C = String.raw`
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* benchread seq  FILE BLOCK        OFF:LEN[,OFF:LEN...]  -> bytes seconds digest
+ * benchread rand FILE COUNT SEED   OFF:LEN[,OFF:LEN...]  -> reads seconds digest
+ * seq: read() of BLOCK bytes through each range in order (the kernel's readahead applies).
+ * rand: posix_fadvise(RANDOM) (no readahead), then one pread of 4 KiB at each of COUNT distinct
+ * page offsets of the ranges, chosen by a seeded shuffle: every offset is touched once.
+ * digest: FNV-style mix of two 64-bit words per 4 KiB read, to check contenders serve the same bytes. */
+
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
+static uint64_t mix(uint64_t d, const char *p) { uint64_t w; memcpy(&w, p, 8); return (d ^ w) * 0x100000001b3ull; }
+static uint64_t rng;
+static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+
+int main(int argc, char **argv) {
+  if (argc < 5) { fprintf(stderr, "usage\n"); return 2; }
+  int rnd = strcmp(argv[1], "rand") == 0;
+  const char *spec = argv[rnd ? 5 : 4];
+  uint64_t off[16], len[16]; int nr = 0;
+  for (const char *p = spec; *p && nr < 16; ) {
+    char *e; off[nr] = strtoull(p, &e, 10); if (*e != ':') return 2;
+    len[nr] = strtoull(e + 1, &e, 10); nr++; p = *e == ',' ? e + 1 : e;
+  }
+  int fd = open(argv[2], O_RDONLY);
+  if (fd < 0) { perror(argv[2]); return 1; }
+  uint64_t digest = 0, total = 0;
+  if (!rnd) {
+    size_t bs = strtoull(argv[3], 0, 10);
+    char *buf = aligned_alloc(4096, bs);
+    double t0 = now();
+    for (int r = 0; r < nr; r++) {
+      if (lseek(fd, (off_t) off[r], SEEK_SET) < 0) { perror("lseek"); return 1; }
+      uint64_t left = len[r];
+      while (left > 0) {
+        ssize_t n = read(fd, buf, left < bs ? left : bs);
+        if (n <= 0) { fprintf(stderr, "read: %s\n", n < 0 ? strerror(errno) : "short"); return 1; }
+        for (ssize_t i = 0; i + 4096 <= n; i += 4096) digest = mix(mix(digest, buf + i + 16), buf + i + 2048);
+        left -= (uint64_t) n; total += (uint64_t) n;
+      }
+    }
+    double t1 = now();
+    printf("%llu %.6f %016llx\n", (unsigned long long) total, t1 - t0, (unsigned long long) digest);
+    return 0;
+  }
+  uint64_t count = strtoull(argv[3], 0, 10);
+  rng = strtoull(argv[4], 0, 10) * 0x9E3779B97F4A7C15ull + 1;
+  uint64_t pages = 0;
+  for (int r = 0; r < nr; r++) pages += len[r] / 4096;
+  if (count > pages) count = pages;
+  uint32_t *perm = malloc(pages * sizeof *perm);
+  for (uint64_t i = 0; i < pages; i++) perm[i] = (uint32_t) i;
+  for (uint64_t i = 0; i < count; i++) {
+    uint64_t j = i + next() % (pages - i);
+    uint32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+  }
+  posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+  char *buf = aligned_alloc(4096, 4096);
+  double t0 = now();
+  for (uint64_t i = 0; i < count; i++) {
+    uint64_t pg = perm[i], at = 0;
+    for (int r = 0; r < nr; r++) {
+      uint64_t rp = len[r] / 4096;
+      if (pg < rp) { at = off[r] + pg * 4096; break; }
+      pg -= rp;
+    }
+    ssize_t n = pread(fd, buf, 4096, (off_t) at);
+    if (n != 4096) { fprintf(stderr, "pread at %llu: %s\n", (unsigned long long) at, n < 0 ? strerror(errno) : "short"); return 1; }
+    digest = mix(mix(digest, buf + 16), buf + 2048);
+  }
+  double t1 = now();
+  printf("%llu %.6f %016llx\n", (unsigned long long) count, t1 - t0, (unsigned long long) digest);
+  return 0;
+}
+`;
+
+interface Ran { code: number | null; stdout: string; stderr: string }
+
+function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 300_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+type Ranges = [number, number][];
+interface ReadResult { amount: number; seconds: number; digest: string }
+
+let READER = '';
+
+async function reader(args: string[]): Promise<ReadResult> {
+  const r = await run(READER, args);
+  if (r.code !== 0) throw new Error(`reader ${args.join(' ')} failed: ${r.stderr.trim()}`);
+  const [amount, seconds, digest] = r.stdout.trim().split(' ');
+  return { amount: Number(amount), seconds: Number(seconds), digest: digest ?? '' };
+}
+
+const rangeArg = (ranges: Ranges): string => ranges.map(([o, l]) => `${o}:${l}`).join(',');
+const readSeq = (file: string, ranges: Ranges): Promise<ReadResult> => reader(['seq', file, String(MiB), rangeArg(ranges)]);
+const readRandom = (file: string, ranges: Ranges, seed: number): Promise<ReadResult> =>
+  reader(['rand', file, String(RANDOM_READS), String(seed), rangeArg(ranges)]);
+
+// ---------------------------------------------------------------------------------------------
+// servers: every one a child process, every one unmounted and killed in a finally
+
+const live = new Set<Server>();
+
+async function isMounted(mnt: string): Promise<boolean> {
+  const text = await fs.promises.readFile('/proc/self/mountinfo', 'utf8');
+  return text.split('\n').some((l) => l.split(' ')[4] === mnt);
+}
+
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) Z/.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+class Server {
+  private stopped = false;
+  constructor(readonly name: string, readonly mnt: string, readonly file: string, public pid: number, private readonly cleanupDir: boolean) {
+    live.add(this);
+  }
+
+  /** Peak resident set of the serving process (VmHWM), bytes. */
+  peakRss(): number {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${this.pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    live.delete(this);
+    if (await isMounted(this.mnt)) {
+      const r = await run('fusermount', ['-u', this.mnt], { timeoutMs: 10_000 });
+      if (r.code !== 0) await run('fusermount', ['-uz', this.mnt], { timeoutMs: 10_000 });
+    }
+    if (this.pid > 0) {
+      // Unmounted servers leave by themselves (vmssfs notices within 500 ms); then SIGTERM, SIGKILL.
+      for (let i = 0; i < 200 && alive(this.pid); i++) {
+        if (i === 75 || i === 150) {
+          try {
+            process.kill(this.pid, i === 75 ? 'SIGTERM' : 'SIGKILL');
+          } catch {
+            break;
+          }
+        }
+        await sleep(20);
+      }
+    }
+    if (await isMounted(this.mnt)) await run('fusermount', ['-uz', this.mnt], { timeoutMs: 10_000 });
+    if (this.cleanupDir) fs.rmSync(this.mnt, { recursive: true, force: true });
+  }
+}
+
+let WORK = '';
+
+function freshMountpoint(prefix: string): string {
+  return fs.mkdtempSync(path.join(WORK, `mnt-${prefix}-`));
+}
+
+async function waitMounted(mnt: string, file: string, exited: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await isMounted(mnt))) {
+    if (exited() || Date.now() > deadline) throw new Error(`${what} did not mount ${mnt}`);
+    await sleep(5);
+  }
+  await fs.promises.stat(path.join(mnt, file));
+}
+
+/** vmssfs in the foreground (-f), so its pid is the child's. */
+async function startVmssfs(snapshot: string, extra: string[] = []): Promise<Server> {
+  const mnt = freshMountpoint('vmssfs');
+  const child = spawn(process.execPath, [BIN, snapshot, mnt, '-f', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] });
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  const s = new Server('vmssfs', mnt, 'physmem.raw', child.pid ?? -1, true);
+  try {
+    await waitMounted(mnt, 'physmem.raw', () => exited, 'vmssfs');
+  } catch (err) {
+    await s.stop();
+    throw err;
+  }
+  return s;
+}
+
+async function startCeiling(size: number): Promise<Server> {
+  const mnt = freshMountpoint('ceiling');
+  const child = spawn(process.execPath, [CEILING, mnt, String(size)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  const s = new Server('ceiling', mnt, 'physmem.raw', child.pid ?? -1, true);
+  try {
+    await waitMounted(mnt, 'physmem.raw', () => exited, 'ceiling-server');
+  } catch (err) {
+    await s.stop();
+    throw err;
+  }
+  return s;
+}
+
+/** The pid of the process whose command line holds `needle` (a unique temporary path of ours). */
+function pidByArg(needle: string, also?: string): number {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const args = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      if (args.includes(needle) && (also === undefined || args.includes(also)) && alive(Number(d))) return Number(d);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return -1;
+}
+
+/** xmount daemonizes: its pid is found by its (unique) mountpoint argument. */
+async function startXmount(source: string): Promise<Server> {
+  const mnt = freshMountpoint('xmount');
+  // Same caching as vmssfs: read-only, kernel_cache (pages survive open), day-long timeouts.
+  const opts = 'ro,kernel_cache,attr_timeout=86400,entry_timeout=86400,negative_timeout=86400';
+  const s = new Server('xmount', mnt, '', -1, true);
+  const r = await run('xmount', ['-o', opts, '--in', 'raw', source, '--out', 'raw', mnt], { timeoutMs: 30_000 });
+  s.pid = pidByArg(mnt);
+  if (r.code !== 0) {
+    await s.stop();
+    throw new Error(`xmount failed: ${r.stderr.trim()}`);
+  }
+  const file = path.basename(source).replace(/\.[^.]*$/, '') + '.dd';
+  Object.assign(s, { file });
+  await waitMounted(mnt, file, () => false, 'xmount');
+  return s;
+}
+
+async function stopAll(): Promise<void> {
+  for (const s of [...live]) {
+    try {
+      await s.stop();
+    } catch (err) {
+      process.stderr.write(`bench: could not stop ${s.name} at ${s.mnt}: ${String(err)}\n`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// inputs
+
+interface Input { snapshot: string; vmem: string; physRanges: Ranges; blobRanges: Ranges; physSize: number }
+
+/** Two regions like a real guest: the first below 4 GiB (at most 3 GiB of it), the rest at 4 GiB. */
+function layout(bytes: number): RegionSpec[] {
+  const pages = bytes / PAGE;
+  const low = Math.min(pages / 2, (3 * GiB) / PAGE);
+  return [
+    { ppn: 0, pageNum: 0, pages: low },
+    { ppn: (4 * GiB) / PAGE, pageNum: low, pages: pages - low },
+  ];
+}
+
+function makeInput(dir: string, name: string, bytes: number, sparse: boolean): Input {
+  const snapshot = path.join(dir, `${name}.vmsn`);
+  const vmem = path.join(dir, `${name}.vmem`);
+  const regions = layout(bytes);
+  const stamp = path.join(dir, `${name}.done`);
+  if (!fs.existsSync(stamp)) {
+    const t0 = Date.now();
+    writeSnapshot(snapshot, { memory: 'vmem', regions, blobPages: bytes / PAGE, sparse, screenshot: false });
+    fs.writeFileSync(stamp, '');
+    process.stdout.write(`  wrote ${path.basename(snapshot)} + .vmem (${fmtBytes(bytes)}${sparse ? ', sparse' : ''}) in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  }
+  const physRanges: Ranges = regions.map((r) => [r.ppn * PAGE, r.pages * PAGE]);
+  const blobRanges: Ranges = [[0, bytes]];
+  const last = regions[regions.length - 1] as RegionSpec;
+  return { snapshot, vmem, physRanges, blobRanges, physSize: (last.ppn + last.pages) * PAGE };
+}
+
+// ---------------------------------------------------------------------------------------------
+// figures
+
+const median = (xs: number[]): number => {
+  const s = [...xs].filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+
+function fmtBytes(n: number): string {
+  return n >= GiB ? `${(n / GiB).toFixed(n % GiB ? 1 : 0)} GiB` : `${(n / MiB).toFixed(n % MiB ? 1 : 0)} MiB`;
+}
+
+const mibps = (r: ReadResult): number => r.amount / MiB / r.seconds;
+const perSec = (r: ReadResult): number => r.amount / r.seconds;
+
+class Samples {
+  private readonly m = new Map<string, number[]>();
+  add(key: string, v: number): void {
+    const a = this.m.get(key) ?? [];
+    a.push(v);
+    this.m.set(key, a);
+  }
+  med(key: string): number {
+    return median(this.m.get(key) ?? []);
+  }
+  all(key: string): number[] {
+    return this.m.get(key) ?? [];
+  }
+}
+
+function checkDigest(what: string, expected: string, got: ReadResult): void {
+  if (got.digest !== expected) throw new Error(`${what}: served different bytes (digest ${got.digest}, expected ${expected})`);
+}
+
+/** Bring a file into the OS page cache (the reader, not cat: nothing comes back through a pipe). */
+async function preRead(file: string): Promise<void> {
+  await readSeq(file, [[0, fs.statSync(file).size]]);
+}
+
+async function ensureTools(): Promise<void> {
+  if (spawnSync('sh', ['-c', 'command -v xmount'], { stdio: 'ignore' }).status !== 0) {
+    process.stdout.write('installing Debian\'s xmount\n');
+    const sudo = process.getuid?.() === 0 ? [] : ['sudo'];
+    const apt = (args: string[]): void => {
+      const r = spawnSync(sudo[0] ?? 'env', [...sudo.slice(1), ...(sudo.length ? ['env'] : []), 'DEBIAN_FRONTEND=noninteractive', 'apt-get', ...args], { stdio: 'inherit' });
+      if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed`);
+    };
+    apt(['update', '-qq']);
+    apt(['install', '-y', '-qq', '--no-install-recommends', 'xmount']);
+  }
+  const src = path.join(WORK, 'benchread.c');
+  READER = path.join(WORK, 'benchread');
+  fs.writeFileSync(src, READER_C);
+  const cc = spawnSync('cc', ['-O2', '-o', READER, src], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`cc failed: ${cc.stderr}`);
+}
+
+function machine(): string {
+  const cpu = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
+  return `${os.cpus().length} CPUs (nproc ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()}), ${cpu}, Linux ${os.release()}, Node ${process.version}`;
+}
+
+async function main(): Promise<number> {
+  const keep = process.env.BENCH_DIR;
+  WORK = keep ? path.resolve(keep) : fs.mkdtempSync(path.join(os.tmpdir(), 'vmssfs-bench-'));
+  fs.mkdirSync(WORK, { recursive: true });
+  const s = new Samples();
+  let rssPeak = 0;
+  let xmountRssPeak = 0;
+  try {
+    await ensureTools();
+    process.stdout.write(`machine: ${machine()}\nrounds: ${ROUNDS} (medians shown; ratios are medians of per-round ratios)\ninputs in ${WORK}\n`);
+    const big = makeInput(WORK, 'bench1g', GiB, false);
+    const huge = makeInput(WORK, 'bench64g', 64 * GiB, true);
+    const tiny = makeInput(WORK, 'bench8m', 8 * MiB, true);
+
+    // The bytes every contender serves: the guest's 1 GiB, the .vmem read straight through.
+    await preRead(big.vmem);
+    const reference = await readSeq(big.vmem, big.blobRanges);
+    for (let round = 1; round <= ROUNDS; round++) {
+      process.stdout.write(`round ${round}/${ROUNDS}\n`);
+      await preRead(big.vmem);
+
+      // (a) the source, straight from the OS page cache
+      const direct = await readSeq(big.vmem, big.blobRanges);
+      checkDigest('direct', reference.digest, direct);
+      s.add('seq.direct', mibps(direct));
+
+      // (b) the binding's ceiling: a file of physmem.raw's size, the same ranges
+      let srv: Server;
+      if (ONLY.has('seq')) {
+        srv = await startCeiling(big.physSize);
+        try {
+          s.add('seq.ceiling', mibps(await readSeq(path.join(srv.mnt, srv.file), big.physRanges)));
+          s.add('warm.ceiling', mibps(await readSeq(path.join(srv.mnt, srv.file), big.physRanges)));
+        } finally {
+          await srv.stop();
+        }
+      }
+      if (ONLY.has('rand')) {
+        srv = await startCeiling(big.physSize);
+        try {
+          s.add('rand.ceiling', perSec(await readRandom(path.join(srv.mnt, srv.file), big.physRanges, round)));
+        } finally {
+          await srv.stop();
+        }
+      }
+
+      // vmssfs: physmem.raw's two runs (the 1 GiB of real bytes), cold then warm
+      if (ONLY.has('seq')) {
+        srv = await startVmssfs(big.snapshot);
+        try {
+          const cold = await readSeq(path.join(srv.mnt, srv.file), big.physRanges);
+          checkDigest('vmssfs', reference.digest, cold);
+          s.add('seq.vmssfs', mibps(cold));
+          const warm = await readSeq(path.join(srv.mnt, srv.file), big.physRanges);
+          checkDigest('vmssfs warm', reference.digest, warm);
+          s.add('warm.vmssfs', mibps(warm));
+          rssPeak = Math.max(rssPeak, srv.peakRss());
+        } finally {
+          await srv.stop();
+        }
+      }
+      let vmssfsRand: ReadResult | null = null;
+      if (ONLY.has('rand')) {
+        srv = await startVmssfs(big.snapshot);
+        try {
+          vmssfsRand = await readRandom(path.join(srv.mnt, srv.file), big.physRanges, round);
+          s.add('rand.vmssfs', perSec(vmssfsRand));
+          rssPeak = Math.max(rssPeak, srv.peakRss());
+        } finally {
+          await srv.stop();
+        }
+      }
+
+      // (c) xmount serving the same .vmem as a raw image: the same bytes of the same file
+      if (ONLY.has('xmount') && ONLY.has('seq')) {
+        srv = await startXmount(big.vmem);
+        try {
+          const cold = await readSeq(path.join(srv.mnt, srv.file), big.blobRanges);
+          checkDigest('xmount', reference.digest, cold);
+          s.add('seq.xmount', mibps(cold));
+          s.add('warm.xmount', mibps(await readSeq(path.join(srv.mnt, srv.file), big.blobRanges)));
+          xmountRssPeak = Math.max(xmountRssPeak, srv.peakRss());
+        } finally {
+          await srv.stop();
+        }
+      }
+      if (ONLY.has('xmount') && ONLY.has('rand')) {
+        srv = await startXmount(big.vmem);
+        try {
+          const xr = await readRandom(path.join(srv.mnt, srv.file), big.blobRanges, round);
+          if (vmssfsRand && xr.digest !== vmssfsRand.digest) throw new Error('xmount and vmssfs served different bytes on random reads');
+          s.add('rand.xmount', perSec(xr));
+        } finally {
+          await srv.stop();
+        }
+      }
+
+      // mount time, daemon mode: command start to the first successful stat of physmem.raw
+      for (const [key, input] of ONLY.has('mount') ? ([['mount.8m', tiny], ['mount.64g', huge]] as const) : []) {
+        const mnt = freshMountpoint('mt');
+        const t0 = process.hrtime.bigint();
+        const r = await run(process.execPath, [BIN, input.snapshot, mnt], { timeoutMs: 60_000 });
+        const daemon = new Server('vmssfs daemon', mnt, 'physmem.raw', pidByArg(mnt, '--daemon-child'), true);
+        try {
+          if (r.code !== 0) throw new Error(`vmssfs ${input.snapshot} ${mnt} failed: ${r.stderr.trim()}`);
+          await fs.promises.stat(path.join(mnt, 'physmem.raw'));
+          s.add(key, Number(process.hrtime.bigint() - t0) / 1e6);
+        } finally {
+          await daemon.stop();
+        }
+      }
+
+      for (const k of ['seq', 'rand']) {
+        s.add(`${k}.ratio.ceiling`, (s.all(`${k}.vmssfs`).at(-1) as number) / (s.all(`${k}.ceiling`).at(-1) as number));
+        s.add(`${k}.ratio.xmount`, (s.all(`${k}.vmssfs`).at(-1) as number) / (s.all(`${k}.xmount`).at(-1) as number));
+      }
+      s.add('warm.ratio.xmount', (s.all('warm.vmssfs').at(-1) as number) / (s.all('warm.xmount').at(-1) as number));
+      s.add('mount.ratio', (s.all('mount.64g').at(-1) as number) / (s.all('mount.8m').at(-1) as number));
+    }
+  } finally {
+    await stopAll();
+    if (!keep) fs.rmSync(WORK, { recursive: true, force: true });
+  }
+
+  const f0 = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '-');
+  const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
+  const verdict = (ok: boolean): string => (ok ? 'PASS' : 'FAIL');
+  const rows: string[][] = [
+    ['figure', 'direct', 'ceiling', 'vmssfs', 'xmount', 'ratio', 'target', ''],
+    ['1. cold sequential, MiB/s', f0(s.med('seq.direct')), f0(s.med('seq.ceiling')), f0(s.med('seq.vmssfs')), f0(s.med('seq.xmount')),
+      `${f2(s.med('seq.ratio.ceiling'))}x ceiling (${f2(s.med('seq.ratio.xmount'))}x xmount)`, '>= 0.85x ceiling', verdict(s.med('seq.ratio.ceiling') >= 0.85)],
+    ['2. warm re-read, MiB/s', '', f0(s.med('warm.ceiling')), f0(s.med('warm.vmssfs')), f0(s.med('warm.xmount')),
+      `${f2(s.med('warm.ratio.xmount'))}x xmount`, '>= 0.8x xmount', verdict(s.med('warm.ratio.xmount') >= 0.8)],
+    ['3. random 4 KiB first touch, reads/s', '', f0(s.med('rand.ceiling')), f0(s.med('rand.vmssfs')), f0(s.med('rand.xmount')),
+      `${f2(s.med('rand.ratio.ceiling'))}x ceiling (${f2(s.med('rand.ratio.xmount'))}x xmount)`, '>= 0.85x ceiling', verdict(s.med('rand.ratio.ceiling') >= 0.85)],
+    ['4. mount to first stat, ms (8 MiB | 64 GiB)', '', '', `${f0(s.med('mount.8m'))} | ${f0(s.med('mount.64g'))}`, '',
+      `${f2(s.med('mount.ratio'))} (64 GiB / 8 MiB)`, '<= 1.5', verdict(s.med('mount.ratio') <= 1.5)],
+    ['5. daemon peak RSS (VmHWM), MiB', '', '', f0(rssPeak / MiB), f0(xmountRssPeak / MiB), '', '< 256 MiB', verdict(rssPeak < 256 * MiB)],
+  ];
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
+  process.stdout.write('\n' + rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n') + '\n');
+  process.stdout.write(`\nper round: ${['seq', 'warm', 'rand'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
+  const failed = rows.slice(1).some((r) => r[7] === 'FAIL');
+  return failed ? 1 : 0;
+}
+
+process.on('uncaughtException', (err) => {
+  process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
+  void stopAll().finally(() => process.exit(2));
+});
+
+let interrupted = false;
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (interrupted) return;
+    interrupted = true;
+    void stopAll().finally(() => process.exit(130));
+  });
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    void stopAll().finally(() => process.exit(2));
+  },
+);
