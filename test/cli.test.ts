@@ -3,11 +3,10 @@
 
 import { expect } from 'chai';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { InfoJson } from '../src/info';
 import { PAGE, padded, u16, u32, u64, u8, writeCheckpoint, type CheckpointSpec, type WrittenCheckpoint } from '../scripts/writer';
 import { memoryGroup } from './helpers/checkpoint';
-import { tempDir } from './helpers/paths';
+import { scratchDir } from './helpers/paths';
 import { runCli, type RunResult } from './helpers/run';
 
 const GiB = 2 ** 30;
@@ -31,12 +30,8 @@ async function infoJson(args: string[]): Promise<InfoJson> {
 }
 
 describe('cli', () => {
-  let dir: string;
-  let cleanup: () => void;
-  let n = 0;
-  before(() => ({ dir, cleanup } = tempDir('vmssfs-cli-')));
-  after(() => cleanup());
-  const file = (name?: string): string => path.join(dir, name ?? `c${n++}.vmss`);
+  const scratch = scratchDir('vmssfs-cli-');
+  const file = (name?: string): string => (name === undefined ? scratch.file() : scratch.named(name));
   const bytes = (data: Buffer, name?: string): string => {
     const p = file(name);
     fs.writeFileSync(p, data);
@@ -77,7 +72,7 @@ describe('cli', () => {
     it('a file that does not exist, and a directory', async () => {
       const missing = file('missing.vmss');
       expectOneLineError(await runCli(['info', missing]), missing, /cannot open: no such file/);
-      expectOneLineError(await runCli(['info', dir]), dir, /directory/);
+      expectOneLineError(await runCli(['info', scratch.dir]), scratch.dir, /directory/);
     });
   });
 

@@ -3,7 +3,6 @@
 
 import { expect } from 'chai';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { VmssError } from '../src/errors';
 import { parseCheckpoint, tagValueText } from '../src/format/checkpoint';
 import { BufferSource, SourceFile } from '../src/io/source';
@@ -12,7 +11,7 @@ import {
   type BlockData, type CheckpointSpec, type SnapshotOptions, type TagSpec, type WrittenCheckpoint,
 } from '../scripts/writer';
 import { CountingSource, expectMatchesWritten, parseFile } from './helpers/checkpoint';
-import { tempDir } from './helpers/paths';
+import { scratchDir } from './helpers/paths';
 
 const GiB = 2 ** 30;
 
@@ -37,12 +36,7 @@ function bytesAt(file: string, offset: number, length: number): Buffer {
 }
 
 describe('format layer', () => {
-  let dir: string;
-  let cleanup: () => void;
-  let n = 0;
-  before(() => ({ dir, cleanup } = tempDir('vmssfs-format-')));
-  after(() => cleanup());
-  const file = (ext = '.vmss'): string => path.join(dir, `f${n++}${ext}`);
+  const { file } = scratchDir('vmssfs-format-');
   const write = (spec: CheckpointSpec): WrittenCheckpoint => writeCheckpoint(file(), spec);
 
   describe('header', () => {

@@ -11,10 +11,10 @@ import {
   type BlockData, type CheckpointSpec, type GroupSpec, type WrittenCheckpoint, type WrittenTag,
 } from '../scripts/writer';
 import { regionTags } from './helpers/checkpoint';
-import { tempDir } from './helpers/paths';
+import { REPO, scratchDir } from './helpers/paths';
 import { runCli } from './helpers/run';
 
-const ARTICLE = fs.readFileSync('/work/shared/reference/vmware-snapshot-analysis-2013.txt', 'utf8').split('\n');
+const ARTICLE = fs.readFileSync(path.join(REPO, '..', 'shared', 'reference', 'vmware-snapshot-analysis-2013.txt'), 'utf8').split('\n');
 
 /** The article's vmwareinfo listing: from `Magic:` to the last hexdump row of cfgFile. */
 function articleListing(): string[] {
@@ -116,12 +116,7 @@ function articleSpec(cfgGap: number): CheckpointSpec {
 }
 
 describe('info', () => {
-  let dir: string;
-  let cleanup: () => void;
-  let n = 0;
-  before(() => ({ dir, cleanup } = tempDir('vmssfs-info-')));
-  after(() => cleanup());
-  const file = (ext = '.vmss'): string => path.join(dir, `i${n++}${ext}`);
+  const { file } = scratchDir('vmssfs-info-');
 
   function withSnap<T>(p: string, fn: (s: Snapshot) => T): T {
     const s = openSnapshot(p);

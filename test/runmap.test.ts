@@ -3,7 +3,6 @@
 
 import { expect } from 'chai';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { findTag } from '../src/format/checkpoint';
 import { buildRuns, missingRanges, SegmentMap, PAGE_SIZE, type MemoryBlob, type Run, type RunsResult } from '../src/runmap';
 import { openSnapshot } from '../src/snapshot';
@@ -12,7 +11,7 @@ import {
   type GroupSpec, type RegionSpec, type SnapshotOptions, type WrittenSnapshot,
 } from '../scripts/writer';
 import { memoryGroup, parseFile } from './helpers/checkpoint';
-import { tempDir } from './helpers/paths';
+import { scratchDir } from './helpers/paths';
 
 const GiB = 2 ** 30;
 
@@ -99,12 +98,8 @@ describe('run map', () => {
   });
 
   describe('buildRuns and physmem for every layout', () => {
-    let dir: string;
-    let cleanup: () => void;
-    let n = 0;
-    before(() => ({ dir, cleanup } = tempDir('vmssfs-runmap-')));
-    after(() => cleanup());
-    const file = (ext = '.vmss'): string => path.join(dir, `r${n++}${ext}`);
+    const scratch = scratchDir('vmssfs-runmap-');
+    const file = scratch.file;
 
     /** Runs from buildRuns, as openSnapshot would call it, plus the served physmem. */
     function check(opts: SnapshotOptions, expected: { runs: Run[]; size: number }): void {
@@ -217,15 +212,11 @@ describe('run map', () => {
   });
 
   describe('buildRuns on hand-built memory groups', () => {
-    let dir: string;
-    let cleanup: () => void;
-    let n = 0;
-    before(() => ({ dir, cleanup } = tempDir('vmssfs-runmap-hand-')));
-    after(() => cleanup());
+    const scratch = scratchDir('vmssfs-runmap-hand-');
 
     /** Write `groups`, parse, and build runs over the Memory block (or a .vmem of vmemBytes). */
     function runsOf(groups: GroupSpec[], vmemBytes?: number): RunsResult {
-      const w = writeCheckpoint(path.join(dir, `h${n++}.vmss`), { groups });
+      const w = writeCheckpoint(scratch.file(), { groups });
       const cp = parseFile(w.path);
       expect(cp.warnings).to.deep.equal([]);
       if (vmemBytes !== undefined) return buildRuns(cp, { offset: 0, length: vmemBytes, wholeFile: true });
@@ -292,7 +283,7 @@ describe('run map', () => {
     });
 
     it('openSnapshot turns each of these into physmemError, keeping the metadata', () => {
-      const w = writeCheckpoint(path.join(dir, 'overlap.vmss'), {
+      const w = writeCheckpoint(scratch.named('overlap.vmss'), {
         groups: [
           { name: 'Checkpoint', tags: [{ name: 'memSize', value: u32(1) }] },
           memoryGroup({ regions: [{ ppn: 0, pageNum: 0, pages: 4 }, { ppn: 2, pageNum: 4, pages: 4 }], memory: blob(8) }),
@@ -311,13 +302,10 @@ describe('run map', () => {
   });
 
   describe('compressed memory', () => {
-    let dir: string;
-    let cleanup: () => void;
-    before(() => ({ dir, cleanup } = tempDir('vmssfs-runmap-z-')));
-    after(() => cleanup());
+    const scratch = scratchDir('vmssfs-runmap-z-');
 
     it('a compressed Memory block cannot be served: physmemError says why, the metadata is complete', () => {
-      const w = writeSnapshot(path.join(dir, 'z.vmss'), { memory: 'embedded', blobPages: 8, compressedMemory: true });
+      const w = writeSnapshot(scratch.named('z.vmss'), { memory: 'embedded', blobPages: 8, compressedMemory: true });
       const snap = openSnapshot(w.path);
       try {
         expect(snap.physmem).to.equal(null);

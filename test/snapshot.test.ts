@@ -9,7 +9,7 @@ import type { InfoJson } from '../src/info';
 import { openSnapshot, type OpenOptions, type Snapshot } from '../src/snapshot';
 import { PAGE, u32, writeCheckpoint, writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from '../scripts/writer';
 import { expectMatchesWritten, memoryGroup } from './helpers/checkpoint';
-import { tempDir } from './helpers/paths';
+import { scratchDir } from './helpers/paths';
 import { runCli } from './helpers/run';
 
 const GiB = 2 ** 30;
@@ -29,14 +29,10 @@ function runsOf(s: Snapshot): { physAddr: number; fileOffset: number; length: nu
 }
 
 describe('snapshot: finding the metadata and the memory', () => {
-  let dir: string;
-  let cleanup: () => void;
-  let n = 0;
-  before(() => ({ dir, cleanup } = tempDir('vmssfs-snapshot-')));
-  after(() => cleanup());
+  const scratch = scratchDir('vmssfs-snapshot-');
   /** A fresh subdirectory, so that sibling discovery sees only what a test put there. */
   const sub = (): string => {
-    const d = path.join(dir, `d${n++}`);
+    const d = scratch.file('');
     fs.mkdirSync(d);
     return d;
   };

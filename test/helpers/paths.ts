@@ -12,3 +12,27 @@ export function tempDir(prefix = 'vmssfs-test-'): { dir: string; cleanup: () => 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
+
+/**
+ * A temporary directory for the enclosing `describe`, made before its tests and removed after
+ * them. `file()` names a fresh file in it (`name` as given, or numbered with `ext`).
+ */
+export function scratchDir(prefix: string): { readonly dir: string; file(ext?: string): string; named(name: string): string } {
+  let current: { dir: string; cleanup: () => void } | null = null;
+  let n = 0;
+  before(() => {
+    current = tempDir(prefix);
+  });
+  after(() => current?.cleanup());
+  const dir = (): string => {
+    if (!current) throw new Error('scratchDir used outside its describe');
+    return current.dir;
+  };
+  return {
+    get dir() {
+      return dir();
+    },
+    file: (ext = '.vmss') => path.join(dir(), `f${n++}${ext}`),
+    named: (name) => path.join(dir(), name),
+  };
+}
