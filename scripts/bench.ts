@@ -222,15 +222,15 @@ async function waitMounted(mnt: string, file: string, exited: () => boolean, wha
   await fs.promises.stat(path.join(mnt, file));
 }
 
-/** vmssfs in the foreground (-f), so its pid is the child's. */
-async function startVmssfs(snapshot: string, extra: string[] = []): Promise<Server> {
-  const mnt = freshMountpoint('vmssfs');
-  const child = spawn(process.execPath, [BIN, snapshot, mnt, '-f', ...extra], { stdio: ['ignore', 'ignore', 'inherit'] });
+/** A FUSE server of ours as a child process (in the foreground, so its pid is the child's), once mounted. */
+async function startNodeServer(name: 'vmssfs' | 'ceiling', args: (mnt: string) => string[]): Promise<Server> {
+  const mnt = freshMountpoint(name);
+  const child = spawn(process.execPath, args(mnt), { stdio: ['ignore', 'ignore', 'inherit'] });
   let exited = false;
   child.on('exit', () => (exited = true));
-  const s = new Server('vmssfs', mnt, 'physmem.raw', child.pid ?? -1, true);
+  const s = new Server(name, mnt, 'physmem.raw', child.pid ?? -1, true);
   try {
-    await waitMounted(mnt, 'physmem.raw', () => exited, 'vmssfs');
+    await waitMounted(mnt, 'physmem.raw', () => exited, name === 'vmssfs' ? 'vmssfs' : 'ceiling-server');
   } catch (err) {
     await s.stop();
     throw err;
@@ -238,19 +238,12 @@ async function startVmssfs(snapshot: string, extra: string[] = []): Promise<Serv
   return s;
 }
 
-async function startCeiling(size: number): Promise<Server> {
-  const mnt = freshMountpoint('ceiling');
-  const child = spawn(process.execPath, [CEILING, mnt, String(size)], { stdio: ['ignore', 'ignore', 'inherit'] });
-  let exited = false;
-  child.on('exit', () => (exited = true));
-  const s = new Server('ceiling', mnt, 'physmem.raw', child.pid ?? -1, true);
-  try {
-    await waitMounted(mnt, 'physmem.raw', () => exited, 'ceiling-server');
-  } catch (err) {
-    await s.stop();
-    throw err;
-  }
-  return s;
+function startVmssfs(snapshot: string, extra: string[] = []): Promise<Server> {
+  return startNodeServer('vmssfs', (mnt) => [BIN, snapshot, mnt, '-f', ...extra]);
+}
+
+function startCeiling(size: number): Promise<Server> {
+  return startNodeServer('ceiling', (mnt) => [CEILING, mnt, String(size)]);
 }
 
 /** The pid of the process whose command line holds `needle` (a unique temporary path of ours). */
