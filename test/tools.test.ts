@@ -61,6 +61,18 @@ describe('raw-memory tools on the mount', function () {
     expect(r.stdout).to.match(/^0x400000:\$high: vmssfs page 0x0000000400000$/m);
   });
 
+  it('getfattr shows where a tag sits in the snapshot file', async () => {
+    const t = w.tag('cpu/gpregs[0]');
+    const r = await runCommand('getfattr', ['-d', '-m', '^user\\.vmss\\.', m.path('groups', 'cpu', 'gpregs[0]')]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.include(`user.vmss.offset="${t.dataOffset}"`);
+    expect(r.stdout).to.include(`user.vmss.size="${t.size}"`);
+    expect(r.stdout).to.include('user.vmss.flags="block"');
+    const none = await runCommand('getfattr', ['-n', 'user.vmss.nothing', m.path('groups', 'cpu', 'gpregs[0]')]);
+    expect(none.code).to.not.equal(0);
+    expect(none.stderr).to.match(/No such attribute/);
+  });
+
   it('readelf reads physmem.elf: one LOAD per run at its guest-physical address', async () => {
     const r = await runCommand('readelf', ['-W', '-h', '-l', m.path('physmem.elf')]);
     expect(r.code, r.stderr).to.equal(0);

@@ -52,6 +52,8 @@ function parseMountArgs(argv: string[]) {
 }
 
 async function prepareMountpoint(mnt: string, clearStale: boolean): Promise<void> {
+  // Without fusermount the mount could not be taken down again cleanly: refuse before mounting.
+  fusermount();
   if ((await checkMountpoint(mnt)) === 'ready') return;
   if (!clearStale) throw new VmssError(staleMessage(mnt));
   // Not our mount and nothing serves it: unmounting it cannot wait on this process.
