@@ -239,8 +239,11 @@ describe('mount: the tree through the kernel', function () {
       fs.writeFileSync(notDir, 'x');
       const junk = path.join(tmp.dir, 'junk.vmss');
       fs.writeFileSync(junk, Buffer.alloc(64, 0x41));
+      const full = fs.mkdtempSync(path.join(tmp.dir, 'full-'));
+      fs.writeFileSync(path.join(full, 'evidence-notes.txt'), 'x');
       const cases: [string[], RegExp][] = [
         [[w.path, path.join(tmp.dir, 'missing')], /mountpoint does not exist/],
+        [[w.path, full], /mountpoint is not empty .*-o nonempty/],
         [[w.path, notDir], /mountpoint is not a directory/],
         [[junk, mnt], /junk\.vmss: not a VMware checkpoint/],
       ];

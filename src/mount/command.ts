@@ -51,23 +51,23 @@ function parseMountArgs(argv: string[]) {
   return { serveOpts, values };
 }
 
-async function prepareMountpoint(mnt: string, clearStale: boolean): Promise<void> {
+async function prepareMountpoint(mnt: string, clearStale: boolean, fuseOptions: readonly string[]): Promise<void> {
   // Without fusermount the mount could not be taken down again cleanly: refuse before mounting.
   fusermount();
-  if ((await checkMountpoint(mnt)) === 'ready') return;
+  if ((await checkMountpoint(mnt, fuseOptions)) === 'ready') return;
   if (!clearStale) throw new VmssError(staleMessage(mnt));
   // Not our mount and nothing serves it: unmounting it cannot wait on this process.
   const r = spawnSync(fusermount(), ['-uz', mnt], { stdio: 'ignore', timeout: 10_000 });
   if (r.status !== 0) throw new VmssError(`${mnt}: could not clear the dead mount (fusermount -uz failed)`);
   process.stderr.write(`vmssfs: cleared a dead mount at ${mnt}\n`);
-  if ((await checkMountpoint(mnt)) !== 'ready') throw new VmssError(staleMessage(mnt));
+  if ((await checkMountpoint(mnt, fuseOptions)) !== 'ready') throw new VmssError(staleMessage(mnt));
 }
 
 /** `vmssfs [options] SNAPSHOT MOUNTPOINT`. */
 export async function mountCommand(argv: string[]): Promise<number> {
   const { serveOpts, values } = parseMountArgs(argv);
   if (values['daemon-child']) exitWhenServed(await runDetached(serveOpts, values.log));
-  await prepareMountpoint(serveOpts.mountpoint, values['clear-stale'] ?? false);
+  await prepareMountpoint(serveOpts.mountpoint, values['clear-stale'] ?? false, serveOpts.fuseOptions);
   if (values.foreground || values.debug) exitWhenServed(await serve(serveOpts, foregroundReporter()));
   return startDaemon(serveOpts, values.log);
 }

@@ -98,7 +98,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => {
       if (!err) return resolve();
-      const why = err.message === 'fuse failed' ? 'the kernel refused the mount (see the libfuse message above)' : err.message;
+      const why = err.message === 'fuse failed' ? 'libfuse or the kernel refused the mount (libfuse prints its reason on stderr: run with -f to see it)' : err.message;
       reject(new VmssError(`${opts.mountpoint}: cannot mount: ${why}`));
     });
   });

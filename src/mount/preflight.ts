@@ -56,7 +56,7 @@ export type MountpointState = 'ready' | 'stale';
  * Check that MOUNTPOINT can be mounted on: a directory, not already a mount point. A dead FUSE
  * mount (its daemon killed) answers ENOTCONN: reported as 'stale' for the caller to clear or explain.
  */
-export async function checkMountpoint(mnt: string): Promise<MountpointState> {
+export async function checkMountpoint(mnt: string, fuseOptions: readonly string[] = []): Promise<MountpointState> {
   if (!fs.existsSync('/dev/fuse')) {
     throw new VmssError('/dev/fuse is missing: this kernel or container has no FUSE (in a container, pass --device /dev/fuse); use `vmssfs ls/cat/extract` instead');
   }
@@ -72,6 +72,10 @@ export async function checkMountpoint(mnt: string): Promise<MountpointState> {
   if (!st.isDirectory()) throw new VmssError(`${mnt}: mountpoint is not a directory`);
   const existing = await mountAt(mnt);
   if (existing) throw new VmssError(`${mnt}: already mounted (${existing.source} type ${existing.fsType}); unmount it first with fusermount -u ${mnt}`);
+  // libfuse refuses a non-empty mountpoint; a detached daemon could only say "refused".
+  if (!fuseOptions.includes('nonempty') && (await fs.promises.readdir(mnt)).length > 0) {
+    throw new VmssError(`${mnt}: mountpoint is not empty (mounting would hide its files; pass -o nonempty to do it anyway)`);
+  }
   return 'ready';
 }
 
