@@ -29,6 +29,16 @@ export interface InfoJson {
   }[];
 }
 
+type TagJson = InfoJson['groups'][number]['tags'][number];
+
+/** One tag as the JSON contract shows it; `value` is exactly the text form's value column. */
+function tagJson(t: Tag): TagJson {
+  return {
+    name: t.name, indices: t.indices, dataOffset: t.dataOffset, size: t.size, memSize: t.memSize,
+    block: t.block, compressed: t.compressed, value: tagValueText(t),
+  };
+}
+
 export function infoJson(s: Snapshot): InfoJson {
   const cp = s.checkpoint;
   return {
@@ -46,10 +56,7 @@ export function infoJson(s: Snapshot): InfoJson {
       name: g.name,
       tagsOffset: g.tagsOffset,
       size: g.size,
-      tags: g.tags.map((t) => ({
-        name: t.name, indices: t.indices, dataOffset: t.dataOffset, size: t.size, memSize: t.memSize,
-        block: t.block, compressed: t.compressed, value: tagValueText(t),
-      })),
+      tags: g.tags.map(tagJson),
     })),
   };
 }
@@ -70,11 +77,7 @@ export function infoJsonText(s: Snapshot): string {
     lines.push(`      "size": ${JSON.stringify(g.size)},`);
     lines.push(g.tags.length === 0 ? '      "tags": []' : '      "tags": [');
     g.tags.forEach((t, ti) => {
-      const tag = {
-        name: t.name, indices: t.indices, dataOffset: t.dataOffset, size: t.size, memSize: t.memSize,
-        block: t.block, compressed: t.compressed, value: tagValueText(t),
-      };
-      lines.push(`        ${JSON.stringify(tag)}${ti < g.tags.length - 1 ? ',' : ''}`);
+      lines.push(`        ${JSON.stringify(tagJson(t))}${ti < g.tags.length - 1 ? ',' : ''}`);
     });
     if (g.tags.length > 0) lines.push('      ]');
     lines.push(gi < s.checkpoint.groups.length - 1 ? '    },' : '    }');

@@ -1,6 +1,5 @@
-import { findGroup, tagUint, type Checkpoint } from './format/checkpoint';
+import { findGroup, indexTags, tagUint, type Checkpoint } from './format/checkpoint';
 import { hex } from './format/header';
-import { tagLabel } from './format/tags';
 
 export const PAGE_SIZE = 4096;
 
@@ -119,12 +118,12 @@ const ARM64_RAM_BASE = 0x80000000;
 export function buildRuns(cp: Checkpoint, blob: MemoryBlob): RunsResult {
   const notes: string[] = [];
   const mem = findGroup(cp, 'memory');
-  const byLabel = new Map<string, number | undefined>();
-  for (const t of mem?.tags ?? []) if (!byLabel.has(tagLabel(t))) byLabel.set(tagLabel(t), tagUint(t));
-  if (byLabel.has('regionsCount') && byLabel.get('regionsCount') === undefined) {
+  const tags = indexTags(mem);
+  const uint = (label: string): number | undefined => tagUint(tags.get(label));
+  if (tags.has('regionsCount') && uint('regionsCount') === undefined) {
     return { ok: false, error: 'memory/regionsCount is not an integer of 1, 2, 4 or 8 bytes below 2^53' };
   }
-  const count = byLabel.get('regionsCount') ?? 0;
+  const count = uint('regionsCount') ?? 0;
 
   if (count === 0) {
     if (blob.length === 0) return { ok: false, error: 'the memory blob is empty' };
@@ -145,7 +144,7 @@ export function buildRuns(cp: Checkpoint, blob: MemoryBlob): RunsResult {
   const regions: Region[] = [];
   for (let i = 0; i < count; i++) {
     const field = (name: string): number | string => {
-      const v = byLabel.get(`${name}[${i}]`);
+      const v = uint(`${name}[${i}]`);
       return v === undefined ? `memory/${name}[${i}] is missing or not an integer (regionsCount is ${count})` : v;
     };
     const ppn = field('regionPPN');

@@ -200,6 +200,7 @@ describe('mount: the tree through the kernel', function () {
         expect(await isMounted(mnt)).to.equal(true);
         expect((await fs.promises.stat(path.join(mnt, 'physmem.raw'))).size).to.equal(w.physSize);
         const pids = (await runCommand('pgrep', ['-f', `${mnt} --daemon-child`])).stdout.trim().split('\n').filter(Boolean);
+        expect(pids, 'the detached daemon is found').to.have.length(1);
         expect((await runCommand('fusermount', ['-u', mnt])).code).to.equal(0);
         await waitFor(async () => !(await isMounted(mnt)) && !pids.some(alive));
       } finally {

@@ -43,6 +43,16 @@ export function findGroup(cp: Checkpoint, name: string): Group | undefined {
   return cp.groups.find((g) => g.name === name);
 }
 
+/**
+ * A group's tags by label (`name[i][j]`), the first of each label winning as in findTag: O(1)
+ * lookups where a loop over vCPUs or regions would otherwise scan the group each time.
+ */
+export function indexTags(group: Group | undefined): Map<string, Tag> {
+  const index = new Map<string, Tag>();
+  for (const t of group?.tags ?? []) if (!index.has(tagLabel(t))) index.set(tagLabel(t), t);
+  return index;
+}
+
 /** First tag of that name and indices in the first group of that name. */
 export function findTag(cp: Checkpoint, group: string, name: string, indices: number[] = []): Tag | undefined {
   return findGroup(cp, group)?.tags.find(

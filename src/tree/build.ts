@@ -35,8 +35,8 @@ class Builder {
     return { kind: 'dir', ino: this.ino(), children: new Map() };
   }
 
-  bytes(data: Buffer, xattrs?: ReadonlyMap<string, string>): FileNode {
-    return new BytesFile(this.ino(), data, xattrs);
+  bytes(data: Buffer): FileNode {
+    return new BytesFile(this.ino(), data);
   }
 
   /** A block tag's stored bytes, served lazily from the snapshot file through the cache. */

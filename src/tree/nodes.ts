@@ -32,7 +32,7 @@ function clamp(size: number, position: number, length: number): number {
 /** A file whose bytes are in memory: info.txt, metadata.json, inline tags, view headers. */
 export class BytesFile implements FileNode {
   readonly kind = 'file';
-  constructor(readonly ino: number, private readonly data: Buffer, readonly xattrs?: ReadonlyMap<string, string>) {}
+  constructor(readonly ino: number, private readonly data: Buffer) {}
   get size(): number {
     return this.data.length;
   }
@@ -58,7 +58,6 @@ export class ExtentFile implements FileNode {
     extents: Extent[],
     readonly size: number,
     private readonly cache: PageCache,
-    readonly xattrs?: ReadonlyMap<string, string>,
   ) {
     this.map = new SegmentMap(extents);
   }

@@ -1,4 +1,4 @@
-import { findGroup, findTag, tagUint, type Group } from '../format/checkpoint';
+import { findGroup, findTag, indexTags, tagUint, type Group } from '../format/checkpoint';
 import { tagLabel, type Tag } from '../format/tags';
 import type { Snapshot } from '../snapshot';
 import type { Extent } from '../tree/nodes';
@@ -169,10 +169,7 @@ export function elfView(snap: Snapshot): View | null {
     notes.push('physmem.elf: Checkpoint/Platform is 3 (Apple silicon): an EM_AARCH64 core without CPU state (where ARM registers are kept is not known)');
   } else {
     const cpu = findGroup(cp, 'cpu');
-    // One index of the cpu group (first tag of each label wins, as findTag does): lookups per
-    // vCPU and register stay O(1) however large the group is.
-    const byLabel = new Map<string, Tag>();
-    for (const t of cpu?.tags ?? []) if (!byLabel.has(tagLabel(t))) byLabel.set(tagLabel(t), t);
+    const byLabel = indexTags(cpu);
     const vcpus = vcpuIndices(cpu, byLabel, notes);
     if (vcpus.length === 0) notes.push('physmem.elf: the checkpoint holds no vCPU state (no cpu group or no vCPUs): the core has no NT_PRSTATUS notes');
     const incomplete: string[] = [];
