@@ -91,15 +91,67 @@ describe('page cache', () => {
     expect(cache.stats.hits).to.be.at.least(1);
   });
 
-  it('fills misses in place for a local source, without a thread-pool read', async () => {
+  it('reads a large read of a local source in one pread straight into the buffer, caching nothing', async () => {
     const data = pattern(8 * CHUNK);
     const src = new FakeSource(data, data.length, true);
     const cache = new PageCache({ chunkSize: CHUNK, maxBytes: 64 * CHUNK, prefetch: 4 });
     const dst = Buffer.alloc(2 * CHUNK);
-    await cache.read(src, CHUNK / 2, dst, 0, 2 * CHUNK);
+    expect(cache.readNow(src, CHUNK / 2, dst, 0, 2 * CHUNK)).to.equal(null);
     expect(dst.equals(data.subarray(CHUNK / 2, CHUNK / 2 + 2 * CHUNK))).to.equal(true);
-    expect(src.syncReads).to.equal(3);
-    expect(src.asyncReads).to.equal(0);
+    expect([src.syncReads, src.asyncReads, cache.size]).to.deep.equal([1, 0, 0]);
+  });
+
+  it('fills the chunks of a small forward read of a local source in place, without a thread-pool read', async () => {
+    const data = pattern(8 * CHUNK);
+    const src = new FakeSource(data, data.length, true);
+    const cache = new PageCache({ chunkSize: CHUNK, maxBytes: 64 * CHUNK, prefetch: 4 });
+    await cache.read(src, 0, Buffer.alloc(100), 0, 100);
+    const dst = Buffer.alloc(200);
+    expect(cache.readNow(src, CHUNK - 100, dst, 0, 200)).to.equal(null);
+    expect(dst.equals(data.subarray(CHUNK - 100, CHUNK + 100))).to.equal(true);
+    expect([src.syncReads, src.asyncReads, cache.size]).to.deep.equal([3, 0, 2 * CHUNK]);
+  });
+
+  it('reads only the bytes asked for on a random miss of a local source, and caches nothing', async () => {
+    const data = pattern(64 * CHUNK);
+    const src = new FakeSource(data, data.length - 100, true);
+    const seen: number[] = [];
+    const sync = src.readAtSync as (b: Buffer, p: number) => number;
+    src.readAtSync = (buf, position) => {
+      seen.push(buf.length);
+      return sync(buf, position);
+    };
+    const cache = new PageCache({ chunkSize: CHUNK, maxBytes: 64 * CHUNK, prefetch: 4 });
+    // A page-table walk: small reads far apart, each answered at once (no promise).
+    for (const c of [40, 3, 17, 55]) {
+      const dst = Buffer.alloc(512);
+      expect(cache.readNow(src, c * CHUNK + 256, dst, 0, 512)).to.equal(null);
+      expect(dst.equals(data.subarray(c * CHUNK + 256, c * CHUNK + 768)), `chunk ${c}`).to.equal(true);
+    }
+    expect(seen).to.deep.equal([512, 512, 512, 512]);
+    expect(cache.stats.direct).to.equal(4);
+    expect(cache.size).to.equal(0);
+    // The same holds at the end of a truncated copy: what is missing reads as zeros.
+    const tail = Buffer.alloc(200, 0xff);
+    expect(cache.readNow(src, data.length - 200, tail, 0, 200)).to.equal(null);
+    expect(tail.subarray(0, 100).equals(data.subarray(data.length - 200, data.length - 100))).to.equal(true);
+    expect(tail.subarray(100).every((b) => b === 0)).to.equal(true);
+  });
+
+  it('fills whole chunks for a reader going forward, so its next reads are hits', async () => {
+    const data = pattern(16 * CHUNK);
+    const src = new FakeSource(data, data.length, true);
+    const cache = new PageCache({ chunkSize: CHUNK, maxBytes: 64 * CHUNK, prefetch: 4 });
+    for (let pos = 5 * CHUNK; pos < 8 * CHUNK; pos += 1024) {
+      const dst = Buffer.alloc(1024);
+      expect(cache.readNow(src, pos, dst, 0, 1024)).to.equal(null);
+      expect(dst.equals(data.subarray(pos, pos + 1024)), `at ${pos}`).to.equal(true);
+    }
+    // The first read cannot know it starts a stream; from then on chunks 5, 6 and 7 are filled.
+    expect(cache.stats.direct).to.equal(1);
+    expect(src.syncReads).to.equal(4);
+    expect(cache.stats.hits).to.equal(12 - 4);
+    expect(cache.size).to.equal(3 * CHUNK);
   });
 
   it('stays within its byte bound', async () => {

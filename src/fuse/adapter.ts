@@ -99,12 +99,15 @@ export function fuseOperations(tree: Tree, opts: AdapterOptions): Operations {
     read: guard('read', (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
       const node = handles.get(fd) ?? tree.lookup(path);
       if (!node || node.kind !== 'file') return cb(Fuse.EBADF);
-      node.read(buf, pos, len).then(
-        (n) => {
-          // No string is built per read unless --debug asked for the trace.
-          if (opts.debug) trace('read', `${path} @${pos}+${len}`, n);
-          cb(n);
-        },
+      const done = (n: number): void => {
+        // No string is built per read unless --debug asked for the trace.
+        if (opts.debug) trace('read', `${path} @${pos}+${len}`, n);
+        cb(n);
+      };
+      const n = node.read(buf, pos, len);
+      if (typeof n === 'number') return done(n);
+      n.then(
+        done,
         (err: unknown) => {
           log(`read ${path} at ${pos} (+${len}): ${err instanceof SourceReadError ? err.message : `unexpected error: ${describeError(err)}`}: answered EIO`);
           cb(Fuse.EIO);

@@ -11,8 +11,11 @@ export interface FileNode {
   readonly size: number;
   /** Extended attributes shown by getfattr, e.g. where a tag sits in the snapshot. */
   readonly xattrs?: ReadonlyMap<string, string>;
-  /** Fill dst[0, n) with the file's bytes at `position`, n = min(length, size - position); returns n. */
-  read(dst: Buffer, position: number, length: number): Promise<number>;
+  /**
+   * Fill dst[0, n) with the file's bytes at `position`, n = min(length, size - position); returns
+   * n, as a plain number when the bytes are there at once (no promise on the hot path).
+   */
+  read(dst: Buffer, position: number, length: number): number | Promise<number>;
 }
 
 export interface DirNode {
@@ -62,14 +65,15 @@ export class ExtentFile implements FileNode {
     this.map = new SegmentMap(extents);
   }
 
-  read(dst: Buffer, position: number, length: number): Promise<number> {
+  read(dst: Buffer, position: number, length: number): number | Promise<number> {
     const n = clamp(this.size, position, length);
-    if (n === 0) return Promise.resolve(0);
+    if (n === 0) return 0;
     // The common case, a read inside one extent of an evidence file: straight to the cache,
     // without cutting the read into pieces.
     const e = this.map.find(position);
     if (e && 'source' in e && position + n <= e.start + e.length) {
-      return this.cache.read(e.source, e.sourceOffset + (position - e.start), dst, 0, n).then(() => n);
+      const wait = this.cache.readNow(e.source, e.sourceOffset + (position - e.start), dst, 0, n);
+      return wait ? wait.then(() => n) : n;
     }
     return this.readPieces(dst, position, n);
   }
