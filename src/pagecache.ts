@@ -76,6 +76,14 @@ const DONE: Promise<void> = Promise.resolve();
  * chunk share one read; a reader moving forward gets the next chunks read ahead (on libuv's
  * thread pool). Chunks are filled by positional reads, never by loading a whole file.
  *
+ * What is worth caching depends on where the source lives. A source on a network share or a
+ * FUSE mount is read on the thread pool, and every read goes through chunks. A source on a local
+ * filesystem answers from the OS page cache in a microsecond or two, and behind the mount the
+ * kernel keeps every page it was given (kernel_cache); there a chunk only pays when the next
+ * small reads will want the rest of it. So a local source's miss is read straight into the
+ * caller's buffer (one pread, nothing cached) unless it is a small read by a reader going
+ * forward, which fills the chunk so that its next reads are hits.
+ *
  * Bytes are copied out of a chunk at the moment it is found or arrives, never later: evicted
  * chunk buffers are recycled for new fills, so nothing may hold one across a wait.
  */
