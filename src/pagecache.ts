@@ -137,11 +137,13 @@ export class PageCache {
     const cs = this.chunkSize;
     const first = Math.floor(position / cs);
     const last = Math.floor((position + length - 1) / cs);
-    const direct = !this.notePosition(src, first, last);
-    if (length >= cs && this.inPlace(src)) {
-      // A large read (the kernel's 128 KiB readahead of a scan) goes straight into dst in one
-      // pread: the kernel keeps what it gets (kernel_cache), so staging it in chunks would only
-      // copy every byte twice.
+    const forward = this.notePosition(src, first, last);
+    if (this.inPlace(src) && (length >= cs || !forward)) {
+      // A local source, and not a small read going forward: one pread straight into dst,
+      // nothing cached. The kernel keeps what it gets (kernel_cache), so staging a large read
+      // (the kernel's 128 KiB readahead of a scan) in chunks would copy every byte twice, and
+      // filling a whole chunk for a random first touch (a page-table walk) would read 16 times
+      // the bytes asked for (a 64 KiB pread costs 5-9 us here, a 4 KiB one under 1).
       try {
         this.readDirect(src, position, dst, dstOffset, length);
         return null;
@@ -152,7 +154,7 @@ export class PageCache {
     if (first === last) {
       // The common case (a FUSE read inside one chunk): no array, and no Promise unless it waits.
       try {
-        return this.copyOut(src, first, dst, dstOffset, position - first * cs, position - first * cs + length, direct);
+        return this.copyOut(src, first, dst, dstOffset, position - first * cs, position - first * cs + length);
       } catch (err) {
         return Promise.reject(err);
       }
@@ -163,7 +165,7 @@ export class PageCache {
       const from = Math.max(position, c * cs);
       const to = Math.min(position + length, (c + 1) * cs);
       try {
-        const w = this.copyOut(src, c, dst, dstOffset + (from - position), from - c * cs, to - c * cs, direct);
+        const w = this.copyOut(src, c, dst, dstOffset + (from - position), from - c * cs, to - c * cs);
         if (w) (waits ??= []).push(w);
       } catch (err) {
         failed ??= { err };
@@ -180,10 +182,9 @@ export class PageCache {
   /**
    * Copy chunk `c` [from, to) into dst now if it is cached (or can be read right now); else
    * join or start its read and return the promise of the copy. Throws SourceReadError when a
-   * synchronous read fails. `direct`: the reader is not going forward, so a miss on a source
-   * read in place fetches only [from, to), straight into dst, and caches nothing.
+   * synchronous fill fails.
    */
-  private copyOut(src: ChunkSource, c: number, dst: Buffer, dstOffset: number, from: number, to: number, direct: boolean): Promise<void> | null {
+  private copyOut(src: ChunkSource, c: number, dst: Buffer, dstOffset: number, from: number, to: number): Promise<void> | null {
     if (c * this.chunkSize >= src.size) {
       // Wholly past the source's end (a truncated copy): zeros, and nothing cached. This also
       // keeps chunk numbers below size/chunkSize, inside the key's 2^32 per source.
@@ -203,14 +204,6 @@ export class PageCache {
     } else {
       this.stats.misses++;
       if (this.inPlace(src)) {
-        if (direct) {
-          // A random first touch (a page-table walk): filling the whole chunk would copy 16
-          // times the bytes asked for (a 64 KiB pread costs 5-9 us here, a 4 KiB one under 1),
-          // and the chunk is unlikely to be asked for again; the page read is cached by the
-          // kernel (kernel_cache) anyway.
-          this.readDirect(src, c * this.chunkSize + from, dst, dstOffset, to - from);
-          return null;
-        }
         const buf = this.fillSync(src, c);
         this.lru.set(k, buf);
         buf.copy(dst, dstOffset, from, to);
