@@ -132,12 +132,14 @@ export function infoText(s: Snapshot, opts: { verbose?: boolean } = {}): string 
       const size = hex(t.size);
       out.push(`${offset} ${size.padStart(Math.max(size.length, 20 - offset.length))} ${tagPath(g.name, t).padEnd(50)} ${tagValueText(t) ?? ''}`);
       if (opts.verbose && tagValueText(t) === null && !isMemoryTag(g.name, t) && t.size > 0) {
-        const n = Math.min(t.size, HEXDUMP_LIMIT);
-        const data = Buffer.alloc(n);
+        // A block of a truncated copy is dumped as far as the file goes, never padded with zeros.
+        const present = t.inline ? t.size : Math.max(0, Math.min(t.size, s.metaFile.size - t.dataOffset));
+        const data = Buffer.alloc(Math.min(present, HEXDUMP_LIMIT));
         if (t.inline) t.inline.copy(data);
         else s.metaFile.readAtSync(data, t.dataOffset);
         out.push(...hexdump(data, t.dataOffset));
-        if (n < t.size) out.push(`[${t.size - n} more bytes not shown]`);
+        if (data.length < present) out.push(`[${present - data.length} more bytes not shown]`);
+        if (present < t.size) out.push(`[${t.size - present} bytes missing: past the end of the file (truncated copy)]`);
       }
     }
   }

@@ -266,6 +266,21 @@ describe('info', () => {
       expect(lines.filter((l) => l.startsWith('WARNING: '))).to.deep.equal([]);
     });
 
+    it('--verbose dumps a block cut off by a truncated copy only as far as the file goes, and says what is missing', () => {
+      const data = Buffer.alloc(100, 0x41);
+      const w = writeCheckpoint(file(), { groups: [{ name: 'Snapshot', tags: [{ name: 'cfgFile', block: { data } }] }] });
+      const cfg = w.groups[0].tags[0];
+      fs.truncateSync(w.path, cfg.dataOffset + 40);
+      const lines = withSnap(w.path, (s) => infoText(s, { verbose: true }).split('\n'));
+      const at = lines.findIndex((l) => l.includes('Snapshot/cfgFile'));
+      expect(lines.slice(at + 1, at + 5)).to.deep.equal([
+        `${h(cfg.dataOffset, 8)}  ${'41 '.repeat(15)}41   ${'A'.repeat(16)}`,
+        `${h(cfg.dataOffset + 16, 8)}  ${'41 '.repeat(15)}41   ${'A'.repeat(16)}`,
+        `${h(cfg.dataOffset + 32, 8)}  ${'41 '.repeat(7)}41${' '.repeat(24)}   ${'A'.repeat(8)}`,
+        '[60 bytes missing: past the end of the file (truncated copy)]',
+      ]);
+    });
+
     it('lists warnings last, one per line', () => {
       const p = file();
       writeCheckpoint(p, { groups: [{ name: 'g', tags: [{ name: 'a', value: u8(1) }], omitTerminator: true }] });
