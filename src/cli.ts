@@ -19,7 +19,8 @@ export const USAGE = `usage:
 mount options:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
   -f, --foreground     stay attached (default: return once mounted, like sshfs)
-  --debug              log every FUSE operation to stderr (implies --foreground)
+  --debug              log every FUSE operation, and the page cache's counts at unmount,
+                       to stderr (implies --foreground)
   --cache-size MiB     page cache bound (default 64)
   -o OPTS              FUSE options, e.g. allow_other
   --clear-stale        unmount a dead mount left at MOUNTPOINT by a killed daemon, then mount

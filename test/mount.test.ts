@@ -221,6 +221,25 @@ describe('mount: the tree through the kernel', function () {
       });
     }
 
+    it('with --debug, logs each operation and, at unmount, what the page cache did', async () => {
+      const m = await TestMount.start(w.path, ['--debug']);
+      try {
+        const fh = await fs.promises.open(m.path('physmem.raw'), 'r');
+        await fh.read(Buffer.alloc(4096), 0, 4096, 0);
+        await fh.close();
+        process.kill(m.pid, 'SIGTERM');
+        expect(await m.waitExit()).to.equal(0);
+        const lines = m.stderr.trim().split('\n');
+        expect(lines).to.include('vmssfs: open /physmem.raw -> 0');
+        expect(lines.some((l) => /^vmssfs: read \/physmem\.raw @0\+\d+ -> \d+$/.test(l)), m.stderr).to.equal(true);
+        const summary = lines.filter((l) => l.startsWith('vmssfs: page cache: '));
+        expect(summary, m.stderr).to.have.length(1);
+        expect(summary[0]).to.match(/^vmssfs: page cache: \d+ hits, \d+ chunk misses \(\d+ shared, \d+ read ahead\), [1-9]\d* reads straight from the source$/);
+      } finally {
+        await m.unmount();
+      }
+    });
+
     it('unmounts lazily on a signal while a reader holds a file open', async () => {
       const m = await TestMount.start(w.path);
       try {

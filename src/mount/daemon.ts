@@ -109,6 +109,10 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
       if (finishing) return;
       finishing = true;
       clearInterval(watch);
+      if (opts.debug) {
+        const st = cache.stats;
+        report.log(`page cache: ${st.hits} hits, ${st.misses} chunk misses (${st.shared} shared, ${st.prefetched} read ahead), ${st.direct} reads straight from the source`);
+      }
       snap.close();
       resolve(code);
     };
