@@ -78,22 +78,25 @@ export class ExtentFile implements FileNode {
     return this.readPieces(dst, position, n);
   }
 
-  private async readPieces(dst: Buffer, position: number, n: number): Promise<number> {
+  /** A read across extents and holes; a number when no piece had to wait. */
+  private readPieces(dst: Buffer, position: number, n: number): number | Promise<number> {
     let pending: Promise<void>[] | null = null;
     for (const p of this.map.pieces(position, n)) {
       const at = p.at - position;
       const e = p.segment;
       if (e === null) dst.fill(0, at, at + p.length);
       else if ('bytes' in e) e.bytes.copy(dst, at, p.within, p.within + p.length);
-      else (pending ??= []).push(this.cache.read(e.source, e.sourceOffset + p.within, dst, at, p.length));
-    }
-    if (pending) {
-      if (pending.length === 1) await pending[0];
       else {
-        // Every piece settles before this does: nothing may write into dst after the reply.
-        for (const r of await Promise.allSettled(pending)) if (r.status === 'rejected') throw r.reason;
+        const wait = this.cache.readNow(e.source, e.sourceOffset + p.within, dst, at, p.length);
+        if (wait) (pending ??= []).push(wait);
       }
     }
-    return n;
+    if (!pending) return n;
+    if (pending.length === 1) return pending[0]!.then(() => n);
+    // Every piece settles before this does: nothing may write into dst after the reply.
+    return Promise.allSettled(pending).then((results) => {
+      for (const r of results) if (r.status === 'rejected') throw r.reason;
+      return n;
+    });
   }
 }
