@@ -10,7 +10,7 @@ export interface ChunkSource {
   read(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
   /**
    * Optional synchronous positional read filling `buf` (short only at end of data), as
-   * RandomAccess.readAtSync. When a source has it and `readsInPlace` is true, a miss is filled
+   * RandomAccess.readAtSync. When a source has it and `readsInPlace` is true, a miss is read
    * right here on the JS thread while the source answers fast (from the OS page cache): a trip
    * through the thread pool costs two thread switches, more than the read itself. After slow
    * answers (a cold disk) the source's misses go back to the thread pool for a while.
@@ -99,7 +99,7 @@ export class PageCache {
   private readonly speed = new Map<number, { slowRun: number; slowUntil: number }>();
   private readonly free: Buffer[] = [];
   private readonly prefetch: number;
-  /** Counters for --debug and the benchmark. */
+  /** Counters for the --debug line at unmount, and for tests. */
   readonly stats = { hits: 0, misses: 0, shared: 0, prefetched: 0, direct: 0 };
 
   constructor(opts: Partial<PageCacheOptions> = {}) {
