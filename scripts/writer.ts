@@ -1,5 +1,5 @@
 // Deterministic writer of VMware checkpoint files (.vmss/.vmsn) and .vmem memory files,
-// for tests and fixtures. Written from /work/shared/FORMAT.md only, independently of the
+// for tests and fixtures. Written from the format notes (docs/format.md) only, independently of the
 // parser in src/, so that the two can check each other.
 //
 // Layout produced by writeCheckpoint():

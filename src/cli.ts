@@ -1,3 +1,5 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { cat } from './commands/cat';
 import { extract } from './commands/extract';
@@ -8,6 +10,7 @@ import { mountCommand } from './mount/command';
 import { openSnapshot } from './snapshot';
 
 export const USAGE = `usage:
+  vmssfs --version | -V                     print the version
   vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn or .vmem) read-only at MOUNTPOINT
   vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT
   vmssfs ls [--vmem FILE] [-l] SNAPSHOT [DIR]   list the tree without mounting (-l: mode and size)
@@ -27,6 +30,12 @@ mount options:
 
 unmount with: fusermount -u MOUNTPOINT
 `;
+
+/** The package's own version (package.json ships with every install, two levels above dist/src). */
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version?: string };
+  return pkg.version ?? 'unknown';
+}
 
 type Handler = (args: string[]) => Promise<number>;
 
@@ -96,6 +105,10 @@ export async function main(argv: string[]): Promise<number> {
     const [first, ...rest] = argv;
     if (first === '-h' || first === '--help' || first === 'help') {
       await writeOut(USAGE);
+      return 0;
+    }
+    if (first === '-V' || first === '--version') {
+      await writeOut(`vmssfs ${version()}\n`);
       return 0;
     }
     if (first === undefined) throw new UsageError('missing SNAPSHOT and MOUNTPOINT');

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { screenshotPng } from '../scripts/png';
 import { defaultCfgFile, writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from '../scripts/writer';
 import { DEFAULT_CHUNK_SIZE } from '../src/pagecache';
+import { openSnapshot } from '../src/snapshot';
 import { isMounted, TestMount } from './helpers/mount';
 import { SAMPLE, tempDir } from './helpers/paths';
 import { readRange, sha256File } from './helpers/read';
@@ -111,6 +112,20 @@ describe('mount: the tree through the kernel', function () {
       expect(dir.mode & 0o7777).to.equal(0o555);
       expect(file.uid).to.equal(process.getuid?.());
       expect(Math.floor(file.mtimeMs / 1000)).to.equal(Math.floor(mtime / 1000));
+    });
+
+    it('tells du and ls -s what is stored: physmem.raw counts its runs, not the holes between them', async () => {
+      const snap = openSnapshot(SAMPLE);
+      const stored = snap.physmem!.map.segments.reduce((sum, r) => sum + r.length, 0);
+      const size = snap.physmem!.size;
+      snap.close();
+      expect(stored).to.be.below(size); // the sample has a hole, so the two must differ
+      const r = await runCommand('stat', ['-c', '%s %b %B', m.path('physmem.raw')]);
+      const [bytes, blocks, unit] = r.stdout.trim().split(' ').map(Number) as [number, number, number];
+      expect(bytes).to.equal(size);
+      expect(blocks * unit).to.equal(Math.ceil(stored / 512) * 512);
+      const du = await runCommand('du', ['--block-size=1', m.path('physmem.raw')]);
+      expect(Number(du.stdout.split('\t')[0])).to.equal(blocks * unit);
     });
 
     it('keeps inode numbers stable for the life of the mount', async () => {

@@ -37,7 +37,7 @@ export function fuseOperations(tree: Tree, opts: AdapterOptions): Operations {
       for (const c of node.children.values()) if (c.kind === 'dir') subdirs++;
       return { ...base, mode: fs.constants.S_IFDIR | 0o555, size: 0, nlink: 2 + subdirs };
     }
-    return { ...base, mode: fs.constants.S_IFREG | 0o444, size: node.size, nlink: 1, blocks: Math.ceil(node.size / 512) };
+    return { ...base, mode: fs.constants.S_IFREG | 0o444, size: node.size, nlink: 1, blocks: Math.ceil((node.storedBytes ?? node.size) / 512) };
   };
 
   const trace = (op: string, path: string, result: number | string): void => {

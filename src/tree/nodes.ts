@@ -9,6 +9,11 @@ export interface FileNode {
   readonly kind: 'file';
   readonly ino: number;
   readonly size: number;
+  /**
+   * Bytes the file really holds (st_blocks, so `du` and `ls -s` tell the truth): a sparse file's
+   * holes are not stored. Absent: all of `size`.
+   */
+  readonly storedBytes?: number;
   /** Extended attributes shown by getfattr, e.g. where a tag sits in the snapshot. */
   readonly xattrs?: ReadonlyMap<string, string>;
   /**
@@ -56,6 +61,7 @@ export type Extent = Segment & ({ source: ChunkSource; sourceOffset: number } | 
 export class ExtentFile implements FileNode {
   readonly kind = 'file';
   private readonly map: SegmentMap<Extent>;
+  readonly storedBytes: number;
   constructor(
     readonly ino: number,
     extents: Extent[],
@@ -63,6 +69,7 @@ export class ExtentFile implements FileNode {
     private readonly cache: PageCache,
   ) {
     this.map = new SegmentMap(extents);
+    this.storedBytes = extents.reduce((sum, e) => sum + e.length, 0);
   }
 
   read(dst: Buffer, position: number, length: number): number | Promise<number> {
