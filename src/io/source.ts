@@ -146,6 +146,12 @@ export function errnoText(err: unknown): string {
     case 'EACCES': return 'permission denied';
     case 'EISDIR': return 'is a directory';
     case 'EIO': return 'input/output error (damaged medium or vanished share?)';
+    case 'ENOSPC': return 'no space left on device';
+    case 'EDQUOT': return 'disk quota exceeded';
+    case 'EFBIG': return 'file too large for its filesystem';
+    case 'EROFS': return 'read-only filesystem';
+    case 'EEXIST': return 'already exists';
+    case 'ENOTDIR': return 'not a directory';
     default: return e?.code ? `${e.code}` : String(err);
   }
 }

@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { optionErrorText } from '../args';
 import { UsageError, VmssError, describeError } from '../errors';
 import { serve, type Reporter, type ServeOptions } from './daemon';
 import { checkMountpoint, fusermount, staleMessage } from './preflight';
@@ -31,7 +32,7 @@ function parseMountArgs(argv: string[]) {
       },
     });
   } catch (err) {
-    throw new UsageError(describeError(err));
+    throw new UsageError(optionErrorText(err));
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 2) throw new UsageError('mounting takes SNAPSHOT and MOUNTPOINT');
