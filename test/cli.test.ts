@@ -2,12 +2,15 @@
 // on files shaped by hand with writeCheckpoint, as another writer following FORMAT.md would.
 
 import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { InfoJson } from '../src/info';
 import { PAGE, padded, u16, u32, u64, u8, writeCheckpoint, type CheckpointSpec, type WrittenCheckpoint } from '../scripts/writer';
 import { memoryGroup } from './helpers/checkpoint';
-import { scratchDir } from './helpers/paths';
-import { runCli, type RunResult } from './helpers/run';
+import { isMounted } from './helpers/mount';
+import { REPO, scratchDir } from './helpers/paths';
+import { runCli, runCommand, type RunResult } from './helpers/run';
 
 const GiB = 2 ** 30;
 
@@ -73,6 +76,43 @@ describe('cli', () => {
       const missing = file('missing.vmss');
       expectOneLineError(await runCli(['info', missing]), missing, /cannot open: no such file/);
       expectOneLineError(await runCli(['info', scratch.dir]), scratch.dir, /directory/);
+    });
+  });
+
+  describe('a read of the metadata that fails (EIO: a bad sector, a vanished share)', () => {
+    // The snapshot is served by a FUSE filesystem whose reads fail over the cpu group's stream,
+    // 2 MiB into the file, away from the header the kernel may read ahead.
+    let source: string;
+    let badAt: number;
+    let faultyMnt: string;
+    let faulty: ChildProcess | undefined;
+    before(async () => {
+      const w = writeCheckpoint(file('eio.vmss'), {
+        groups: [{ name: 'Checkpoint', tags: [{ name: 'memSize', value: u32(16) }] }, { name: 'cpu', tags: [{ name: 'rip', indices: [0], value: u64(1) }] }],
+        gapBefore: [0, 2 * 1024 * 1024],
+      });
+      badAt = w.groups[1]!.tagsOffset;
+      faultyMnt = fs.mkdtempSync(path.join(scratch.dir, 'faulty-'));
+      faulty = spawn(process.execPath, [path.join(REPO, 'dist', 'test', 'helpers', 'faulty-fs.js'), w.path, faultyMnt, String(badAt), String(badAt + 16)], { stdio: 'ignore' });
+      for (let i = 0; i < 400 && !(await isMounted(faultyMnt)); i++) await new Promise((r) => setTimeout(r, 25));
+      source = path.join(faultyMnt, 'evidence.vmss');
+    });
+    after(async () => {
+      if (await isMounted(faultyMnt)) await runCommand('fusermount', ['-u', faultyMnt]);
+      faulty?.kill('SIGKILL');
+    });
+
+    it('info, ls and a mount name the file and the offset, in one line, exit 1', async () => {
+      const what = new RegExp(`: read of \\d+ bytes at offset 0x${badAt.toString(16)} failed: input/output error`);
+      expectOneLineError(await runCli(['info', source]), source, what);
+      expectOneLineError(await runCli(['ls', source]), source, what);
+      const mnt = fs.mkdtempSync(path.join(scratch.dir, 'mnt-'));
+      try {
+        expectOneLineError(await runCli([source, mnt], { timeoutMs: 20_000 }), source, what);
+        expect(await isMounted(mnt)).to.equal(false);
+      } finally {
+        if (await isMounted(mnt)) await runCommand('fusermount', ['-u', mnt]);
+      }
     });
   });
 
