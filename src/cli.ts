@@ -1,29 +1,60 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseOptions, wantsHelp } from './args';
 import { cat } from './commands/cat';
 import { extract } from './commands/extract';
 import { ls } from './commands/ls';
 import { UsageError, VmssError, describeError } from './errors';
 import { infoJsonText, infoText } from './info';
 import { mountCommand } from './mount/command';
+import { OutputClosed, stdoutOutput } from './output';
 import { openSnapshot } from './snapshot';
 
+const VMEM_HELP = '  --vmem FILE      the memory file, when it is not SNAPSHOT\'s sibling .vmem (ESXi may name it by a UUID)\n';
+
+/** Each command's own usage: what `vmssfs CMD --help` prints, and what follows a usage error of CMD. */
+export const COMMAND_USAGE: Readonly<Record<string, string>> = {
+  info: `usage:
+  vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT
+  print the checkpoint's memory runs, tags and warnings, in Volatility's vmwareinfo layout
+  --json           the same as JSON (the mount's metadata.json)
+  -v, --verbose    hexdump every block tag but the memory (the first 64 KiB of each)
+${VMEM_HELP}`,
+  ls: `usage:
+  vmssfs ls [-l] [--vmem FILE] SNAPSHOT [DIR]
+  list a directory of the tree the mount would show (default: its root), without mounting
+  -l, --long       mode and size before each name
+${VMEM_HELP}`,
+  cat: `usage:
+  vmssfs cat [--vmem FILE] SNAPSHOT PATH
+  write one file of the tree (e.g. physmem.raw, groups/cpu/rip[0]) to stdout, without mounting
+${VMEM_HELP}`,
+  extract: `usage:
+  vmssfs extract [--force] [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
+  copy files or directories of the tree to OUTDIR/PATH (no PATH: everything but physmem.lime and
+  physmem.elf), sparse where the memory has holes, read-only (0444), dated by the snapshot
+  --force          replace files that already exist under OUTDIR (links there are never followed)
+${VMEM_HELP}`,
+};
+
 export const USAGE = `usage:
-  vmssfs --version | -V                     print the version
   vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn or .vmem) read-only at MOUNTPOINT
   vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT
   vmssfs ls [--vmem FILE] [-l] SNAPSHOT [DIR]   list the tree without mounting (-l: mode and size)
   vmssfs cat [--vmem FILE] SNAPSHOT PATH     write one file of the tree to stdout
-  vmssfs extract [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
+  vmssfs extract [--force] [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
                                              copy files or directories of the tree to OUTDIR/PATH;
                                              no PATH: everything but physmem.lime and physmem.elf
+  vmssfs COMMAND --help                      that command's usage
+  vmssfs --version | -V                      print the version
 
 mount options:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
   -f, --foreground     stay attached (default: return once mounted, like sshfs)
   --debug              log every FUSE operation, and the page cache's counts at unmount,
                        to stderr (implies --foreground)
+  --log FILE           the detached daemon's log (failed reads, unexpected errors), appended;
+                       without it a detached daemon logs nothing (with -f the log is stderr)
   --cache-size MiB     page cache bound (default 64)
   -o OPTS              FUSE options, e.g. allow_other
   --clear-stale        unmount a dead mount left at MOUNTPOINT by a killed daemon, then mount
@@ -39,29 +70,31 @@ function version(): string {
 
 type Handler = (args: string[]) => Promise<number>;
 
-function parse<T extends ParseArgsConfig['options']>(args: string[], options: T) {
-  try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new UsageError(describeError(err));
+/** A usage error of one command: its own usage follows the message. */
+class CommandUsageError extends UsageError {
+  constructor(message: string, readonly command: string) {
+    super(message);
   }
 }
 
-/** Write all of `text` to stdout and wait for it, so large outputs are not cut off at exit. */
-export function writeOut(text: string | Buffer): Promise<void> {
-  return new Promise((resolve) => {
-    if (process.stdout.write(text)) resolve();
-    else process.stdout.once('drain', resolve);
-  });
+function parse<T extends Parameters<typeof parseOptions>[1]>(command: string, args: string[], options: T) {
+  try {
+    return parseOptions(args, options);
+  } catch (err) {
+    throw err instanceof UsageError ? new CommandUsageError(`${command}: ${err.message}`, command) : err;
+  }
 }
 
+/** Write all of `text` to stdout; rejects with a one-line VmssError when it cannot (a full disk). */
+export function writeOut(text: string | Buffer): Promise<void> {
+  return stdoutOutput().write(text);
+}
+
+const VMEM = { vmem: { type: 'string' } } as const;
+
 const info: Handler = async (args) => {
-  const { values, positionals } = parse(args, {
-    json: { type: 'boolean' },
-    verbose: { type: 'boolean', short: 'v' },
-    vmem: { type: 'string' },
-  });
-  if (positionals.length !== 1) throw new UsageError('info takes exactly one SNAPSHOT');
+  const { values, positionals } = parse('info', args, { ...VMEM, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
+  if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
   const snap = openSnapshot(positionals[0] as string, { vmem: values.vmem });
   try {
     await writeOut(values.json ? infoJsonText(snap) : infoText(snap, { verbose: values.verbose }));
@@ -72,51 +105,88 @@ const info: Handler = async (args) => {
 };
 
 const lsCommand: Handler = async (args) => {
-  const { values, positionals } = parse(args, { vmem: { type: 'string' }, long: { type: 'boolean', short: 'l' } });
-  if (positionals.length < 1 || positionals.length > 2) throw new UsageError('ls takes SNAPSHOT and at most one DIR');
+  const { values, positionals } = parse('ls', args, { ...VMEM, long: { type: 'boolean', short: 'l' } });
+  if (positionals.length < 1 || positionals.length > 2) throw new CommandUsageError('ls takes SNAPSHOT and at most one DIR', 'ls');
   await ls(positionals[0] as string, positionals[1] ?? '', { vmem: values.vmem, long: values.long }, writeOut);
   return 0;
 };
 
 const catCommand: Handler = async (args) => {
-  const { values, positionals } = parse(args, { vmem: { type: 'string' } });
-  if (positionals.length !== 2) throw new UsageError('cat takes SNAPSHOT and one PATH');
-  await cat(positionals[0] as string, positionals[1] as string, { vmem: values.vmem });
+  const { values, positionals } = parse('cat', args, VMEM);
+  if (positionals.length !== 2) throw new CommandUsageError('cat takes SNAPSHOT and one PATH', 'cat');
+  await cat(positionals[0] as string, positionals[1] as string, { vmem: values.vmem }, stdoutOutput());
   return 0;
 };
 
 const extractCommand: Handler = async (args) => {
-  const { values, positionals } = parse(args, { vmem: { type: 'string' } });
-  if (positionals.length < 2) throw new UsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs');
+  const { values, positionals } = parse('extract', args, { ...VMEM, force: { type: 'boolean' } });
+  if (positionals.length < 2) throw new CommandUsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs', 'extract');
   const [snapshot, outDir, ...paths] = positionals as [string, string, ...string[]];
-  await extract(snapshot, outDir, paths, { vmem: values.vmem });
+  await extract(snapshot, outDir, paths, { vmem: values.vmem, force: values.force });
   return 0;
 };
 
-const commands: Record<string, Handler> = { info, ls: lsCommand, cat: catCommand, extract: extractCommand };
+const commands: ReadonlyMap<string, Handler> = new Map([['info', info], ['ls', lsCommand], ['cat', catCommand], ['extract', extractCommand]]);
+
+/** Levenshtein distance, for "did you mean": command names are short, so the naive table is fine. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length] as number;
+}
+
+/**
+ * A first word that is no command and no file is a mistyped command (`vmssfs inof x.vmss`), not
+ * a snapshot to mount: a snapshot's name has a dot or a slash, or at least exists. Said so here,
+ * rather than as whatever the mount would trip on first (MOUNTPOINT "is not a directory").
+ */
+function unknownCommand(word: string): UsageError | null {
+  if (word.startsWith('-') || /[./]/.test(word)) return null;
+  try {
+    fs.lstatSync(word);
+    return null;
+  } catch {
+    const near = [...commands.keys()].find((c) => distance(c, word) <= 2);
+    return new UsageError(`${word}: unknown command${near ? ` (did you mean ${near}?)` : ''}, and no file of that name to mount`);
+  }
+}
 
 /** Entry point: returns the exit status. Never throws; never prints a stack trace unless VMSSFS_TRACE is set. */
 export async function main(argv: string[]): Promise<number> {
-  // A reader that closed the pipe (`vmssfs info x | head`) is not an error.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0);
-  });
   try {
     const [first, ...rest] = argv;
-    if (first === '-h' || first === '--help' || first === 'help') {
-      await writeOut(USAGE);
-      return 0;
-    }
+    if (first === undefined) throw new UsageError('missing SNAPSHOT and MOUNTPOINT');
     if (first === '-V' || first === '--version') {
       await writeOut(`vmssfs ${version()}\n`);
       return 0;
     }
-    if (first === undefined) throw new UsageError('missing SNAPSHOT and MOUNTPOINT');
-    const handler = commands[first];
+    const handler = commands.get(first);
+    if (first === 'help') {
+      await writeOut((commands.has(rest[0] ?? '') && COMMAND_USAGE[rest[0] as string]) || USAGE);
+      return 0;
+    }
+    if (wantsHelp(handler ? rest : argv)) {
+      await writeOut(handler ? (COMMAND_USAGE[first] as string) : USAGE);
+      return 0;
+    }
     if (handler) return await handler(rest);
+    const unknown = unknownCommand(first);
+    if (unknown) throw unknown;
     return await mountCommand(argv);
   } catch (err) {
     if (process.env.VMSSFS_TRACE) console.error(err);
+    // A reader that closed the pipe (`vmssfs info x | head`) is not an error.
+    if (err instanceof OutputClosed) return 0;
+    if (err instanceof CommandUsageError) {
+      process.stderr.write(`vmssfs: ${err.message}\n${COMMAND_USAGE[err.command] ?? USAGE}`);
+      return 2;
+    }
     if (err instanceof UsageError) {
       process.stderr.write(`vmssfs: ${err.message}\n${USAGE}`);
       return 2;

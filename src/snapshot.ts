@@ -94,6 +94,9 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
         memoryPath = vmemPath;
         blob = { offset: 0, length: memFile.size, wholeFile: true };
       } catch (err) {
+        // A memory file the user named and that cannot be opened is a mistake to stop on, not a
+        // mount without memory; a sibling found by its name only is reported and the metadata served.
+        if (opts.vmem !== undefined && err instanceof VmssError) throw new VmssError(`${err.message} (the --vmem memory file)`);
         physmemError = `memory file ${err instanceof VmssError ? err.message : vmemPath}`;
       }
     } else if (memoryTag?.block) {

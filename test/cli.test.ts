@@ -2,12 +2,15 @@
 // on files shaped by hand with writeCheckpoint, as another writer following FORMAT.md would.
 
 import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { InfoJson } from '../src/info';
 import { PAGE, padded, u16, u32, u64, u8, writeCheckpoint, type CheckpointSpec, type WrittenCheckpoint } from '../scripts/writer';
 import { memoryGroup } from './helpers/checkpoint';
-import { scratchDir } from './helpers/paths';
-import { runCli, type RunResult } from './helpers/run';
+import { isMounted, TestMount } from './helpers/mount';
+import { REPO, SAMPLE, scratchDir } from './helpers/paths';
+import { runCli, runCommand, type RunResult } from './helpers/run';
 
 const GiB = 2 ** 30;
 
@@ -76,6 +79,43 @@ describe('cli', () => {
     });
   });
 
+  describe('a read of the metadata that fails (EIO: a bad sector, a vanished share)', () => {
+    // The snapshot is served by a FUSE filesystem whose reads fail over the cpu group's stream,
+    // 2 MiB into the file, away from the header the kernel may read ahead.
+    let source: string;
+    let badAt: number;
+    let faultyMnt: string;
+    let faulty: ChildProcess | undefined;
+    before(async () => {
+      const w = writeCheckpoint(file('eio.vmss'), {
+        groups: [{ name: 'Checkpoint', tags: [{ name: 'memSize', value: u32(16) }] }, { name: 'cpu', tags: [{ name: 'rip', indices: [0], value: u64(1) }] }],
+        gapBefore: [0, 2 * 1024 * 1024],
+      });
+      badAt = w.groups[1]!.tagsOffset;
+      faultyMnt = fs.mkdtempSync(path.join(scratch.dir, 'faulty-'));
+      faulty = spawn(process.execPath, [path.join(REPO, 'dist', 'test', 'helpers', 'faulty-fs.js'), w.path, faultyMnt, String(badAt), String(badAt + 16)], { stdio: 'ignore' });
+      for (let i = 0; i < 400 && !(await isMounted(faultyMnt)); i++) await new Promise((r) => setTimeout(r, 25));
+      source = path.join(faultyMnt, 'evidence.vmss');
+    });
+    after(async () => {
+      if (await isMounted(faultyMnt)) await runCommand('fusermount', ['-u', faultyMnt]);
+      faulty?.kill('SIGKILL');
+    });
+
+    it('info, ls and a mount name the file and the offset, in one line, exit 1', async () => {
+      const what = new RegExp(`: read of \\d+ bytes at offset 0x${badAt.toString(16)} failed: input/output error`);
+      expectOneLineError(await runCli(['info', source]), source, what);
+      expectOneLineError(await runCli(['ls', source]), source, what);
+      const mnt = fs.mkdtempSync(path.join(scratch.dir, 'mnt-'));
+      try {
+        expectOneLineError(await runCli([source, mnt], { timeoutMs: 20_000 }), source, what);
+        expect(await isMounted(mnt)).to.equal(false);
+      } finally {
+        if (await isMounted(mnt)) await runCommand('fusermount', ['-u', mnt]);
+      }
+    });
+  });
+
   describe('usage errors: exit 2 with the usage', () => {
     const cases: [string, string[]][] = [
       ['no arguments', []],
@@ -94,6 +134,107 @@ describe('cli', () => {
         expect(r.stderr).not.to.match(/\n\s+at /);
       });
     }
+  });
+
+  describe('the command line', () => {
+    it('COMMAND --help and -h print that command\'s usage on stdout, exit 0', async () => {
+      const cases: [string[], string][] = [
+        [['info', '--help'], 'vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT'],
+        [['ls', '-h'], 'vmssfs ls [-l] [--vmem FILE] SNAPSHOT [DIR]'],
+        [['cat', SAMPLE, '--help'], 'vmssfs cat [--vmem FILE] SNAPSHOT PATH'],
+        [['extract', '-h'], 'vmssfs extract [--force] [--vmem FILE] SNAPSHOT OUTDIR [PATH...]'],
+        [['help', 'ls'], 'vmssfs ls [-l] [--vmem FILE] SNAPSHOT [DIR]'],
+      ];
+      for (const [args, synopsis] of cases) {
+        const r = await runCli(args);
+        expect([r.code, r.stderr], args.join(' ')).to.deep.equal([0, '']);
+        expect(r.stdout, args.join(' ')).to.match(new RegExp(`^usage:\n  ${synopsis.replace(/[[\].]/g, '\\$&')}\n`));
+      }
+    });
+
+    it('--help (and a mount given --help) prints the whole usage, --log included', async () => {
+      for (const args of [['--help'], ['-h'], ['help'], [SAMPLE, '/nonexistent', '--help']]) {
+        const r = await runCli(args);
+        expect([r.code, r.stderr], args.join(' ')).to.deep.equal([0, '']);
+        expect(r.stdout).to.match(/^usage:\n {2}vmssfs \[options\] SNAPSHOT MOUNTPOINT/);
+        expect(r.stdout).to.match(/\n {2}--log FILE +the detached daemon's log/);
+      }
+    });
+
+    it('an unknown option is named in the tool\'s words, with the command\'s usage, exit 2', async () => {
+      const r = await runCli(['info', '--bogus', SAMPLE]);
+      expect(r.code).to.equal(2);
+      expect(r.stderr).to.match(/^vmssfs: info: unknown option --bogus\nusage:\n {2}vmssfs info /);
+      const v = await runCli(['cat', SAMPLE, 'info.txt', '--vmem']);
+      expect(v.code).to.equal(2);
+      expect(v.stderr.split('\n')[0]).to.equal('vmssfs: cat: --vmem needs a value');
+    });
+
+    it('a mistyped command is an unknown command, not a mount of its argument', async () => {
+      const r = await runCli(['inof', SAMPLE]);
+      expect([r.code, r.stdout]).to.deep.equal([2, '']);
+      expect(r.stderr.split('\n')[0]).to.equal('vmssfs: inof: unknown command (did you mean info?), and no file of that name to mount');
+      const far = await runCli(['frobnicate', SAMPLE]);
+      expect(far.stderr.split('\n')[0]).to.equal('vmssfs: frobnicate: unknown command, and no file of that name to mount');
+    });
+
+    it('a --vmem that does not exist is exit 1 for info and for a mount, which mounts nothing', async () => {
+      const missing = file('missing.vmem');
+      expectOneLineError(await runCli(['info', '--vmem', missing, SAMPLE]), missing, /cannot open: no such file \(the --vmem memory file\)$/);
+      const mnt = fs.mkdtempSync(path.join(scratch.dir, 'mnt-'));
+      try {
+        expectOneLineError(await runCli(['--vmem', missing, SAMPLE, mnt], { timeoutMs: 20_000 }), missing, /cannot open: no such file/);
+        expect(await isMounted(mnt)).to.equal(false);
+      } finally {
+        if (await isMounted(mnt)) await runCommand('fusermount', ['-u', mnt]);
+      }
+    });
+
+    it('a --log that cannot be opened says why, and nothing is mounted', async () => {
+      const mnt = fs.mkdtempSync(path.join(scratch.dir, 'mnt-'));
+      const noDir = path.join(scratch.dir, 'no', 'such', 'dir', 'vmssfs.log');
+      try {
+        const r = await runCli(['--log', noDir, SAMPLE, mnt], { timeoutMs: 20_000 });
+        expect([r.code, r.stderr]).to.deep.equal([1, `vmssfs: --log ${noDir}: cannot open: its directory ${path.dirname(noDir)} does not exist\n`]);
+        const dir = await runCli(['--log', scratch.dir, SAMPLE, mnt], { timeoutMs: 20_000 });
+        expect([dir.code, dir.stderr]).to.deep.equal([1, `vmssfs: --log ${scratch.dir}: cannot open: is a directory\n`]);
+        expect(await isMounted(mnt)).to.equal(false);
+      } finally {
+        if (await isMounted(mnt)) await runCommand('fusermount', ['-u', mnt]);
+      }
+    });
+
+    it('--log with -f says it is not used, and the log goes to stderr', async () => {
+      const log = file('unused.log');
+      const m = await TestMount.start(SAMPLE, ['--log', log]);
+      try {
+        expect(m.stderr).to.include('vmssfs: warning: --log is not used with -f: the log goes to stderr\n');
+        expect(fs.existsSync(log)).to.equal(false);
+      } finally {
+        await m.unmount();
+      }
+    });
+
+    it('PATHs are read as a shell would: ./info.txt, a trailing slash, doubled slashes', async () => {
+      const plain = await runCli(['cat', SAMPLE, 'info.txt']);
+      expect(plain.code).to.equal(0);
+      for (const p of ['./info.txt', './/info.txt', '././info.txt']) {
+        const r = await runCli(['cat', SAMPLE, p]);
+        expect([r.code, r.stderr], p).to.deep.equal([0, '']);
+        expect(r.stdout, p).to.equal(plain.stdout);
+      }
+      const cpu = await runCli(['ls', SAMPLE, 'groups/cpu']);
+      for (const p of ['./groups/cpu/', 'groups//cpu', './groups/./cpu']) {
+        const r = await runCli(['ls', SAMPLE, p]);
+        expect([r.code, r.stdout], p).to.deep.equal([0, cpu.stdout]);
+      }
+      expect((await runCli(['ls', '-l', SAMPLE, './config.vmx'])).stdout).to.match(/^-r--r--r-- +\d+ config\.vmx\n$/);
+      const out = path.join(scratch.dir, 'dotted');
+      const x = await runCli(['extract', SAMPLE, out, './groups/cpu/', './info.txt']);
+      expect(x.code, x.stderr).to.equal(0);
+      expect(fs.readdirSync(out).sort()).to.deep.equal(['groups', 'info.txt']);
+      expect(fs.readdirSync(path.join(out, 'groups'))).to.deep.equal(['cpu']);
+    });
   });
 
   describe('damaged tag streams: exit 0, the tags read so far kept, a warning, the other groups read', () => {

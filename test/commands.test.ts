@@ -207,4 +207,116 @@ describe('commands: ls, cat and extract without FUSE', function () {
       expect(r.stderr).to.equal('');
     });
   });
+
+  describe('output that cannot be written: exit 1 and one line, never a silent short copy', () => {
+    /** Run the CLI under bash with stdout redirected as `redirect` says (e.g. `> /dev/full`). */
+    const shell = (args: string[], redirect: string) =>
+      runCommand('bash', ['-c', `${[process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' ')} ${redirect}`], { timeoutMs: 60_000 });
+
+    it('cat, info and ls into /dev/full say so and exit 1', async () => {
+      for (const args of [['cat', SAMPLE, 'physmem.elf'], ['info', SAMPLE], ['info', '--json', SAMPLE], ['ls', '-l', SAMPLE]]) {
+        const r = await shell(args, '> /dev/full');
+        expect(r.code, args.join(' ')).to.equal(1);
+        expect(r.stderr, args.join(' ')).to.equal('vmssfs: cannot write to standard output (/dev/full): no space left on device\n');
+      }
+    });
+
+    it('info into a pipe closed early (head) stays quiet with status 0', async () => {
+      const r = await shell(['info', '--json', SAMPLE], '| head -c 10 >/dev/null; exit "${PIPESTATUS[0]}"');
+      expect([r.code, r.stderr]).to.deep.equal([0, '']);
+    });
+
+    describe('on a filesystem that fills up (a 1 MiB tmpfs)', () => {
+      let full: string;
+      before(async () => {
+        full = fs.mkdtempSync(path.join(tmp.dir, 'full-'));
+        const r = await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0755', 'vmssfs-test-full', full]);
+        expect(r.code, r.stderr).to.equal(0);
+      });
+      after(async () => {
+        await runCommand('umount', [full]);
+      });
+
+      it('cat stops with the file it could not complete named, exit 1', async () => {
+        const out = path.join(full, 'physmem.elf');
+        const r = await shell(['cat', SAMPLE, 'physmem.elf'], `> '${out}'`);
+        expect(r.code, r.stderr).to.equal(1);
+        expect(r.stderr).to.equal(`vmssfs: cannot write to standard output (${out}): no space left on device\n`);
+        await fs.promises.unlink(out);
+      });
+
+      it('extract fails in one line and leaves no partial file behind', async () => {
+        const out = path.join(full, 'x');
+        const r = await runCli(['extract', SAMPLE, out, 'info.txt', 'physmem.elf']);
+        expect(r.code, r.stderr).to.equal(1);
+        expect(r.stderr).to.equal(`vmssfs: ${path.join(out, 'physmem.elf')}: no space left on device\n`);
+        // info.txt was complete and stays; the half-written physmem.elf is gone.
+        expect(await walk(out)).to.deep.equal(['info.txt']);
+        await fs.promises.rm(out, { recursive: true });
+      });
+    });
+  });
+
+  describe('extract never writes through what it finds at the destination', () => {
+    const victim = (): string => {
+      const f = path.join(tmp.dir, `victim-${Math.random().toString(16).slice(2)}`);
+      fs.writeFileSync(f, 'not yours\n');
+      return f;
+    };
+    const outDir = (): string => fs.mkdtempSync(path.join(tmp.dir, 'out-'));
+
+    it('refuses a symbolic link planted at a file\'s place, and writes nothing', async () => {
+      const target = victim();
+      const out = outDir();
+      fs.symlinkSync(target, path.join(out, 'info.txt'));
+      const r = await runCli(['extract', SAMPLE, out]);
+      expect(r.code, r.stderr).to.equal(1);
+      expect(r.stderr).to.equal(`vmssfs: ${path.join(out, 'info.txt')}: already exists (give --force to replace existing files)\n`);
+      expect(fs.readFileSync(target, 'utf8')).to.equal('not yours\n');
+      expect(fs.readdirSync(out)).to.deep.equal(['info.txt']);
+    });
+
+    it('with --force replaces the link itself, never its target', async () => {
+      const target = victim();
+      const out = outDir();
+      fs.symlinkSync(target, path.join(out, 'info.txt'));
+      const r = await runCli(['extract', '--force', SAMPLE, out, 'info.txt']);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(fs.readFileSync(target, 'utf8')).to.equal('not yours\n');
+      const st = fs.lstatSync(path.join(out, 'info.txt'));
+      expect(st.isFile()).to.equal(true);
+      expect(fs.readFileSync(path.join(out, 'info.txt'), 'utf8')).to.match(/^Magic: 0xbed2bed2/);
+    });
+
+    it('refuses a link planted at a directory\'s place, with or without --force', async () => {
+      const elsewhere = fs.mkdtempSync(path.join(tmp.dir, 'elsewhere-'));
+      const out = outDir();
+      fs.symlinkSync(elsewhere, path.join(out, 'groups'));
+      for (const force of [[], ['--force']]) {
+        const r = await runCli(['extract', ...force, SAMPLE, out, 'groups/cpu']);
+        expect(r.code, r.stderr).to.equal(1);
+        expect(r.stderr).to.equal(`vmssfs: ${path.join(out, 'groups')}: is a symbolic link; extract never follows links under OUTDIR\n`);
+        expect(fs.readdirSync(elsewhere)).to.deep.equal([]);
+      }
+    });
+
+    it('refuses to overwrite an existing file unless --force, and makes read-only files', async () => {
+      const out = outDir();
+      expect((await runCli(['extract', SAMPLE, out, 'config.vmx', 'groups/cpu'])).code).to.equal(0);
+      const mode = (p: string): number => fs.statSync(path.join(out, p)).mode & 0o777;
+      expect(mode('config.vmx')).to.equal(0o444);
+      expect(mode('groups/cpu/rip[0]')).to.equal(0o444);
+      fs.chmodSync(path.join(out, 'config.vmx'), 0o644);
+      fs.writeFileSync(path.join(out, 'config.vmx'), 'edited\n');
+      const again = await runCli(['extract', SAMPLE, out, 'screenshot.png', 'config.vmx']);
+      expect(again.code).to.equal(1);
+      expect(again.stderr).to.equal(`vmssfs: ${path.join(out, 'config.vmx')}: already exists (give --force to replace existing files)\n`);
+      expect(fs.readFileSync(path.join(out, 'config.vmx'), 'utf8')).to.equal('edited\n');
+      expect(fs.existsSync(path.join(out, 'screenshot.png')), 'nothing written before the refusal').to.equal(false);
+      const forced = await runCli(['extract', '--force', SAMPLE, out, 'screenshot.png', 'config.vmx']);
+      expect(forced.code, forced.stderr).to.equal(0);
+      expect(fs.readFileSync(path.join(out, 'config.vmx'), 'utf8')).to.not.equal('edited\n');
+      expect(mode('config.vmx')).to.equal(0o444);
+    });
+  });
 });

@@ -1,22 +1,24 @@
 import { VmssError } from '../errors';
+import type { Output } from '../output';
 import { CHUNK, lookup, openTree, readChunk } from './common';
 
 /**
- * `vmssfs cat SNAPSHOT PATH`: the file's bytes to stdout, one chunk at a time. A fresh buffer per
- * chunk (the stream may still hold the last one) and a wait for 'drain' whenever the stream is
- * full, so memory stays bounded however large the file and however slow the reader.
+ * `vmssfs cat SNAPSHOT PATH`: the file's bytes to `out`, one chunk at a time, each written
+ * before the next is read, so memory stays bounded however large the file and however slow the
+ * reader, and a failed write (a full disk) stops the copy with its error.
  */
-export async function cat(snapshot: string, path: string, opts: { vmem?: string }, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+export async function cat(snapshot: string, path: string, opts: { vmem?: string }, out: Output): Promise<void> {
   const t = openTree(snapshot, opts.vmem);
   try {
     const node = lookup(t.tree, path);
     if (node.kind === 'dir') throw new VmssError(`${path}: is a directory`);
+    // One buffer for the whole copy: each write has landed before the next read fills it.
+    const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(node.size, 1)));
     for (let pos = 0; pos < node.size; ) {
-      const buf = Buffer.allocUnsafe(Math.min(CHUNK, node.size - pos));
-      const n = await readChunk(node, buf, pos, buf.length);
+      const n = await readChunk(node, buf, pos, Math.min(buf.length, node.size - pos));
       if (n === 0) break;
       pos += n;
-      if (!out.write(n === buf.length ? buf : buf.subarray(0, n))) await new Promise<void>((resolve) => out.once('drain', resolve));
+      await out.write(buf.subarray(0, n));
     }
   } finally {
     t.close();

@@ -33,6 +33,11 @@ export function openTree(snapshot: string, vmem: string | undefined): OpenTree {
   }
 }
 
+/** The path components of a tree path as the user wrote it: `./groups//cpu/` is `groups`, `cpu`. */
+export function treeParts(treePath: string): string[] {
+  return treePath.split('/').filter((p) => p !== '' && p !== '.');
+}
+
 /** The node at `path` (slash-separated, relative to the root), or the CLI's one-line error. */
 export function lookup(tree: Tree, path: string): Node {
   const node = tree.lookup(path);

@@ -4,7 +4,7 @@ import { VmssError } from '../errors';
 import { errnoText } from '../io/source';
 import type { Tree } from '../tree/build';
 import type { FileNode, Node } from '../tree/nodes';
-import { CHUNK, lookup, openTree, readChunk } from './common';
+import { CHUNK, lookup, openTree, readChunk, treeParts } from './common';
 
 /**
  * Left out of a plain `extract` (no PATH): they hold the same guest memory as physmem.raw, laid
@@ -89,17 +89,69 @@ function fail(what: string, err: unknown): never {
   throw new VmssError(`${what}: ${errnoText(err)}`);
 }
 
+export interface ExtractOptions {
+  vmem?: string;
+  /** Replace files already at the destination (the entry is removed and made anew, never written through). */
+  force?: boolean;
+}
+
 /**
- * Copy one file. All-zero chunks are not written and the file is cut to size at the end, so
- * holes (physmem.raw's gaps between runs, unused guest pages) stay holes on disk.
+ * New files only, never through a link: O_EXCL fails on anything already there, a symbolic link
+ * included (a planted `OUTDIR/info.txt -> /etc/passwd` is refused, not written through), and
+ * O_NOFOLLOW says so twice. Read-only like the mount's files: the copy is evidence too.
  */
-async function copyFile(node: FileNode, dest: string, mtime: Date, progress: Progress | null): Promise<void> {
-  let fh: fs.promises.FileHandle;
+const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+const FILE_MODE = 0o444;
+
+async function lstatOrNull(p: string): Promise<fs.Stats | null> {
   try {
-    fh = await fs.promises.open(dest, 'w', 0o644);
+    return await fs.promises.lstat(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    fail(p, err);
+  }
+}
+
+/** A directory below OUTDIR: made, or an existing real directory; a link or a file there is refused. */
+async function makeDir(dir: string): Promise<void> {
+  try {
+    await fs.promises.mkdir(dir, 0o755);
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') fail(dir, err);
+  }
+  const st = await lstatOrNull(dir);
+  if (st?.isSymbolicLink()) throw new VmssError(`${dir}: is a symbolic link; extract never follows links under OUTDIR`);
+  if (!st?.isDirectory()) throw new VmssError(`${dir}: exists and is not a directory`);
+}
+
+/** Create `dest` exclusively; with --force, whatever file or link is there is removed first (never followed). */
+async function createFile(dest: string, force: boolean): Promise<fs.promises.FileHandle> {
+  try {
+    return await fs.promises.open(dest, CREATE, FILE_MODE);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') fail(dest, err);
+  }
+  const st = await lstatOrNull(dest);
+  if (st?.isDirectory()) throw new VmssError(`${dest}: exists and is a directory`);
+  if (!force) throw new VmssError(`${dest}: already exists (give --force to replace it)`);
+  await fs.promises.unlink(dest).catch((err: unknown) => fail(dest, err));
+  try {
+    return await fs.promises.open(dest, CREATE, FILE_MODE);
   } catch (err) {
     fail(dest, err);
   }
+}
+
+/**
+ * Copy one file. All-zero chunks are not written and the file is cut to size at the end, so
+ * holes (physmem.raw's gaps between runs, unused guest pages) stay holes on disk. A copy that
+ * fails (a full disk, a bad sector in the source) is removed: no half file is left to be taken
+ * for the whole.
+ */
+async function copyFile(node: FileNode, dest: string, mtime: Date, force: boolean, progress: Progress | null): Promise<void> {
+  const fh = await createFile(dest, force);
+  let ok = false;
   try {
     const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(node.size, 1)));
     for (let pos = 0; pos < node.size; ) {
@@ -119,35 +171,65 @@ async function copyFile(node: FileNode, dest: string, mtime: Date, progress: Pro
     try {
       await fh.truncate(node.size);
       await fh.utimes(mtime, mtime);
+      await fh.close();
     } catch (err) {
       fail(dest, err);
     }
+    ok = true;
   } finally {
-    await fh.close();
+    if (!ok) {
+      await fh.close().catch(() => undefined);
+      await fs.promises.unlink(dest).catch(() => undefined);
+    }
   }
 }
 
-async function copyNode(item: Item, outDir: string, tree: Tree, progress: Progress | null): Promise<void> {
-  // Tree names never hold '/' and are never '.' or '..' (names.ts escapes them): joining stays under OUTDIR.
-  const dest = path.join(outDir, ...item.treePath.split('/').filter((p) => p !== ''));
+function destOf(outDir: string, treePath: string): string {
+  // Tree names never hold '/' and are never '.' or '..' (names.ts escapes them), and a PATH was
+  // found in the tree: joining stays under OUTDIR.
+  return path.join(outDir, ...treeParts(treePath));
+}
+
+/** Files of `item` that already exist at their destination (for the refusal before anything is written). */
+async function existing(item: Item, outDir: string, found: string[]): Promise<void> {
+  if (found.length > 0) return;
+  const dest = destOf(outDir, item.treePath);
   if (item.node.kind === 'file') {
-    await fs.promises.mkdir(path.dirname(dest), { recursive: true }).catch((err: unknown) => fail(path.dirname(dest), err));
-    await copyFile(item.node, dest, tree.mtime, progress);
+    if (await lstatOrNull(dest)) found.push(dest);
     return;
   }
-  await fs.promises.mkdir(dest, { recursive: true }).catch((err: unknown) => fail(dest, err));
+  // A link or a file where a directory goes is refused by makeDir, without looking through it.
+  if (!(await lstatOrNull(dest))?.isDirectory()) return;
+  for (const [name, child] of item.node.children) await existing({ treePath: `${item.treePath}/${name}`, node: child }, outDir, found);
+}
+
+async function copyNode(item: Item, outDir: string, tree: Tree, force: boolean, progress: Progress | null): Promise<void> {
+  const dest = destOf(outDir, item.treePath);
+  if (item.node.kind === 'file') {
+    await copyFile(item.node, dest, tree.mtime, force, progress);
+    return;
+  }
+  await makeDir(dest);
   for (const [name, child] of item.node.children) {
-    await copyNode({ treePath: `${item.treePath}/${name}`, node: child }, outDir, tree, progress);
+    await copyNode({ treePath: `${item.treePath}/${name}`, node: child }, outDir, tree, force, progress);
   }
   await fs.promises.utimes(dest, tree.mtime, tree.mtime).catch(() => undefined);
+}
+
+/** The directories between OUTDIR and an item (`groups`, `groups/cpu` for `groups/cpu/rip[0]`), made one by one. */
+async function makeParents(outDir: string, treePath: string): Promise<void> {
+  const parts = treeParts(treePath);
+  for (let i = 1; i < parts.length; i++) await makeDir(path.join(outDir, ...parts.slice(0, i)));
 }
 
 /**
  * `vmssfs extract SNAPSHOT OUTDIR [PATH...]`: each PATH (a file or a whole directory) is written
  * to OUTDIR/PATH, keeping its place in the tree, so several PATHs never collide. Without PATH:
- * the whole tree except the derived physmem views. Existing files are overwritten.
+ * the whole tree except the derived physmem views. OUTDIR is taken as given (a link the user
+ * names is theirs to follow); below it nothing is followed, and existing files are refused
+ * before anything is written, unless `force`.
  */
-export async function extract(snapshot: string, outDir: string, paths: string[], opts: { vmem?: string }): Promise<void> {
+export async function extract(snapshot: string, outDir: string, paths: string[], opts: ExtractOptions): Promise<void> {
   const t = openTree(snapshot, opts.vmem);
   try {
     const root = t.tree.root;
@@ -157,7 +239,15 @@ export async function extract(snapshot: string, outDir: string, paths: string[],
     const total = items.reduce((sum, i) => sum + totalBytes(i.node), 0);
     const progress = process.stderr.isTTY && total > PROGRESS_MIN_BYTES ? new Progress(total, process.stderr) : null;
     await fs.promises.mkdir(outDir, { recursive: true }).catch((err: unknown) => fail(outDir, err));
-    for (const item of items) await copyNode(item, outDir, t.tree, progress);
+    if (!opts.force) {
+      const found: string[] = [];
+      for (const item of items) await existing(item, outDir, found);
+      if (found.length > 0) throw new VmssError(`${found[0]}: already exists (give --force to replace existing files)`);
+    }
+    for (const item of items) {
+      await makeParents(outDir, item.treePath);
+      await copyNode(item, outDir, t.tree, opts.force ?? false, progress);
+    }
     progress?.finish();
   } finally {
     t.close();

@@ -1,6 +1,5 @@
-import { posix } from 'node:path';
 import type { Node } from '../tree/nodes';
-import { lookup, openTree } from './common';
+import { lookup, openTree, treeParts } from './common';
 
 export interface LsOptions {
   vmem?: string;
@@ -20,7 +19,7 @@ export async function ls(snapshot: string, dir: string, opts: LsOptions, out: (t
   const t = openTree(snapshot, opts.vmem);
   try {
     const node = lookup(t.tree, dir);
-    const entries: [string, Node][] = node.kind === 'dir' ? [...node.children] : [[posix.basename(dir), node]];
+    const entries: [string, Node][] = node.kind === 'dir' ? [...node.children] : [[treeParts(dir).pop() ?? dir, node]];
     const size = (n: Node): number => (n.kind === 'dir' ? 0 : n.size);
     let text: string;
     if (opts.long) {

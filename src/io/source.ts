@@ -16,6 +16,16 @@ export interface RandomAccess {
   readAtSync(buf: Buffer, position: number): number;
 }
 
+/**
+ * A read of an evidence file failed (a bad sector, a vanished share): the one line names the file,
+ * the offset and the cause; `code` keeps the errno for callers that map it (the page cache).
+ */
+export class SourceReadFailed extends VmssError {
+  constructor(file: string, length: number, position: number, readonly code: string, cause: unknown) {
+    super(`${file}: read of ${length} bytes at offset 0x${position.toString(16)} failed: ${errnoText(cause)}`);
+  }
+}
+
 // O_NOATIME keeps reads from touching the evidence's access time. The kernel allows it only to
 // the file's owner (or CAP_FOWNER), so fall back to a plain read-only open when refused.
 const O_NOATIME = (fs.constants as Record<string, number>).O_NOATIME ?? 0;
@@ -58,7 +68,12 @@ export class SourceFile implements RandomAccess {
   readAtSync(buf: Buffer, position: number): number {
     let done = 0;
     while (done < buf.length) {
-      const n = fs.readSync(this.fd, buf, done, buf.length - done, position + done);
+      let n: number;
+      try {
+        n = fs.readSync(this.fd, buf, done, buf.length - done, position + done);
+      } catch (err) {
+        throw new SourceReadFailed(this.name, buf.length - done, position + done, (err as NodeJS.ErrnoException).code ?? 'EIO', err);
+      }
       if (n === 0) break;
       done += n;
     }
@@ -146,6 +161,12 @@ export function errnoText(err: unknown): string {
     case 'EACCES': return 'permission denied';
     case 'EISDIR': return 'is a directory';
     case 'EIO': return 'input/output error (damaged medium or vanished share?)';
+    case 'ENOSPC': return 'no space left on device';
+    case 'EDQUOT': return 'disk quota exceeded';
+    case 'EFBIG': return 'file too large for its filesystem';
+    case 'EROFS': return 'read-only filesystem';
+    case 'EEXIST': return 'already exists';
+    case 'ENOTDIR': return 'not a directory';
     default: return e?.code ? `${e.code}` : String(err);
   }
 }

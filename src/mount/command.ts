@@ -2,7 +2,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { optionErrorText } from '../args';
 import { UsageError, VmssError, describeError } from '../errors';
+import { errnoText } from '../io/source';
 import { serve, type Reporter, type ServeOptions } from './daemon';
 import { checkMountpoint, fusermount, staleMessage } from './preflight';
 
@@ -31,7 +33,7 @@ function parseMountArgs(argv: string[]) {
       },
     });
   } catch (err) {
-    throw new UsageError(describeError(err));
+    throw new UsageError(optionErrorText(err));
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 2) throw new UsageError('mounting takes SNAPSHOT and MOUNTPOINT');
@@ -68,7 +70,10 @@ export async function mountCommand(argv: string[]): Promise<number> {
   const { serveOpts, values } = parseMountArgs(argv);
   if (values['daemon-child']) exitWhenServed(await runDetached(serveOpts, values.log));
   await prepareMountpoint(serveOpts.mountpoint, values['clear-stale'] ?? false, serveOpts.fuseOptions);
-  if (values.foreground || values.debug) exitWhenServed(await serve(serveOpts, foregroundReporter()));
+  if (values.foreground || values.debug) {
+    if (values.log !== undefined) process.stderr.write(`vmssfs: warning: --log is not used with ${values.debug ? '--debug' : '-f'}: the log goes to stderr\n`);
+    exitWhenServed(await serve(serveOpts, foregroundReporter()));
+  }
   return startDaemon(serveOpts, values.log);
 }
 
@@ -140,6 +145,16 @@ function startDaemon(serveOpts: ServeOptions, logFile: string | undefined): Prom
   });
 }
 
+/** The --log file, appended to; a path that cannot be opened says why (the daemon has no other voice). */
+function openLog(file: string): number {
+  try {
+    return fs.openSync(file, 'a');
+  } catch (err) {
+    const missingDir = (err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(path.dirname(file));
+    throw new VmssError(`--log ${file}: cannot open: ${missingDir ? `its directory ${path.dirname(file)} does not exist` : errnoText(err)}`);
+  }
+}
+
 /** The detached daemon: report over fd 3 until mounted, then close it and serve. */
 async function runDetached(opts: ServeOptions, logFile: string | undefined): Promise<number> {
   const send = (msg: DaemonMessage): void => {
@@ -149,7 +164,13 @@ async function runDetached(opts: ServeOptions, logFile: string | undefined): Pro
       // the starting command is gone; nothing to tell
     }
   };
-  const logFd = logFile ? fs.openSync(logFile, 'a') : null;
+  let logFd: number | null;
+  try {
+    logFd = logFile ? openLog(logFile) : null;
+  } catch (err) {
+    send({ type: 'error', text: err instanceof VmssError ? err.message : `internal error: ${describeError(err)}` });
+    return 1;
+  }
   const reporter: Reporter = {
     warning: (text) => {
       send({ type: 'warning', text });

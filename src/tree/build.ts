@@ -128,8 +128,9 @@ export function buildTree(snap: Snapshot, cache: PageCache): Tree {
     notes,
     lookup(path: string): Node | undefined {
       let node: Node = root;
+      // As a shell path would be: `./info.txt`, `groups//cpu/` (tree names are never `.`).
       for (const part of path.split('/')) {
-        if (part === '') continue;
+        if (part === '' || part === '.') continue;
         if (node.kind !== 'dir') return undefined;
         const next = node.children.get(part);
         if (!next) return undefined;
