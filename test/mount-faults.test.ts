@@ -271,6 +271,76 @@ describe('mount: faults of the mount itself', function () {
     });
   });
 
+  describe('a slow source on a local filesystem', () => {
+    // The evidence sits on ext4 (a local filesystem, which vmssfs reads in place on its JavaScript
+    // thread) on a loop device whose backing file stalls every read for STALL_MS once armed: a
+    // drive retrying a sector. (A device-mapper `delay` target would do the same; this kernel has
+    // no device-mapper, and the loop device over a stalling file is the same local block path.)
+    const STALL_MS = 3000;
+    const dir = (name: string) => path.join(tmp.dir, `slow-${name}`);
+    let w2: WrittenSnapshot;
+    let slowFs: ChildProcess | null = null;
+    let slowOut = '';
+    let loop: string | null = null;
+    let m: TestMount | null = null;
+    before(async function () {
+      this.timeout(60_000);
+      for (const d of ['staging', 'fuse', 'ext']) fs.mkdirSync(dir(d));
+      w2 = writeSnapshot(path.join(dir('staging'), 'evidence.vmss'), { memory: 'embedded', blobPages: 4096, regions: [{ ppn: 0, pageNum: 0, pages: 4096 }] });
+      const mkfs = await runCommand('mkfs.ext4', ['-q', '-F', '-d', dir('staging'), dir('disk.img'), '64M']);
+      expect(mkfs.code, mkfs.stderr).to.equal(0);
+      slowFs = spawn(process.execPath, [path.join(HELPERS, 'slow-fs.js'), dir('disk.img'), dir('fuse'), String(STALL_MS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      slowFs.stdout?.on('data', (b: Buffer) => (slowOut += b.toString()));
+      for (let i = 0; i < 500 && !slowOut.includes('mounted'); i++) await sleep(20);
+      const lo = await runCommand('losetup', ['-f', '--show', '-r', path.join(dir('fuse'), 'disk.img')]);
+      expect(lo.code, lo.stderr).to.equal(0);
+      loop = lo.stdout.trim();
+      const mounted = await runCommand('mount', ['-t', 'ext4', '-o', 'ro,noload', loop, dir('ext')]);
+      expect(mounted.code, mounted.stderr).to.equal(0);
+      m = await TestMount.start(path.join(dir('ext'), 'evidence.vmss'));
+    });
+    after(async function () {
+      this.timeout(60_000);
+      slowFs?.kill('SIGUSR2');
+      await m?.unmount();
+      if (await isMounted(dir('ext'))) await runCommand('umount', [dir('ext')]);
+      if (loop) await runCommand('losetup', ['-d', loop]);
+      if (await isMounted(dir('fuse'))) await runCommand('fusermount', ['-u', dir('fuse')]);
+      slowFs?.kill('SIGKILL');
+    });
+
+    const stalledReads = () => slowOut.split('\n').filter((l) => l.startsWith('slow read')).length;
+
+    it('after one stalled read, stalls no other read of the mount while the next one waits on the disk', async () => {
+      const mnt2 = m as TestMount;
+      const raw = mnt2.path('physmem.raw');
+      expect(await readRange(raw, 0, 4096), 'read before the disk stalls').to.deep.equal(w2.readPhys(0, 4096));
+      slowFs?.kill('SIGUSR1');
+      // The first stalled read is read in place: it holds the daemon for as long as the disk takes,
+      // and is the last one to, as the daemon says.
+      expect(await readRange(raw, 1000 * 4096, 4096)).to.deep.equal(w2.readPhys(1000 * 4096, 4096));
+      // Another reader meets the stalled disk; while it waits there, everything else is answered.
+      const seen = stalledReads();
+      const order: string[] = [];
+      const stalled = readRange(raw, 3000 * 4096, 4096).then((b) => {
+        order.push('stalled read');
+        return b;
+      });
+      for (let i = 0; i < 200 && stalledReads() === seen; i++) await sleep(10);
+      expect(stalledReads(), 'the second read reached the stalled disk').to.be.greaterThan(seen);
+      await Promise.all([
+        fs.promises.readFile(mnt2.path('metadata.json'), 'utf8'),
+        fs.promises.readFile(mnt2.path('info.txt'), 'utf8'),
+        fs.promises.readdir(mnt2.path('groups', 'cpu')),
+        fs.promises.readFile(mnt2.path('groups', 'cpu', 'rip[0]'), 'utf8'),
+      ]);
+      order.push('other files');
+      expect(await stalled).to.deep.equal(w2.readPhys(3000 * 4096, 4096));
+      expect(order).to.deep.equal(['other files', 'stalled read']);
+      expect(mnt2.stderr).to.match(/evidence\.vmss: a read took \d+ ms \(the disk, not memory\): its reads go to the thread pool/);
+    }).timeout(60_000);
+  });
+
   describe('an unexpected error inside a FUSE operation', () => {
     it('answers EIO for that operation, logs it, and goes on serving', async () => {
       const child = spawn(process.execPath, [path.join(HELPERS, 'buggy-fs.js'), SAMPLE, mnt], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -92,7 +92,10 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   }
   for (const w of snap.warnings) report.warning(w);
   if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
-  const cache = new PageCache({ maxBytes: opts.cacheMiB * 1024 * 1024 });
+  const cache = new PageCache({
+    maxBytes: opts.cacheMiB * 1024 * 1024,
+    onSlow: (source, ms, forMs) => report.log(`${source}: a read took ${ms} ms (the disk, not memory): its reads go to the thread pool for ${forMs / 1000} s, so that it stalls no other read`),
+  });
   const tree = buildTree(snap, cache);
   for (const note of tree.notes ?? []) report.warning(note);
   const modes = treeModes(sources, user);
