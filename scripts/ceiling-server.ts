@@ -6,7 +6,7 @@
 //
 // Fairness: the same fuse-native build, the same process model (one Node process, every request
 // crossing to the JS thread), the same `timeout: false` and the same mount options as vmssfs
-// (mountOptions() of src/mount/daemon.ts: ro, use_ino, kernel_cache, day-long attribute, entry
+// (mountOptions() of src/mount/options.ts: ro, use_ino, kernel_cache, day-long attribute, entry
 // and negative timeouts, plus whatever max_read/max_readahead the daemon asks for), the same
 // open/release handle bookkeeping. Prints "ready" on stdout once mounted; SIGTERM/SIGINT
 // unmount and exit.
@@ -14,7 +14,7 @@
 import Fuse, { type Operations, type Stat } from 'fuse-native';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { mountOptions } from '../src/mount/daemon';
+import { mountOptions } from '../src/mount/options';
 
 class CeilingFuse extends Fuse {
   constructor(mnt: string, ops: Operations, private readonly options: string[]) {

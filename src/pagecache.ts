@@ -38,6 +38,8 @@ export interface PageCacheOptions {
   chunkSize: number;
   /** Chunks fetched ahead once a reader is seen going forward. */
   prefetch: number;
+  /** Told when a source is sent to the thread pool for answering slowly (for the daemon's log). */
+  onSlow?: (source: string, readMs: number, forMs: number) => void;
 }
 
 /**
@@ -50,13 +52,35 @@ export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 export const DEFAULT_PREFETCH = 4;
 
 /**
- * SLOW_RUN synchronous fills in a row slower than SLOW_SYNC_READ_NS mean the source is not
- * answering from memory (a lone slow one is a preemption on a busy machine, or a page fault).
+ * In-place reads block the JavaScript thread, and with it every other read of the mount, for as
+ * long as they take. A read from the OS page cache takes microseconds; one that takes longer went
+ * to the disk. So a source leaves in-place reading for the thread pool (where a stuck read holds
+ * one pool thread and its own reader, nothing else):
+ * - at once, after one in-place read slower than STUCK_READ_NS (a disk retrying a sector, a
+ *   spun-down drive), so that one stuck read is the last one to stall the mount;
+ * - after SLOW_RUN in-place reads in a row slower than SLOW_SYNC_READ_NS (a cold disk: each read is
+ *   short, but the reads add up; a lone slow one is a preemption on a busy machine or a page fault).
+ * It stays on the thread pool for a backoff that doubles each time the source is found slow again
+ * (up to MAX_BACKOFF_MS), and for as long as its thread-pool reads are themselves that slow: a
+ * source that keeps answering slowly never comes back to block the JavaScript thread.
  */
+const STUCK_READ_NS = 20_000_000;
 const SLOW_SYNC_READ_NS = 1_000_000;
 const SLOW_RUN = 4;
-/** How long a source seen slow is read on the thread pool only. */
 const SLOW_BACKOFF_MS = 2000;
+const MAX_BACKOFF_MS = 60_000;
+
+/** Per source: how its in-place reads have gone. */
+interface Speed {
+  /** Slow in-place reads in a row. */
+  slowRun: number;
+  /** Until when (Date.now()) its misses go to the thread pool; 0 = read in place. */
+  slowUntil: number;
+  /** The next backoff. */
+  backoff: number;
+  /** When it last came back to in-place reading (the backoff starts over after a long calm). */
+  calmSince: number;
+}
 /** Evicted chunk buffers kept for reuse: fills then neither allocate nor fault in fresh pages. */
 const FREE_LIST_MAX = 32;
 
@@ -95,16 +119,18 @@ export class PageCache {
   private readonly inflight = new Map<number, Waiter[]>();
   /** Last chunk each source was asked for, to spot sequential readers. */
   private readonly lastChunk = new Map<number, number>();
-  /** Per source: slow synchronous fills in a row, and until when (Date.now()) misses go to the thread pool. */
-  private readonly speed = new Map<number, { slowRun: number; slowUntil: number }>();
+  /** Per source: whether its misses are read in place or on the thread pool, and why. */
+  private readonly speed = new Map<number, Speed>();
   private readonly free: Buffer[] = [];
   private readonly prefetch: number;
+  private readonly onSlow: PageCacheOptions['onSlow'];
   /** Counters for the --debug line at unmount, and for tests. */
-  readonly stats = { hits: 0, misses: 0, shared: 0, prefetched: 0, direct: 0 };
+  readonly stats = { hits: 0, misses: 0, shared: 0, prefetched: 0, direct: 0, slowed: 0 };
 
   constructor(opts: Partial<PageCacheOptions> = {}) {
     this.chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
     this.prefetch = opts.prefetch ?? DEFAULT_PREFETCH;
+    this.onSlow = opts.onSlow;
     const maxBytes = Math.max(opts.maxBytes ?? 64 * 1024 * 1024, this.chunkSize);
     this.lru = new LRUCache<number, Buffer>({
       maxSize: maxBytes,
@@ -223,18 +249,42 @@ export class PageCache {
   private isSlow(src: ChunkSource): boolean {
     const sp = this.speed.get(src.id);
     if (sp === undefined || sp.slowUntil === 0) return false;
-    if (Date.now() < sp.slowUntil) return true;
+    const now = Date.now();
+    if (now < sp.slowUntil) return true;
     // Try reading in place again, from a clean slate.
     sp.slowUntil = 0;
     sp.slowRun = 0;
+    sp.calmSince = now;
     return false;
   }
 
-  private noteSyncTime(src: ChunkSource, ns: number): void {
+  private speedOf(src: ChunkSource): Speed {
     let sp = this.speed.get(src.id);
-    if (!sp) this.speed.set(src.id, (sp = { slowRun: 0, slowUntil: 0 }));
+    if (!sp) this.speed.set(src.id, (sp = { slowRun: 0, slowUntil: 0, backoff: SLOW_BACKOFF_MS, calmSince: 0 }));
+    return sp;
+  }
+
+  /** Send `src`'s misses to the thread pool for the next backoff period. */
+  private markSlow(src: ChunkSource, sp: Speed, ns: number): void {
+    const now = Date.now();
+    if (sp.slowUntil === 0 && now - sp.calmSince > MAX_BACKOFF_MS) sp.backoff = SLOW_BACKOFF_MS;
+    sp.slowUntil = now + sp.backoff;
+    this.stats.slowed++;
+    this.onSlow?.(src.name, Math.round(ns / 1e6), sp.backoff);
+    sp.backoff = Math.min(sp.backoff * 2, MAX_BACKOFF_MS);
+  }
+
+  private noteSyncTime(src: ChunkSource, ns: number): void {
+    const sp = this.speedOf(src);
     sp.slowRun = ns > SLOW_SYNC_READ_NS ? sp.slowRun + 1 : 0;
-    if (sp.slowRun >= SLOW_RUN) sp.slowUntil = Date.now() + SLOW_BACKOFF_MS;
+    if (ns > STUCK_READ_NS || sp.slowRun >= SLOW_RUN) this.markSlow(src, sp, ns);
+  }
+
+  /** A thread-pool read of a source that may be read in place: while those are slow, it stays on the pool. */
+  private notePoolTime(src: ChunkSource, ns: number): void {
+    if (src.readsInPlace !== true || ns <= STUCK_READ_NS) return;
+    const sp = this.speedOf(src);
+    sp.slowUntil = Math.max(sp.slowUntil, Date.now() + SLOW_BACKOFF_MS);
   }
 
   /** Remember where `src` was read; true when this read goes forward from the last one. */
@@ -284,8 +334,10 @@ export class PageCache {
       queueMicrotask(() => done(0));
       return waiters;
     }
+    const t0 = process.hrtime.bigint();
     src.read(buf, 0, expected, start).then(
       (got) => {
+        this.notePoolTime(src, Number(process.hrtime.bigint() - t0));
         try {
           done(got);
         } catch (err) {

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { VmssError } from './errors';
 import { parseCheckpoint, findTag, type Checkpoint } from './format/checkpoint';
 import { hex } from './format/header';
-import { SourceFile } from './io/source';
+import { atimeWarning, SourceFile } from './io/source';
 import { buildRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
 
 /** Guest-physical memory as served: runs into one memory file, holes between them. */
@@ -129,6 +129,10 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     if (physmemError !== null && memFile && memFile !== metaFile) {
       memFile.close();
       memFile = null;
+    }
+    for (const f of memFile && memFile !== metaFile ? [metaFile, memFile] : [metaFile]) {
+      const w = atimeWarning(f);
+      if (w) warnings.push(w);
     }
     return {
       checkpoint, metaFile, memoryPath: physmem ? memoryPath : null, physmem, physmemError, warnings,

@@ -195,9 +195,9 @@ describe('cli', () => {
       const noDir = path.join(scratch.dir, 'no', 'such', 'dir', 'vmssfs.log');
       try {
         const r = await runCli(['--log', noDir, SAMPLE, mnt], { timeoutMs: 20_000 });
-        expect([r.code, r.stderr]).to.deep.equal([1, `vmssfs: --log ${noDir}: cannot open: its directory ${path.dirname(noDir)} does not exist\n`]);
+        expect([r.code, r.stderr]).to.deep.equal([1, `vmssfs: ${noDir}: cannot open the log: its directory ${path.dirname(noDir)} does not exist\n`]);
         const dir = await runCli(['--log', scratch.dir, SAMPLE, mnt], { timeoutMs: 20_000 });
-        expect([dir.code, dir.stderr]).to.deep.equal([1, `vmssfs: --log ${scratch.dir}: cannot open: is a directory\n`]);
+        expect([dir.code, dir.stderr]).to.deep.equal([1, `vmssfs: ${scratch.dir}: cannot open the log: is a directory\n`]);
         expect(await isMounted(mnt)).to.equal(false);
       } finally {
         if (await isMounted(mnt)) await runCommand('fusermount', ['-u', mnt]);

@@ -11,6 +11,8 @@ class FakeSource implements ChunkSource {
   syncReads = 0;
   failAt: number | null = null;
   shrunkTo: number | null = null;
+  /** Make the next in-place read block this long, as a disk retrying a sector would. */
+  stallNextMs = 0;
   readAtSync?: (buf: Buffer, position: number) => number;
 
   constructor(private readonly data: Buffer, readonly size = data.length, readonly readsInPlace = false) {
@@ -18,6 +20,8 @@ class FakeSource implements ChunkSource {
     if (readsInPlace) {
       this.readAtSync = (buf, position) => {
         this.syncReads++;
+        if (this.stallNextMs > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, this.stallNextMs);
+        this.stallNextMs = 0;
         return this.copy(buf, 0, buf.length, position);
       };
     }
@@ -152,6 +156,24 @@ describe('page cache', () => {
     expect(src.syncReads).to.equal(4);
     expect(cache.stats.hits).to.equal(12 - 4);
     expect(cache.size).to.equal(3 * CHUNK);
+  });
+
+  it('sends a local source to the thread pool after one in-place read that stalled, reporting it', async () => {
+    const data = pattern(64 * CHUNK);
+    const src = new FakeSource(data, data.length, true);
+    const told: string[] = [];
+    const cache = new PageCache({ chunkSize: CHUNK, maxBytes: 64 * CHUNK, prefetch: 0, onSlow: (name, ms, forMs) => told.push(`${name} ${ms >= 50} ${forMs}`) });
+    const dst = Buffer.alloc(100);
+    expect(cache.readNow(src, 10 * CHUNK, dst, 0, 100), 'read in place, at once').to.equal(null);
+    src.stallNextMs = 60;
+    expect(cache.readNow(src, 30 * CHUNK, dst, 0, 100), 'the stalled read itself').to.equal(null);
+    expect(told).to.deep.equal([`${src.name} true 2000`]);
+    const before = { sync: src.syncReads, pool: src.asyncReads };
+    const pending = cache.readNow(src, 50 * CHUNK, dst, 0, 100);
+    expect(pending, 'the next miss waits on the thread pool').to.not.equal(null);
+    await pending;
+    expect(dst).to.deep.equal(data.subarray(50 * CHUNK, 50 * CHUNK + 100));
+    expect({ sync: src.syncReads, pool: src.asyncReads }).to.deep.equal({ sync: before.sync, pool: before.pool + 1 });
   });
 
   it('stays within its byte bound', async () => {

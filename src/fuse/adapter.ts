@@ -8,6 +8,9 @@ import type { Tree } from '../tree/build';
 export interface AdapterOptions {
   uid: number;
   gid: number;
+  /** Permission bits of files and of directories (never write bits: the mount is read-only). */
+  fileMode: number;
+  dirMode: number;
   /** One line per event worth a log entry (failed reads, unexpected errors). */
   log: (line: string) => void;
   /** Log every operation (--debug). */
@@ -35,9 +38,9 @@ export function fuseOperations(tree: Tree, opts: AdapterOptions): Operations {
     if (node.kind === 'dir') {
       let subdirs = 0;
       for (const c of node.children.values()) if (c.kind === 'dir') subdirs++;
-      return { ...base, mode: fs.constants.S_IFDIR | 0o555, size: 0, nlink: 2 + subdirs };
+      return { ...base, mode: fs.constants.S_IFDIR | (opts.dirMode & 0o555), size: 0, nlink: 2 + subdirs };
     }
-    return { ...base, mode: fs.constants.S_IFREG | 0o444, size: node.size, nlink: 1, blocks: Math.ceil((node.storedBytes ?? node.size) / 512) };
+    return { ...base, mode: fs.constants.S_IFREG | (opts.fileMode & 0o444), size: node.size, nlink: 1, blocks: Math.ceil((node.storedBytes ?? node.size) / 512) };
   };
 
   const trace = (op: string, path: string, result: number | string): void => {

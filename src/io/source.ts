@@ -46,14 +46,24 @@ export class SourceFile implements RandomAccess {
     readonly mtime: Date,
     /** On a local filesystem, where a read cannot hang: the page cache may read it in place. */
     readonly readsInPlace: boolean,
+    /** Who owns the file and what its mode grants: the mount grants no more. */
+    readonly owner: { uid: number; gid: number; mode: number },
+    /** The file's identity (a log must never be one of the sources). */
+    readonly identity: { dev: number; ino: number },
+    /**
+     * False when the kernel refused O_NOATIME (the user does not own the file): each read may
+     * then update the evidence's access time.
+     */
+    readonly atimeKept: boolean,
   ) {
     this.id = SourceFile.nextId++;
   }
 
   static open(file: string): SourceFile {
     let fd: number;
+    let noatime: boolean;
     try {
-      fd = openReadOnly(file);
+      ({ fd, noatime } = openReadOnly(file));
     } catch (err) {
       throw new VmssError(`${file}: cannot open: ${errnoText(err)}`);
     }
@@ -62,7 +72,12 @@ export class SourceFile implements RandomAccess {
       fs.closeSync(fd);
       throw new VmssError(`${file}: is a directory, not a snapshot file`);
     }
-    return new SourceFile(file, fd, st.size, st.mtime, onLocalFilesystem(file));
+    return new SourceFile(
+      file, fd, st.size, st.mtime, onLocalFilesystem(file),
+      { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777 },
+      { dev: st.dev, ino: st.ino },
+      noatime || !O_NOATIME,
+    );
   }
 
   readAtSync(buf: Buffer, position: number): number {
@@ -142,16 +157,22 @@ function onLocalFilesystem(file: string): boolean {
   }
 }
 
-function openReadOnly(file: string): number {
+function openReadOnly(file: string): { fd: number; noatime: boolean } {
   // O_CLOEXEC is the default for Node's opens, so children never inherit evidence descriptors.
   if (O_NOATIME) {
     try {
-      return fs.openSync(file, fs.constants.O_RDONLY | O_NOATIME);
+      return { fd: fs.openSync(file, fs.constants.O_RDONLY | O_NOATIME), noatime: true };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
     }
   }
-  return fs.openSync(file, fs.constants.O_RDONLY);
+  return { fd: fs.openSync(file, fs.constants.O_RDONLY), noatime: false };
+}
+
+/** The warning for a source whose access time reads may change (said once, with the snapshot's warnings). */
+export function atimeWarning(src: SourceFile): string | null {
+  if (src.atimeKept) return null;
+  return `${src.name}: opened without O_NOATIME (the kernel allows it only to the file's owner or root): reading it may update its access time`;
 }
 
 export function errnoText(err: unknown): string {

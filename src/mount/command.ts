@@ -4,8 +4,9 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { optionErrorText } from '../args';
 import { UsageError, VmssError, describeError } from '../errors';
-import { errnoText } from '../io/source';
 import { serve, type Reporter, type ServeOptions } from './daemon';
+import { openLog, safeWriter } from './log';
+import { MAX_OPTION_BYTES, parseUserOptions } from './options';
 import { checkMountpoint, fusermount, staleMessage } from './preflight';
 
 /** Messages from a detached daemon to the command that started it, one JSON object per line on fd 3. */
@@ -42,15 +43,40 @@ function parseMountArgs(argv: string[]) {
     throw new UsageError(`--cache-size takes a whole number of MiB (1 or more), not ${values['cache-size']}`);
   }
   const fuseOptions = (values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o !== '');
+  // Refused before anything is opened or mounted.
+  parseUserOptions(fuseOptions);
   const serveOpts: ServeOptions = {
     snapshot: path.resolve(positionals[0] as string),
     vmem: values.vmem === undefined ? undefined : path.resolve(values.vmem),
-    mountpoint: path.resolve(positionals[1] as string),
+    mountpoint: realMountpoint(path.resolve(positionals[1] as string)),
     cacheMiB,
     fuseOptions,
     debug: values.debug ?? false,
   };
   return { serveOpts, values };
+}
+
+/**
+ * The mountpoint as the kernel's mount table names it: symbolic links resolved. The unmount watch
+ * compares this path with /proc/self/mountinfo, and a path through a link would never match.
+ * A dead mount cannot be resolved itself (ENOTCONN), so its parent is.
+ */
+function realMountpoint(mnt: string): string {
+  let real = mnt;
+  try {
+    real = fs.realpathSync(mnt);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTCONN') {
+      try {
+        real = path.join(fs.realpathSync(path.dirname(mnt)), path.basename(mnt));
+      } catch {
+        // left as given: the mountpoint checks say what is wrong
+      }
+    }
+  }
+  // fuse-native copies the mountpoint into 1024 bytes (NUL included) and would cut a longer one.
+  if (Buffer.byteLength(real) > MAX_OPTION_BYTES) throw new VmssError(`${real}: mountpoint path is longer than libfuse's binding takes (${MAX_OPTION_BYTES} bytes)`);
+  return real;
 }
 
 async function prepareMountpoint(mnt: string, clearStale: boolean, fuseOptions: readonly string[]): Promise<void> {
@@ -72,9 +98,23 @@ export async function mountCommand(argv: string[]): Promise<number> {
   await prepareMountpoint(serveOpts.mountpoint, values['clear-stale'] ?? false, serveOpts.fuseOptions);
   if (values.foreground || values.debug) {
     if (values.log !== undefined) process.stderr.write(`vmssfs: warning: --log is not used with ${values.debug ? '--debug' : '-f'}: the log goes to stderr\n`);
-    exitWhenServed(await serve(serveOpts, foregroundReporter()));
+    exitWhenServed(await serveInForeground(serveOpts));
   }
   return startDaemon(serveOpts, values.log);
+}
+
+/**
+ * Serve attached to the terminal. A mount that failed must still end the process: fuse-native
+ * leaves a handle on the event loop even when libfuse refused, so it exits explicitly.
+ */
+async function serveInForeground(opts: ServeOptions): Promise<number> {
+  const err = safeWriter((text) => process.stderr.write(text));
+  try {
+    return await serve(opts, foregroundReporter(err));
+  } catch (e) {
+    err(`vmssfs: ${e instanceof VmssError ? e.message : `internal error: ${describeError(e)}`}\n`);
+    return 1;
+  }
 }
 
 /**
@@ -85,11 +125,16 @@ function exitWhenServed(code: number): never {
   process.exit(code);
 }
 
-function foregroundReporter(): Reporter {
+/**
+ * Logs on stderr. A reader that goes away (`vmssfs --debug ... 2>&1 | head`) must not take the
+ * mount with it: write errors on stderr are swallowed and logging stops, serving goes on.
+ */
+function foregroundReporter(write: (text: string) => void): Reporter {
+  process.stderr.on('error', () => undefined);
   return {
-    warning: (text) => process.stderr.write(`vmssfs: warning: ${text}\n`),
+    warning: (text) => write(`vmssfs: warning: ${text}\n`),
     ready: () => undefined,
-    log: (text) => process.stderr.write(`vmssfs: ${text}\n`),
+    log: (text) => write(`vmssfs: ${text}\n`),
   };
 }
 
@@ -105,15 +150,24 @@ function startDaemon(serveOpts: ServeOptions, logFile: string | undefined): Prom
   if (serveOpts.debug) args.push('--debug');
   for (const o of serveOpts.fuseOptions) args.push('-o', o);
   if (logFile) args.push('--log', path.resolve(logFile));
-  const child = spawn(process.execPath, args, { cwd: '/', detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
+  // stderr is read until the daemon is mounted or has failed: libfuse says there why it refused.
+  const child = spawn(process.execPath, args, { cwd: '/', detached: true, stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
   return new Promise((resolve) => {
     let buffered = '';
+    let libfuseSaid = '';
+    let failure: string | null = null;
     let settled = false;
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (text: string) => (libfuseSaid += text));
+    child.stderr?.on('error', () => undefined);
     const settle = (code: number): void => {
       if (settled) return;
       settled = true;
       child.unref();
       (child.stdio[READY_FD] as NodeJS.ReadableStream | null)?.removeAllListeners();
+      // The daemon's later stderr goes nowhere (it ignores the closed pipe).
+      child.stderr?.removeAllListeners('data');
+      child.stderr?.destroy();
       resolve(code);
     };
     const pipe = child.stdio[READY_FD] as NodeJS.ReadableStream;
@@ -131,32 +185,26 @@ function startDaemon(serveOpts: ServeOptions, logFile: string | undefined): Prom
           continue;
         }
         if (msg.type === 'warning') process.stderr.write(`vmssfs: warning: ${msg.text}\n`);
-        else if (msg.type === 'error') {
-          process.stderr.write(`vmssfs: ${msg.text}\n`);
-          settle(1);
-        } else settle(0);
+        else if (msg.type === 'error') failure = msg.text;
+        else settle(0);
       }
     });
     pipe.on('error', () => undefined);
-    child.on('exit', (code) => {
-      if (!settled) process.stderr.write(`vmssfs: the daemon exited (status ${code}) before mounting\n`);
+    // 'close': the daemon has exited and everything it wrote on stderr has arrived.
+    child.on('close', (code) => {
+      if (settled) return;
+      const reason = libfuseSaid.split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
+      if (failure !== null) process.stderr.write(`vmssfs: ${failure}${reason ? ` (${reason})` : ''}\n`);
+      else process.stderr.write(`vmssfs: the daemon exited (status ${code}) before mounting${reason ? `: ${reason}` : ''}\n`);
       settle(1);
     });
   });
 }
 
-/** The --log file, appended to; a path that cannot be opened says why (the daemon has no other voice). */
-function openLog(file: string): number {
-  try {
-    return fs.openSync(file, 'a');
-  } catch (err) {
-    const missingDir = (err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(path.dirname(file));
-    throw new VmssError(`--log ${file}: cannot open: ${missingDir ? `its directory ${path.dirname(file)} does not exist` : errnoText(err)}`);
-  }
-}
-
 /** The detached daemon: report over fd 3 until mounted, then close it and serve. */
 async function runDetached(opts: ServeOptions, logFile: string | undefined): Promise<number> {
+  // stderr is a pipe to the starting command, closed once it has its answer.
+  process.stderr.on('error', () => undefined);
   const send = (msg: DaemonMessage): void => {
     try {
       fs.writeSync(READY_FD, JSON.stringify(msg) + '\n');
@@ -164,28 +212,25 @@ async function runDetached(opts: ServeOptions, logFile: string | undefined): Pro
       // the starting command is gone; nothing to tell
     }
   };
-  let logFd: number | null;
-  try {
-    logFd = logFile ? openLog(logFile) : null;
-  } catch (err) {
-    send({ type: 'error', text: err instanceof VmssError ? err.message : `internal error: ${describeError(err)}` });
-    return 1;
-  }
+  let logFd: number | null = null;
+  // A full disk or a removed device under the log must not end the daemon.
+  const toLog = safeWriter((text) => {
+    if (logFd !== null) fs.writeSync(logFd, `${new Date().toISOString()} ${text}\n`);
+  });
   const reporter: Reporter = {
     warning: (text) => {
       send({ type: 'warning', text });
-      if (logFd !== null) fs.writeSync(logFd, `${new Date().toISOString()} warning: ${text}\n`);
+      toLog(`warning: ${text}`);
     },
     ready: () => {
       send({ type: 'ready' });
       fs.closeSync(READY_FD);
     },
-    log: (text) => {
-      if (logFd !== null) fs.writeSync(logFd, `${new Date().toISOString()} ${text}\n`);
-    },
+    log: toLog,
   };
   try {
-    return await serve(opts, reporter);
+    // The log is opened once the evidence is open, so that it can be checked not to be one of its files.
+    return await serve({ ...opts, onSources: (sources) => void (logFd = logFile ? openLog(logFile, sources) : null) }, reporter);
   } catch (err) {
     send({ type: 'error', text: err instanceof VmssError ? err.message : `internal error: ${describeError(err)}` });
     return 1;

@@ -6,6 +6,8 @@ import { fuseOperations } from '../fuse/adapter';
 import { PageCache } from '../pagecache';
 import { openSnapshot } from '../snapshot';
 import { buildTree } from '../tree/build';
+import type { SourceFile } from '../io/source';
+import { fittedMountOptions, optionString, parseUserOptions, type UserOptions } from './options';
 import { fusermount, mountAt } from './preflight';
 
 export interface ServeOptions {
@@ -17,6 +19,8 @@ export interface ServeOptions {
   /** Extra FUSE options from -o. */
   fuseOptions: string[];
   debug: boolean;
+  /** Called with the opened evidence files before anything is mounted or logged (the log is checked against them). */
+  onSources?(sources: readonly SourceFile[]): void;
 }
 
 /** How the daemon tells whoever started it what happened: stderr in the foreground, a pipe when detached. */
@@ -27,30 +31,6 @@ export interface Reporter {
   log(text: string): void;
 }
 
-/** libfuse option values are split at commas; a backslash escapes one. */
-function optValue(s: string): string {
-  return s.replace(/\\/g, '\\\\').replace(/,/g, '\\,');
-}
-
-/**
- * The mount's FUSE options. The filesystem never changes while mounted, so the kernel may keep
- * pages (kernel_cache) and attributes and names (long timeouts) for the life of the mount.
- */
-export function mountOptions(snapshotPath: string, extra: string[]): string[] {
-  return [
-    'ro',
-    'use_ino',
-    'default_permissions',
-    `fsname=vmssfs#${optValue(snapshotPath)}`,
-    'subtype=vmssfs',
-    'kernel_cache',
-    'attr_timeout=86400',
-    'entry_timeout=86400',
-    'negative_timeout=86400',
-    ...extra,
-  ];
-}
-
 /** fuse-native only knows a fixed set of options; this passes ours (and the user's -o) through. */
 class VmssFuse extends Fuse {
   constructor(mnt: string, ops: import('fuse-native').Operations, private readonly options: string[]) {
@@ -59,8 +39,26 @@ class VmssFuse extends Fuse {
     super(mnt, ops, { timeout: false });
   }
   override _fuseOptions(): string {
-    return '-o' + this.options.join(',');
+    return optionString(this.options);
   }
+}
+
+/**
+ * The modes the tree shows: what every source grants, write bits removed, then the user's umask.
+ * Where the sources' owners (or groups) differ, the owner (group) class gets no more than others
+ * do, so that no one reads through the mount a file the evidence would not let them read.
+ */
+export function treeModes(sources: readonly SourceFile[], user: UserOptions): { uid: number; gid: number; file: number; dir: number } {
+  const first = sources[0] as SourceFile;
+  let mode = 0o444;
+  for (const s of sources) mode &= s.owner.mode;
+  const othersRead = (mode & 0o004) !== 0;
+  if (!othersRead && sources.some((s) => s.owner.uid !== first.owner.uid)) mode &= ~0o400;
+  if (!othersRead && sources.some((s) => s.owner.gid !== first.owner.gid)) mode &= ~0o040;
+  mode &= ~(user.umask ?? 0);
+  // A directory is searchable by whoever may read it.
+  const dir = mode | ((mode & 0o444) >> 2);
+  return { uid: user.uid ?? first.owner.uid, gid: user.gid ?? first.owner.gid, file: mode, dir };
 }
 
 function runFusermount(args: string[]): Promise<boolean> {
@@ -81,27 +79,53 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => (stop ? stop(sig) : (earlySignal ??= sig)));
   }
+  const user = parseUserOptions(opts.fuseOptions);
   const snap = openSnapshot(opts.snapshot, { vmem: opts.vmem });
+  const sources = snap.physmem && snap.physmem.file !== snap.metaFile ? [snap.metaFile, snap.physmem.file] : [snap.metaFile];
+  let options: string[];
+  try {
+    opts.onSources?.(sources);
+    options = fittedMountOptions(fs.realpathSync(snap.metaFile.name), user.fuse);
+  } catch (err) {
+    snap.close();
+    throw err;
+  }
   for (const w of snap.warnings) report.warning(w);
   if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
-  const cache = new PageCache({ maxBytes: opts.cacheMiB * 1024 * 1024 });
+  const cache = new PageCache({
+    maxBytes: opts.cacheMiB * 1024 * 1024,
+    onSlow: (source, ms, forMs) => report.log(`${source}: a read took ${ms} ms (the disk, not memory): its reads go to the thread pool for ${forMs / 1000} s, so that it stalls no other read`),
+  });
   const tree = buildTree(snap, cache);
   for (const note of tree.notes ?? []) report.warning(note);
+  const modes = treeModes(sources, user);
   const ops = fuseOperations(tree, {
-    uid: process.getuid?.() ?? 0,
-    gid: process.getgid?.() ?? 0,
+    uid: modes.uid,
+    gid: modes.gid,
+    fileMode: modes.file,
+    dirMode: modes.dir,
     log: report.log,
     debug: opts.debug,
   });
-  const fuse = new VmssFuse(opts.mountpoint, ops, mountOptions(fs.realpathSync(snap.metaFile.name), opts.fuseOptions));
+  const fuse = new VmssFuse(opts.mountpoint, ops, options);
 
-  await new Promise<void>((resolve, reject) => {
-    fuse.mount((err) => {
-      if (!err) return resolve();
-      const why = err.message === 'fuse failed' ? 'libfuse or the kernel refused the mount (libfuse prints its reason on stderr: run with -f to see it)' : err.message;
-      reject(new VmssError(`${opts.mountpoint}: cannot mount: ${why}`));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      fuse.mount((err) => {
+        if (!err) return resolve();
+        const why = err.message === 'fuse failed' ? 'libfuse or the kernel refused the mount' : err.message;
+        reject(new VmssError(`${opts.mountpoint}: cannot mount: ${why}`));
+      });
     });
-  });
+  } catch (err) {
+    // libfuse can refuse an option after the kernel has mounted (fuse_mount succeeds, fuse_new
+    // fails): that mount has no server and would stay dead. The mountpoint was free before, so a
+    // vmssfs mount there now is this one.
+    const left = await mountAt(opts.mountpoint).catch(() => undefined);
+    if (left?.fsType === 'fuse.vmssfs') await runFusermount(['-uz', opts.mountpoint]);
+    snap.close();
+    throw err;
+  }
 
   return new Promise<number>((resolve) => {
     let finishing = false;
