@@ -488,6 +488,10 @@ export interface SnapshotOptions {
   sparse?: boolean;
   /** Default 2. */
   vcpus?: number;
+  /** How the cpu group stores registers (default 'mixed'). */
+  cpuLayout?: CpuLayout;
+  /** The eflags tag's name: 'eflags' (default) or 'EFLAGS', as some files spell it. */
+  eflagsName?: 'eflags' | 'EFLAGS';
   /** Snapshot/cfgFile block (text + 3 trailing NULs); default a plausible .vmx; null = absent. */
   cfgFile?: string | null;
   /** MKSVMX/imageData PNG block; default true. */
@@ -548,37 +552,88 @@ export function defaultCfgFile(vcpus: number, memMiB: number): string {
   ].join('\n');
 }
 
-function cpuGroup(vcpus: number): GroupSpec {
+/**
+ * How the cpu group stores registers (FORMAT.md "CPU state: two layouts"):
+ * - 'mixed' (default, what the fixtures hold): gpregs[c] block, CR/CR64/GDTR/IDTR inline;
+ * - 'older': one inline u64 tag per general register (rax[c]..r15[c]), CR64[c][n] and CR[c][n]
+ *   inline for n = 0..4 and 8, IDTR/GDTR as [c][0] u16 limit, [c][1]/[2] u32 low/high base;
+ * - 'newer': gpregs[c] (16 × u64), CR64[c] (9 × u64, CR0..CR8), IDTR[c]/GDTR[c] (u16 limit +
+ *   u64 base) as blocks, no CR tags.
+ */
+export type CpuLayout = 'mixed' | 'older' | 'newer';
+
+/** General registers in gpregs[c] slot order (x86 encoding order). */
+export const GPREG_NAMES = ['rax', 'rcx', 'rdx', 'rbx', 'rsp', 'rbp', 'rsi', 'rdi', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15'] as const;
+const SEGMENT_NAMES = ['es', 'cs', 'ss', 'ds', 'fs', 'gs'] as const;
+
+/**
+ * The register values the writer stores for vCPU c, under Linux user_regs_struct names (rip,
+ * eflags, the general registers, segment selectors, fs_base, gs_base) plus cr0, cr2, cr3, cr4,
+ * cr8, gdtr_base, gdtr_limit, idtr_base, idtr_limit. Every layout stores these same values.
+ */
+export function cpuRegisters(c: number): Record<string, bigint> {
+  const C = BigInt(c);
+  const regs: Record<string, bigint> = {};
+  regs.rip = 0xfffff80002c1c0ban + C;
+  regs.eflags = 0x86n + C;
+  GPREG_NAMES.forEach((name, r) => (regs[name] = 0x1111000000000000n + C * 0x100n + BigInt(r)));
+  const seg = [0x2bn, 0x10n, 0x2bn, 0x2bn, 0x53n, 0x2bn];
+  SEGMENT_NAMES.forEach((name, k) => (regs[name] = seg[k]));
+  regs.fs_base = 0x7efdd000n + C * 0x2000n;
+  regs.gs_base = 0xfffff80002e0ad00n + C * 0x1000000n;
+  regs.cr0 = 0x80050033n;
+  regs.cr2 = 0xfffff88000a01000n + C * 0x10n;
+  regs.cr3 = 0x187000n + C * 0x1000n; // page-aligned
+  regs.cr4 = 0x406f8n;
+  regs.cr8 = 0n;
+  regs.gdtr_base = 0xfffff80000b95000n + C * 0x10000n;
+  regs.gdtr_limit = 127n;
+  regs.idtr_base = 0xfffff80000b95080n + C * 0x10000n;
+  regs.idtr_limit = 4095n;
+  return regs;
+}
+
+function cpuGroup(vcpus: number, layout: CpuLayout = 'mixed', eflagsName = 'eflags'): GroupSpec {
   const tags: TagSpec[] = [{ name: 'cpu:numVCPUs', value: u32(vcpus) }];
-  const seg = [0x2b, 0x10, 0x2b, 0x2b, 0x53, 0x2b];
   for (let c = 0; c < vcpus; c++) {
-    const C = BigInt(c);
-    const rip = 0xfffff80002c1c0ban + C;
-    const cr3 = 0x187000n + C * 0x1000n; // page-aligned
-    const cr64 = [0x80050033n, 0n, 0xfffff88000a01000n + C * 0x10n, cr3, 0x406f8n];
-    const gdtBase = 0xfffff80000b95000n + C * 0x10000n;
-    const idtBase = 0xfffff80000b95080n + C * 0x10000n;
-    tags.push({ name: 'eflags', indices: [c], value: u32(0x86 + c) });
+    const R = cpuRegisters(c);
+    const cr64 = [R.cr0, 0n, R.cr2, R.cr3, R.cr4, 0n, 0n, 0n, R.cr8];
+    const rip = R.rip;
+    tags.push({ name: eflagsName, indices: [c], value: u32(Number(R.eflags)) });
     tags.push({ name: 'rip', indices: [c], value: u64(rip) });
     tags.push({ name: 'eip', indices: [c], value: u32(Number(rip & 0xffffffffn)) });
     tags.push({ name: 'halted', indices: [c], value: u8(c % 2) });
-    for (let k = 0; k < 5; k++) tags.push({ name: 'CR', indices: [c, k], value: u32(Number(cr64[k] & 0xffffffffn)) });
-    for (let k = 0; k < 5; k++) tags.push({ name: 'CR64', indices: [c, k], value: u64(cr64[k]) });
+    if (layout === 'newer') {
+      const block = Buffer.concat(cr64.map((v) => u64(v)));
+      tags.push({ name: 'CR64', indices: [c], block: { data: block } });
+    } else {
+      const ns = layout === 'older' ? [0, 1, 2, 3, 4, 8] : [0, 1, 2, 3, 4];
+      for (const k of ns) tags.push({ name: 'CR', indices: [c, k], value: u32(Number(cr64[k] & 0xffffffffn)) });
+      for (const k of ns) tags.push({ name: 'CR64', indices: [c, k], value: u64(cr64[k]) });
+    }
     const dr = [0n, 0n, 0n, 0n, 0n, 0n, 0xffff0ff0n, 0x400n];
     for (let k = 0; k < 8; k++) tags.push({ name: 'DR64', indices: [c, k], value: u64(dr[k]) });
-    tags.push({ name: 'GDTR', indices: [c, 0], value: u16(127) });
-    tags.push({ name: 'GDTR', indices: [c, 1], value: u32(Number(gdtBase & 0xffffffffn)) });
-    tags.push({ name: 'GDTR', indices: [c, 2], value: u32(Number(gdtBase >> 32n)) });
-    tags.push({ name: 'IDTR', indices: [c, 0], value: u16(4095) });
-    tags.push({ name: 'IDTR', indices: [c, 1], value: u32(Number(idtBase & 0xffffffffn)) });
-    tags.push({ name: 'IDTR', indices: [c, 2], value: u32(Number(idtBase >> 32n)) });
-    for (let k = 0; k < 6; k++) tags.push({ name: 'S', indices: [c, k], value: u16(seg[k]) });
-    const bases = [0n, 0n, 0n, 0n, 0x7efdd000n + C * 0x2000n, 0xfffff80002e0ad00n + C * 0x1000000n];
+    for (const t of ['GDTR', 'IDTR'] as const) {
+      const base = t === 'GDTR' ? R.gdtr_base : R.idtr_base;
+      const limit = Number(t === 'GDTR' ? R.gdtr_limit : R.idtr_limit);
+      if (layout === 'newer') {
+        tags.push({ name: t, indices: [c], block: { data: Buffer.concat([u16(limit), u64(base)]) } });
+      } else {
+        tags.push({ name: t, indices: [c, 0], value: u16(limit) });
+        tags.push({ name: t, indices: [c, 1], value: u32(Number(base & 0xffffffffn)) });
+        tags.push({ name: t, indices: [c, 2], value: u32(Number(base >> 32n)) });
+      }
+    }
+    SEGMENT_NAMES.forEach((name, k) => tags.push({ name: 'S', indices: [c, k], value: u16(Number(R[name])) }));
+    const bases = [0n, 0n, 0n, 0n, R.fs_base, R.gs_base];
     for (let k = 0; k < 6; k++) tags.push({ name: 'S.base64', indices: [c, k], value: u64(bases[k]) });
-    const gp = Buffer.alloc(16 * 8);
-    for (let r = 0; r < 16; r++) gp.writeBigUInt64LE(0x1111000000000000n + C * 0x100n + BigInt(r), r * 8);
-    tags.push({ name: 'gpregs', indices: [c], block: { data: gp } });
-    tags.push({ name: 'FPUregs', indices: [c, 0, 1], value: u64(0x3ff0000000000000n + C) });
+    if (layout === 'older') {
+      for (const name of GPREG_NAMES) tags.push({ name, indices: [c], value: u64(R[name]) });
+    } else {
+      const gp = Buffer.concat(GPREG_NAMES.map((name) => u64(R[name])));
+      tags.push({ name: 'gpregs', indices: [c], block: { data: gp } });
+    }
+    tags.push({ name: 'FPUregs', indices: [c, 0, 1], value: u64(0x3ff0000000000000n + BigInt(c)) });
   }
   return { name: 'cpu', tags };
 }
@@ -633,7 +688,7 @@ export function writeSnapshot(filePath: string, opts: SnapshotOptions): WrittenS
       { name: 'maxFBSize', value: u32(0x800000) },
     ],
   });
-  groups.push(cpuGroup(vcpus));
+  groups.push(cpuGroup(vcpus, opts.cpuLayout, opts.eflagsName));
 
   const memTags: TagSpec[] = [{ name: 'align_mask', value: u32(0xffff) }];
   if (explicitRegions) {

@@ -4,29 +4,16 @@ import { VmssError } from './errors';
 import { parseCheckpoint, findTag, type Checkpoint } from './format/checkpoint';
 import { hex } from './format/header';
 import { SourceFile } from './io/source';
-import { buildRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
+import type { Evidence, PhysMem } from './evidence';
+import { checkpointCpuState } from './format/cpustate';
+import { infoJsonText, infoText } from './info';
+import { buildRuns, missingRanges, SegmentMap, type MemoryBlob } from './runmap';
 
-/** Guest-physical memory as served: runs into one memory file, holes between them. */
-export interface PhysMem {
-  /** Bytes of flat physical memory: the end of the highest run. */
-  size: number;
-  map: SegmentMap<Run>;
-  /** The file the runs read from: the checkpoint itself, or the .vmem. */
-  file: SourceFile;
-}
+export type { PhysMem } from './evidence';
 
 /** A checkpoint opened for serving: parsed metadata plus, when it can be served, its physical memory. */
-export interface Snapshot {
+export interface Snapshot extends Evidence {
   checkpoint: Checkpoint;
-  metaFile: SourceFile;
-  /** Path of the file the memory runs read from, when one was found. */
-  memoryPath: string | null;
-  physmem: PhysMem | null;
-  /** Why physical memory cannot be served, in words the user can act on (set when physmem is null). */
-  physmemError: string | null;
-  /** Everything read or assumed that the user should know: parse damage, truncation, guesses. */
-  warnings: string[];
-  close(): void;
 }
 
 export interface OpenOptions {
@@ -127,13 +114,17 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
       memFile.close();
       memFile = null;
     }
-    return {
+    const snap: Snapshot = {
       checkpoint, metaFile, memoryPath: physmem ? memoryPath : null, physmem, physmemError, warnings,
+      cpuState: () => checkpointCpuState(checkpoint, metaFile),
+      infoText: (shown, o) => infoText({ ...snap, warnings: [...shown] }, o),
+      infoJsonText: (shown) => infoJsonText({ ...snap, warnings: [...shown] }),
       close: () => {
         metaFile.close();
         if (memFile && memFile !== metaFile) memFile.close();
       },
     };
+    return snap;
   } catch (err) {
     metaFile.close();
     if (memFile && memFile !== metaFile) memFile.close();
