@@ -505,6 +505,12 @@ export interface SnapshotOptions {
   vmemPath?: string;
   /** Alignment of the Memory block data, default 65536. */
   memoryAlign?: number;
+  /** Indices of the embedded Memory tag: default [0, 0]; [] is the plain `Memory` of older single-file checkpoints. */
+  memoryIndices?: number[];
+  /** Leave out memory/regionsCount (the region tags stay). */
+  omitRegionsCount?: boolean;
+  /** Leave out every memory/regionPageNum[i]. */
+  omitRegionPageNum?: boolean;
 }
 
 export interface PhysRun { physAddr: number; fileOffset: number; length: number; file: string }
@@ -693,15 +699,15 @@ export function writeSnapshot(filePath: string, opts: SnapshotOptions): WrittenS
   const memTags: TagSpec[] = [{ name: 'align_mask', value: u32(0xffff) }];
   if (explicitRegions) {
     const rs = opts.regions as RegionSpec[];
-    memTags.push({ name: 'regionsCount', value: u32(rs.length) });
-    rs.forEach((r, i) => memTags.push({ name: 'regionPageNum', indices: [i], value: u32(r.pageNum) }));
+    if (!opts.omitRegionsCount) memTags.push({ name: 'regionsCount', value: u32(rs.length) });
+    if (!opts.omitRegionPageNum) rs.forEach((r, i) => memTags.push({ name: 'regionPageNum', indices: [i], value: u32(r.pageNum) }));
     rs.forEach((r, i) => memTags.push({ name: 'regionPPN', indices: [i], value: u32(r.ppn) }));
     rs.forEach((r, i) => memTags.push({ name: 'regionSize', indices: [i], value: u32(r.pages) }));
   }
   if (opts.memory === 'embedded') {
     memTags.push({
       name: 'Memory',
-      indices: [0, 0],
+      indices: opts.memoryIndices ?? [0, 0],
       block: { data: model.blockData(), compressed: !!opts.compressedMemory, align: opts.memoryAlign ?? 65536 },
     });
   }
@@ -734,7 +740,7 @@ export function writeSnapshot(filePath: string, opts: SnapshotOptions): WrittenS
   let blobOffset = 0;
   let blobFile: string | null = null;
   if (opts.memory === 'embedded') {
-    blobOffset = findTag(cp, 'memory/Memory[0][0]').dataOffset;
+    blobOffset = findTag(cp, tagKey('memory', 'Memory', opts.memoryIndices ?? [0, 0])).dataOffset;
     blobFile = filePath;
   } else if (opts.memory === 'vmem') {
     vmemPath = opts.vmemPath ?? siblingVmem(filePath);

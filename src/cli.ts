@@ -3,21 +3,26 @@ import { cat } from './commands/cat';
 import { extract } from './commands/extract';
 import { ls } from './commands/ls';
 import { UsageError, VmssError, describeError } from './errors';
-import { infoJsonText, infoText } from './info';
 import { mountCommand } from './mount/command';
-import { openSnapshot } from './snapshot';
+import { openEvidence } from './open';
 
 export const USAGE = `usage:
-  vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn or .vmem) read-only at MOUNTPOINT
-  vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT
-  vmssfs ls [--vmem FILE] [-l] SNAPSHOT [DIR]   list the tree without mounting (-l: mode and size)
-  vmssfs cat [--vmem FILE] SNAPSHOT PATH     write one file of the tree to stdout
-  vmssfs extract [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
+  vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn, .std or .vmem) read-only at MOUNTPOINT
+  vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT
+  vmssfs ls [--vmem FILE] [--assume-flat] [-l] SNAPSHOT [DIR]
+                                             list the tree without mounting (-l: mode and size)
+  vmssfs cat [--vmem FILE] [--assume-flat] SNAPSHOT PATH
+                                             write one file of the tree to stdout
+  vmssfs extract [--vmem FILE] [--assume-flat] SNAPSHOT OUTDIR [PATH...]
                                              copy files or directories of the tree to OUTDIR/PATH;
                                              no PATH: everything but physmem.lime and physmem.elf
 
-mount options:
+options of every command:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
+  --assume-flat        when the memory group is lost or damaged (layout unknown), serve the
+                       memory file as memory from address 0 anyway (reported as a warning)
+
+mount options:
   -f, --foreground     stay attached (default: return once mounted, like sshfs)
   --debug              log every FUSE operation, and the page cache's counts at unmount,
                        to stderr (implies --foreground)
@@ -51,11 +56,12 @@ const info: Handler = async (args) => {
     json: { type: 'boolean' },
     verbose: { type: 'boolean', short: 'v' },
     vmem: { type: 'string' },
+    'assume-flat': { type: 'boolean' },
   });
   if (positionals.length !== 1) throw new UsageError('info takes exactly one SNAPSHOT');
-  const snap = openSnapshot(positionals[0] as string, { vmem: values.vmem });
+  const snap = openEvidence(positionals[0] as string, { vmem: values.vmem, assumeFlat: values['assume-flat'] });
   try {
-    await writeOut(values.json ? infoJsonText(snap) : infoText(snap, { verbose: values.verbose }));
+    await writeOut(values.json ? snap.infoJsonText(snap.warnings) : snap.infoText(snap.warnings, { verbose: values.verbose }));
   } finally {
     snap.close();
   }
@@ -63,24 +69,24 @@ const info: Handler = async (args) => {
 };
 
 const lsCommand: Handler = async (args) => {
-  const { values, positionals } = parse(args, { vmem: { type: 'string' }, long: { type: 'boolean', short: 'l' } });
+  const { values, positionals } = parse(args, { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' }, long: { type: 'boolean', short: 'l' } });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('ls takes SNAPSHOT and at most one DIR');
-  await ls(positionals[0] as string, positionals[1] ?? '', { vmem: values.vmem, long: values.long }, writeOut);
+  await ls(positionals[0] as string, positionals[1] ?? '', { vmem: values.vmem, assumeFlat: values['assume-flat'], long: values.long }, writeOut);
   return 0;
 };
 
 const catCommand: Handler = async (args) => {
-  const { values, positionals } = parse(args, { vmem: { type: 'string' } });
+  const { values, positionals } = parse(args, { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' } });
   if (positionals.length !== 2) throw new UsageError('cat takes SNAPSHOT and one PATH');
-  await cat(positionals[0] as string, positionals[1] as string, { vmem: values.vmem });
+  await cat(positionals[0] as string, positionals[1] as string, { vmem: values.vmem, assumeFlat: values['assume-flat'] });
   return 0;
 };
 
 const extractCommand: Handler = async (args) => {
-  const { values, positionals } = parse(args, { vmem: { type: 'string' } });
+  const { values, positionals } = parse(args, { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' } });
   if (positionals.length < 2) throw new UsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs');
   const [snapshot, outDir, ...paths] = positionals as [string, string, ...string[]];
-  await extract(snapshot, outDir, paths, { vmem: values.vmem });
+  await extract(snapshot, outDir, paths, { vmem: values.vmem, assumeFlat: values['assume-flat'] });
   return 0;
 };
 

@@ -1,13 +1,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from './errors';
-import { parseCheckpoint, findTag, type Checkpoint } from './format/checkpoint';
+import { parseCheckpoint, findGroup, findTag, type Checkpoint } from './format/checkpoint';
 import { hex } from './format/header';
 import { SourceFile } from './io/source';
 import type { Evidence, PhysMem } from './evidence';
 import { checkpointCpuState } from './format/cpustate';
 import { infoJsonText, infoText } from './info';
-import { buildRuns, missingRanges, SegmentMap, type MemoryBlob } from './runmap';
+import { buildRuns, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
+import { tagLabel, type Tag } from './format/tags';
 
 export type { PhysMem } from './evidence';
 
@@ -19,6 +20,11 @@ export interface Snapshot extends Evidence {
 export interface OpenOptions {
   /** Explicit memory file (ESXi names it by a UUID, without the .vmem extension). */
   vmem?: string;
+  /**
+   * When the memory group is lost or damaged (the layout is unknown), serve the memory file as
+   * flat memory from address 0 anyway: the user's explicit choice, reported as a warning.
+   */
+  assumeFlat?: boolean;
 }
 
 const VMEM = /\.vmem$/i;
@@ -55,6 +61,13 @@ function resolvePaths(arg: string, opts: OpenOptions): { meta: string; vmem: str
   return { meta, vmem: arg, explicitVmem: true, notes };
 }
 
+/** `memory/Memory` without indices, taken only when no region tag says otherwise (as Volatility 2 does). */
+function plainMemoryTag(cp: Checkpoint): Tag | undefined {
+  const mem = findGroup(cp, 'memory');
+  if (!mem || mem.tags.some((t) => t.name.startsWith('region'))) return undefined;
+  return mem.tags.find((t) => t.name === 'Memory' && t.indices.length === 0 && t.block);
+}
+
 /** Open and parse a snapshot given as .vmss, .vmsn or .vmem. Throws VmssError when the metadata is unusable. */
 export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
   const paths = resolvePaths(arg, opts);
@@ -67,14 +80,16 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     let physmemError: string | null = null;
     let memoryPath: string | null = null;
 
-    const memoryTag = findTag(checkpoint, 'memory', 'Memory', [0, 0]);
+    // Older single-file checkpoints without regions store a plain `Memory` tag with no indices.
+    const memoryTag = findTag(checkpoint, 'memory', 'Memory', [0, 0]) ?? plainMemoryTag(checkpoint);
+    const memoryLabel = memoryTag ? `memory/${tagLabel(memoryTag)}` : 'memory/Memory[0][0]';
     let blob: MemoryBlob | null = null;
     const siblingVmem = withExt(paths.meta, '.vmem');
     const vmemPath = paths.vmem ?? (memoryTag?.block ? null : exists(siblingVmem) ? siblingVmem : null);
 
     if (vmemPath !== null) {
       if (memoryTag?.block && paths.explicitVmem) {
-        warnings.push(`the checkpoint holds its own memory/Memory[0][0] block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
+        warnings.push(`the checkpoint holds its own ${memoryLabel} block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
       }
       try {
         memFile = SourceFile.open(vmemPath);
@@ -85,7 +100,7 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
       }
     } else if (memoryTag?.block) {
       if (memoryTag.compressed) {
-        physmemError = `memory/Memory[0][0] is a compressed block, and VMware's compression scheme is not public: physical memory cannot be served (the metadata is)`;
+        physmemError = `${memoryLabel} is a compressed block, and VMware's compression scheme is not public: physical memory cannot be served (the metadata is)`;
       } else {
         memFile = metaFile;
         memoryPath = metaFile.name;
@@ -97,11 +112,20 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
 
     if (blob && memFile) {
       const r = buildRuns(checkpoint, blob);
-      if (!r.ok) {
-        physmemError = `${r.error}: physical memory cannot be mapped (the metadata is served)`;
-      } else {
+      let runs: Run[] | null = null;
+      if (r.ok) {
         warnings.push(...r.notes);
-        const map = new SegmentMap(r.runs);
+        runs = r.runs;
+      } else if (r.layoutUnknown && opts.assumeFlat) {
+        warnings.push(`${r.error}: the layout of guest memory is unknown; --assume-flat serves ${memFile.name} as memory from address 0, as asked (pages above any hole in the guest's memory map sit at the wrong addresses)`);
+        runs = flatRuns(blob);
+      } else if (r.layoutUnknown) {
+        physmemError = `${r.error}: the layout of guest memory is unknown, so physical memory is not served (the metadata is); give --assume-flat to serve ${memFile.name} as memory from address 0 anyway (pages above any hole would sit at the wrong addresses)`;
+      } else {
+        physmemError = `${r.error}: physical memory cannot be mapped (the metadata is served)`;
+      }
+      if (runs) {
+        const map = new SegmentMap(runs);
         physmem = { size: map.end, map, file: memFile };
         for (const m of missingRanges(map.segments, memFile.size)) {
           warnings.push(

@@ -90,7 +90,7 @@ describe('cli', () => {
         expect(r.code, r.stderr).to.equal(2);
         expect(r.stdout).to.equal('');
         expect(r.stderr).to.match(/^vmssfs: .+\nusage:\n/);
-        expect(r.stderr).to.include('vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT');
+        expect(r.stderr).to.include('vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT');
         expect(r.stderr).not.to.match(/\n\s+at /);
       });
     }

@@ -4,13 +4,15 @@ import * as fs from 'node:fs';
 import { VmssError, describeError } from '../errors';
 import { fuseOperations } from '../fuse/adapter';
 import { PageCache } from '../pagecache';
-import { openSnapshot } from '../snapshot';
+import { openEvidence } from '../open';
 import { buildTree } from '../tree/build';
 import { fusermount, mountAt } from './preflight';
 
 export interface ServeOptions {
   snapshot: string;
   vmem?: string;
+  /** Serve the memory file flat from 0 when the memory layout is unknown. */
+  assumeFlat?: boolean;
   /** Absolute mountpoint. */
   mountpoint: string;
   cacheMiB: number;
@@ -81,7 +83,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => (stop ? stop(sig) : (earlySignal ??= sig)));
   }
-  const snap = openSnapshot(opts.snapshot, { vmem: opts.vmem });
+  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat });
   for (const w of snap.warnings) report.warning(w);
   if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
   const cache = new PageCache({ maxBytes: opts.cacheMiB * 1024 * 1024 });
