@@ -225,6 +225,24 @@ export function buildRuns(cp: Checkpoint, blob: MemoryBlob): RunsResult {
 }
 
 /**
+ * The size a memory file must have for this checkpoint: the end of the highest region in the blob,
+ * or, without regions, Checkpoint/memSize (MiB). Null when the metadata does not say. Used to
+ * recognise the memory file among differently named .vmem files.
+ */
+export function expectedBlobSize(cp: Checkpoint): number | null {
+  const mem = findGroup(cp, 'memory');
+  if (!mem) return null;
+  const regions = mem.tags.some((t) => REGION_TAG.test(t.name)) || (tagUint(mem.tags.find((t) => t.name === 'regionsCount')) ?? 0) > 0;
+  if (!regions) {
+    const mib = tagUint(findGroup(cp, 'Checkpoint')?.tags.find((t) => t.name === 'memSize'));
+    return mib && Number.isSafeInteger(mib * 1024 * 1024) ? mib * 1024 * 1024 : null;
+  }
+  const r = buildRuns(cp, { offset: 0, length: Number.MAX_SAFE_INTEGER, wholeFile: true });
+  if (!r.ok || r.runs.length === 0) return null;
+  return Math.max(...r.runs.map((run) => run.fileOffset + run.length));
+}
+
+/**
  * The guest-physical ranges whose bytes lie past the end of the memory file (a truncated copy):
  * they are served as zeros and each is reported.
  */

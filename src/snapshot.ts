@@ -7,7 +7,7 @@ import { SourceFile } from './io/source';
 import type { Evidence, PhysMem } from './evidence';
 import { checkpointCpuState } from './format/cpustate';
 import { infoJsonText, infoText } from './info';
-import { buildRuns, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
+import { buildRuns, expectedBlobSize, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
 import { tagLabel, type Tag } from './format/tags';
 
 export type { PhysMem } from './evidence';
@@ -28,6 +28,34 @@ export interface OpenOptions {
 }
 
 const VMEM = /\.vmem$/i;
+const CHECKPOINT_EXTS = ['.vmss', '.vmsn', '.std'];
+
+/**
+ * With no sibling .vmem: the .vmem files of the snapshot's folder whose size is what the memory
+ * group needs, leaving out any that sits beside another checkpoint (it is that one's memory).
+ */
+function sizedVmems(meta: string, size: number): string[] {
+  const dir = path.dirname(meta);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names
+    .filter((n) => VMEM.test(n))
+    .map((n) => path.join(dir, n))
+    .filter((f) => !CHECKPOINT_EXTS.some((e) => withExt(f, e) !== meta && exists(withExt(f, e))))
+    .filter((f) => {
+      try {
+        const st = fs.statSync(f);
+        return st.isFile() && st.size === size;
+      } catch {
+        return false;
+      }
+    })
+    .sort();
+}
 
 function exists(p: string): boolean {
   try {
@@ -50,7 +78,8 @@ function resolvePaths(arg: string, opts: OpenOptions): { meta: string; vmem: str
   if (opts.vmem !== undefined) return { meta: arg, vmem: opts.vmem, explicitVmem: true, notes };
   if (!VMEM.test(arg)) return { meta: arg, vmem: null, explicitVmem: false, notes };
   if (!exists(arg)) throw new VmssError(`${arg}: cannot open: no such file`);
-  const candidates = ['.vmss', '.vmsn'].map((e) => withExt(arg, e)).filter(exists);
+  // .std: the suspended state of older products, the same format as a .vmss.
+  const candidates = CHECKPOINT_EXTS.map((e) => withExt(arg, e)).filter(exists);
   const meta = candidates[0];
   if (!meta) {
     throw new VmssError(
@@ -85,7 +114,19 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     const memoryLabel = memoryTag ? `memory/${tagLabel(memoryTag)}` : 'memory/Memory[0][0]';
     let blob: MemoryBlob | null = null;
     const siblingVmem = withExt(paths.meta, '.vmem');
-    const vmemPath = paths.vmem ?? (memoryTag?.block ? null : exists(siblingVmem) ? siblingVmem : null);
+    let vmemPath = paths.vmem ?? (memoryTag?.block ? null : exists(siblingVmem) ? siblingVmem : null);
+    let noMemory = `no memory found: ${path.basename(paths.meta)} holds no memory/Memory[0][0] block and ${path.basename(siblingVmem)} is not beside it; give the memory file with --vmem FILE`;
+    if (vmemPath === null && !memoryTag?.block) {
+      // Memory files named otherwise: the one .vmem of the folder whose size fits.
+      const need = expectedBlobSize(checkpoint);
+      const found = need === null ? [] : sizedVmems(paths.meta, need);
+      if (found.length === 1) {
+        vmemPath = found[0] as string;
+        warnings.push(`memory file: ${vmemPath} (${path.basename(siblingVmem)} is not beside ${path.basename(paths.meta)}; this is the one .vmem in its folder of the size the memory group needs, ${need} bytes)`);
+      } else if (found.length > 1) {
+        noMemory = `no memory file chosen: ${path.basename(siblingVmem)} is not beside ${path.basename(paths.meta)}, and ${found.length} .vmem files in its folder have the size the memory group needs (${need} bytes): ${found.map((f) => path.basename(f)).join(', ')}; give the right one with --vmem FILE`;
+      }
+    }
 
     if (vmemPath !== null) {
       if (memoryTag?.block && paths.explicitVmem) {
@@ -107,7 +148,7 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
         blob = { offset: memoryTag.dataOffset, length: memoryTag.size, wholeFile: false };
       }
     } else {
-      physmemError = `no memory found: ${path.basename(paths.meta)} holds no memory/Memory[0][0] block and ${path.basename(siblingVmem)} is not beside it; give the memory file with --vmem FILE`;
+      physmemError = noMemory;
     }
 
     if (blob && memFile) {

@@ -58,4 +58,23 @@ describe('shapes through the kernel', function () {
       }
     });
   });
+
+  describe('a memory file named otherwise', () => {
+    it('the mount serves the one .vmem of the folder that fits, and its stderr and info.txt name it', async () => {
+      const dir = path.join(tmp.dir, 'renamed');
+      fs.mkdirSync(dir);
+      const w = writeSnapshot(path.join(dir, 'Suspended.vmss'), {
+        memory: 'vmem', blobPages: 8, regions: [{ ppn: 0, pageNum: 0, pages: 4 }, { ppn: 0x100, pageNum: 4, pages: 4 }], vmemPath: path.join(dir, '564d-uuid-copy.vmem'),
+      });
+      fs.writeFileSync(path.join(dir, 'other.vmem'), Buffer.alloc(3 * PAGE));
+      const m = await TestMount.start(w.path);
+      try {
+        expect(await sha256File(m.path('physmem.raw'))).to.equal(w.physSha256());
+        expect(m.stderr).to.include(`vmssfs: warning: memory file: ${w.vmemPath} (Suspended.vmem is not beside Suspended.vmss;`);
+        expect(await fs.promises.readFile(m.path('info.txt'), 'utf8')).to.include(`Memory file: ${w.vmemPath}\n`);
+      } finally {
+        await m.unmount();
+      }
+    });
+  });
 });

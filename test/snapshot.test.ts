@@ -315,4 +315,52 @@ describe('snapshot: finding the metadata and the memory', () => {
       expect(refused.stderr).to.match(/physmem\.raw: no such file in the tree/);
     });
   });
+
+  describe('memory files named otherwise, and the .std of older products', () => {
+    it('a .std is a suspended state like a .vmss: opened directly, and found beside a .vmem given alone', () => {
+      const w = snapshot(path.join(sub(), 'old.std'));
+      withSnapshot(w.path, {}, (s) => {
+        expect(s.memoryPath).to.equal(w.vmemPath);
+        expect(runsOf(s)).to.deep.equal(w.runs);
+      });
+      withSnapshot(w.vmemPath!, {}, (s) => expect(s.metaFile.name).to.equal(w.path));
+    });
+
+    it('no sibling .vmem: the one .vmem of the folder whose size the memory group needs is used, and named', () => {
+      const dir = sub();
+      const w = snapshot(path.join(dir, 'vault-3-3c85c1f6.vmss'), { vmemPath: path.join(dir, 'copied memory.vmem') });
+      fs.writeFileSync(path.join(dir, 'smaller.vmem'), Buffer.alloc(4 * PAGE));
+      fs.writeFileSync(path.join(dir, 'notes.txt'), 'x'.repeat(8 * PAGE));
+      withSnapshot(w.path, {}, (s) => {
+        expect(s.memoryPath).to.equal(w.vmemPath);
+        expect(runsOf(s)).to.deep.equal(w.runs);
+        expect(s.warnings).to.deep.equal([
+          `memory file: ${w.vmemPath} (vault-3-3c85c1f6.vmem is not beside vault-3-3c85c1f6.vmss; this is the one .vmem in its folder of the size the memory group needs, ${8 * PAGE} bytes)`,
+        ]);
+        expect(s.infoText(s.warnings)).to.include(`Memory file: ${w.vmemPath}\n`);
+      });
+    });
+
+    it('two or more .vmem files of that size: no guess; physmemError lists them and names --vmem', () => {
+      const dir = sub();
+      const w = snapshot(path.join(dir, 'vm.vmss'), { vmemPath: path.join(dir, 'b.vmem') });
+      fs.copyFileSync(w.vmemPath!, path.join(dir, 'a.vmem'));
+      withSnapshot(w.path, {}, (s) => {
+        expect(s.physmem).to.equal(null);
+        expect(s.physmemError).to.equal(
+          `no memory file chosen: vm.vmem is not beside vm.vmss, and 2 .vmem files in its folder have the size the memory group needs (${8 * PAGE} bytes): a.vmem, b.vmem; give the right one with --vmem FILE`,
+        );
+      });
+    });
+
+    it('a .vmem that sits beside another checkpoint is that one\'s memory, never a candidate', () => {
+      const dir = sub();
+      snapshot(path.join(dir, 'VM-Snapshot1.vmsn'));
+      const w = snapshot(path.join(dir, 'VM-Snapshot2.vmsn'), { memory: 'none' });
+      withSnapshot(w.path, {}, (s) => {
+        expect(s.physmem).to.equal(null);
+        expect(s.physmemError).to.match(/^no memory found: /);
+      });
+    });
+  });
 });
