@@ -836,3 +836,131 @@ export function writeSnapshot(filePath: string, opts: SnapshotOptions): WrittenS
 
   return { ...cp, vmemPath, runs, physSize, blobOffset, readPhys, physSha256, tag };
 }
+
+// ---------------------------------------------------------------------------------------
+// ESXi guest dumps (debug.guest + debug.vmem)
+
+export interface GuestDumpOptions {
+  /** Header version: 1, 3, 4, 5, 6 or 7. */
+  version: number;
+  vcpus: number;
+  /** Guest-physical page count including holes. */
+  totalPages: number;
+  /** At most two holes, in address order: pages not stored in debug.vmem. */
+  holes?: { ppn: number; pages: number }[];
+  /** Version 7's CPU architecture field: 1 x86 (default), 0 AArch64. */
+  arch?: number;
+  /** Write debug.vmem beside it (default true). */
+  vmem?: boolean;
+}
+
+export interface WrittenGuestDump {
+  path: string;
+  vmemPath: string | null;
+  fileSize: number;
+  /** Guest-physical runs (between the holes), with their offsets in debug.vmem. */
+  runs: PhysRun[];
+  physSize: number;
+  memoryPages: number;
+  readPhys(addr: number, length: number): Buffer;
+  /** File offset of each vCPU record. */
+  vcpuOffsets: number[];
+}
+
+/** Linux x86-64 pt_regs / user_regs_struct order, as a guest dump stores a vCPU's registers. */
+const PT_REGS = ['r15', 'r14', 'r13', 'r12', 'rbp', 'rbx', 'r11', 'r10', 'r9', 'r8', 'rax', 'rcx', 'rdx', 'rsi', 'rdi',
+  'orig_rax', 'rip', 'cs', 'eflags', 'rsp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs'];
+
+/**
+ * Write `file` (named *.guest) and, beside it, the .vmem. Header: u32 version, u32 vCPUs, a
+ * reserved gap (13 bytes in version 1, 14 in 3-5, 15 in 6, 8 in 7; filled with 0xee so a reader
+ * that misplaces a field notices), main-memory info (u64 last address, u64 pages, u32 reserved,
+ * u32 hole count, 2 × {u64 first page, u64 pages}; version 1: u64 last address, u32 pages, u32
+ * reserved, u32 hole count, 2 × {u32, u32}, then 8 bytes per hole and 4 more), version 7 then 11
+ * bytes whose first u32 is the architecture. Per vCPU: u32 CR0, u64 CR2, CR3, CR4, 10 reserved
+ * u64, u64 IDT base, a gap (45 bytes before version 4, else 42), 27 × u64 pt_regs, 17 reserved
+ * bytes, 4096 reserved bytes. The .vmem holds the pages outside the holes, in address order,
+ * each page's content being pageContent(its guest-physical page).
+ */
+export function writeGuestDump(file: string, opts: GuestDumpOptions): WrittenGuestDump {
+  const { version, vcpus, totalPages } = opts;
+  const holes = opts.holes ?? [];
+  const gaps: Record<number, number> = { 1: 13, 3: 14, 4: 14, 5: 14, 6: 15, 7: 8 };
+  const gap = gaps[version];
+  if (gap === undefined) throw new RangeError(`guest dump version ${version} not described`);
+  const holePages = holes.reduce((n, h) => n + h.pages, 0);
+  const memoryPages = totalPages - holePages;
+  const parts: Buffer[] = [u32(version), u32(vcpus), Buffer.alloc(gap, 0xee)];
+  const lastAddr = totalPages * PAGE - 1;
+  if (version === 1) {
+    const hs = [0, 1].map((i) => holes[i] ?? { ppn: 0, pages: 0 });
+    parts.push(u64(lastAddr), u32(memoryPages), u32(0), u32(holes.length));
+    for (const h of hs) parts.push(u32(h.ppn), u32(h.pages));
+    parts.push(Buffer.alloc(8 * holes.length + 4, 0xee));
+  } else {
+    const hs = [0, 1].map((i) => holes[i] ?? { ppn: 0, pages: 0 });
+    parts.push(u64(lastAddr), u64(memoryPages), u32(0), u32(holes.length));
+    for (const h of hs) parts.push(u64(h.ppn), u64(h.pages));
+    if (version === 7) parts.push(u32(opts.arch ?? 1), Buffer.alloc(7, 0xee));
+  }
+  const header = Buffer.concat(parts);
+  const vcpuGap = version < 4 ? 45 : 42;
+  const vcpuOffsets: number[] = [];
+  let at = header.length;
+  for (let c = 0; c < vcpus; c++) {
+    vcpuOffsets.push(at);
+    const R = cpuRegisters(c);
+    const regs: Record<string, bigint> = { ...R, orig_rax: 0xffffffffffffffffn };
+    const rec = Buffer.concat([
+      u32(Number(R.cr0)), u64(R.cr2), u64(R.cr3), u64(R.cr4), Buffer.alloc(80, 0xdd), u64(R.idtr_base),
+      Buffer.alloc(vcpuGap, 0xcc),
+      ...PT_REGS.map((r) => u64(regs[r])),
+      Buffer.alloc(17, 0xbb),
+      Buffer.alloc(PAGE, 0xaa),
+    ]);
+    parts.push(rec);
+    at += rec.length;
+  }
+  const guest = Buffer.concat(parts);
+  fs.writeFileSync(file, guest);
+
+  // Runs: the stretches between holes; stored in the .vmem that many pages lower.
+  const runs: PhysRun[] = [];
+  const vmemPath = opts.vmem === false ? null : file.replace(/guest$/i, 'vmem');
+  let page = 0;
+  let skipped = 0;
+  for (const h of [...holes, { ppn: totalPages, pages: 0 }]) {
+    if (h.ppn > page) runs.push({ physAddr: page * PAGE, length: (h.ppn - page) * PAGE, fileOffset: (page - skipped) * PAGE, file: vmemPath ?? '' });
+    skipped += h.pages;
+    page = h.ppn + h.pages;
+  }
+  if (vmemPath !== null) {
+    const fd = fs.openSync(vmemPath, 'w');
+    try {
+      const buf = Buffer.allocUnsafe(PAGE);
+      for (const r of runs) {
+        for (let p = 0; p < r.length / PAGE; p++) writeAll(fd, pageContent(r.physAddr / PAGE + p, buf), r.fileOffset + p * PAGE);
+      }
+      fs.ftruncateSync(fd, memoryPages * PAGE);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  const physSize = runs.length ? (runs[runs.length - 1].physAddr + runs[runs.length - 1].length) : 0;
+  const readPhys = (addr: number, length: number): Buffer => {
+    const end = Math.min(addr + length, physSize);
+    const out = Buffer.alloc(Math.max(0, end - addr));
+    const tmp = Buffer.allocUnsafe(PAGE);
+    for (const r of runs) {
+      for (let o = Math.max(r.physAddr, addr); o < Math.min(r.physAddr + r.length, end);) {
+        const n = Math.floor(o / PAGE);
+        const inPage = o - n * PAGE;
+        const cnt = Math.min(PAGE - inPage, end - o);
+        pageContent(n, tmp).copy(out, o - addr, inPage, inPage + cnt);
+        o += cnt;
+      }
+    }
+    return out;
+  };
+  return { path: file, vmemPath, fileSize: guest.length, runs, physSize, memoryPages, readPhys, vcpuOffsets };
+}
