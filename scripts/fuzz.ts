@@ -11,12 +11,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { VmssError } from '../src/errors';
-import { infoJson, infoText } from '../src/info';
+import { openEvidence } from '../src/open';
 import { PageCache } from '../src/pagecache';
-import { openSnapshot } from '../src/snapshot';
 import { buildTree } from '../src/tree/build';
 import type { Node } from '../src/tree/nodes';
-import { writeCheckpoint, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from './writer';
+import { writeCheckpoint, writeGuestDump, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from './writer';
 
 /** xorshift32: deterministic across runs and machines. */
 export class Rng {
@@ -43,7 +42,11 @@ export class Rng {
 /** A base file to mutate: its bytes and the offsets of its structures. */
 export interface Base {
   name: string;
+  /** What the input is named: '.vmss' (a checkpoint) or '.guest' (an ESXi guest dump). */
+  ext: '.vmss' | '.guest';
   bytes: Buffer;
+  /** A guest dump's debug.vmem, written beside each case (and mutated in size). */
+  companion?: Buffer;
   /** Offsets where a truncation or a patch is most telling: header fields, table entries, tag headers, data. */
   boundaries: number[];
   /** Offsets of the group table entries. */
@@ -64,6 +67,7 @@ function baseFrom(name: string, w: WrittenCheckpoint, blob: [number, number] | n
   for (const t of tags) boundaries.add(t.headerOffset).add(t.headerOffset + 2).add(t.dataOffset).add(t.dataOffset + t.size);
   return {
     name,
+    ext: '.vmss',
     bytes,
     boundaries: [...boundaries].filter((b) => b <= bytes.length).sort((a, b) => a - b),
     tableOffsets: w.groups.map((g) => g.tableOffset),
@@ -101,6 +105,24 @@ export function makeBases(dir: string): Base[] {
   };
   const odd = writeCheckpoint(path.join(dir, 'odd.vmss'), { groups: [cpu, names, { ...cpu }] });
   bases.push(baseFrom('odd-shapes', odd, null));
+
+  // Shapes of older and newer products: register layouts, a plain Memory tag, region tags partly missing.
+  const older = writeSnapshot(path.join(dir, 'older.vmss'), { memory: 'embedded', blobPages: 4, memoryIndices: [], cpuLayout: 'older', eflagsName: 'EFLAGS', memoryAlign: 4096 });
+  bases.push(baseFrom('older-cpu-plain-memory', older, [older.blobOffset, older.blobOffset + 4 * 4096]));
+  const newer = writeSnapshot(path.join(dir, 'newer.vmss'), { memory: 'embedded', blobPages: 12, regions, cpuLayout: 'newer', omitRegionsCount: true, memoryAlign: 4096 });
+  bases.push(baseFrom('newer-cpu-counted-regions', newer, [newer.blobOffset, newer.blobOffset + 12 * 4096]));
+
+  // ESXi guest dumps, the oldest and newest header layouts, each with its debug.vmem.
+  for (const version of [1, 7]) {
+    const g = writeGuestDump(path.join(dir, `v${version}.guest`), { version, vcpus: 2, totalPages: 24, holes: [{ ppn: 4, pages: 4 }, { ppn: 12, pages: 2 }] });
+    const bytes = fs.readFileSync(g.path);
+    const boundaries = new Set<number>([0, 4, 8, 16, 20, 24, 28, 32, 40, 48, 56, 64, 72, 80, 84, 88]);
+    for (const o of g.vcpuOffsets) boundaries.add(o).add(o + 116).add(o + 4096);
+    bases.push({
+      name: `guest-dump-v${version}`, ext: '.guest', bytes, companion: fs.readFileSync(g.vmemPath as string),
+      boundaries: [...boundaries].filter((b) => b <= bytes.length).sort((a, b) => a - b), tableOffsets: [], tagHeaders: [], blob: null,
+    });
+  }
   return bases;
 }
 
@@ -108,7 +130,62 @@ export function makeBases(dir: string): Base[] {
 export interface FuzzCase {
   base: string;
   what: string;
+  ext: Base['ext'];
   bytes: Buffer;
+  companion?: Buffer;
+}
+
+/** Write a case as `<stem><ext>` in `dir` (a guest dump's debug.vmem beside it); returns the path to open. */
+export function writeCase(dir: string, stem: string, c: FuzzCase): string {
+  const file = path.join(dir, stem + c.ext);
+  fs.writeFileSync(file, c.bytes);
+  const vmem = path.join(dir, `${stem}.vmem`);
+  if (c.companion) fs.writeFileSync(vmem, c.companion);
+  else fs.rmSync(vmem, { force: true });
+  return file;
+}
+
+/**
+ * Guest dumps have no tags: their mutations hit the header fields crash checks (version, vCPU
+ * count, memory size, hole count and holes), the vCPU records, and the size of debug.vmem.
+ */
+function mutateGuest(base: Base, rng: Rng): FuzzCase {
+  const bytes = Buffer.from(base.bytes);
+  const c = (what: string, b: Buffer = bytes, companion: Buffer | undefined = base.companion): FuzzCase => ({ base: base.name, what, ext: base.ext, bytes: b, companion });
+  switch (rng.int(6)) {
+    case 0: {
+      const at = rng.int(Math.min(bytes.length, 128));
+      bytes[at] = (bytes[at] as number) ^ (1 << rng.int(8));
+      return c(`bit flip at ${at}`);
+    }
+    case 1: {
+      const cut = Math.max(0, rng.pick(base.boundaries) + rng.int(3) - 1);
+      return c(`truncated at ${cut}`, bytes.subarray(0, cut));
+    }
+    case 2: {
+      const count = rng.pick([0, 1, 3, 4096, 4097, 0x7fffffff, 0xffffffff]);
+      bytes.writeUInt32LE(count >>> 0, 4);
+      return c(`vCPU count ${count}`);
+    }
+    case 3: {
+      // Absurd values in the main-memory fields and holes (u32 or u64 slots alike).
+      const at = 8 + rng.int(80);
+      patch64(bytes, at, rng.pick(ABSURD));
+      return c(`absurd u64 at ${at}`);
+    }
+    case 4: {
+      const at = rng.pick([16, 20, 24, 28, 32, 36]);
+      bytes.writeUInt32LE(rng.pick([3, 1000, 0xffffffff]), at);
+      return c(`hole count or field at ${at}`);
+    }
+    default: {
+      // debug.vmem of the wrong size: shorter, longer, empty, or missing.
+      const mem = base.companion ?? Buffer.alloc(0);
+      const choice = rng.int(4);
+      const sized = [mem.subarray(0, rng.int(mem.length)), Buffer.concat([mem, Buffer.alloc(1 + rng.int(8192))]), Buffer.alloc(0)][choice];
+      return c(`debug.vmem ${['cut short', 'too long', 'empty', 'missing'][choice]}`, bytes, sized);
+    }
+  }
 }
 
 /** Sizes and offsets of every magnitude a damaged field can claim, up to and past 2^53. */
@@ -120,6 +197,11 @@ function patch64(buf: Buffer, at: number, value: number): void {
 
 /** Apply one mutation operator chosen by the generator. */
 export function mutate(base: Base, rng: Rng): FuzzCase {
+  if (base.ext === '.guest') return mutateGuest(base, rng);
+  return { ...mutateCheckpoint(base, rng), ext: base.ext };
+}
+
+function mutateCheckpoint(base: Base, rng: Rng): Omit<FuzzCase, 'ext'> {
   const bytes = Buffer.from(base.bytes);
   const op = rng.int(8);
   switch (op) {
@@ -207,7 +289,7 @@ export async function checkFile(file: string): Promise<Verdict> {
   const t0 = Date.now();
   let snap;
   try {
-    snap = openSnapshot(file);
+    snap = openEvidence(file);
   } catch (err) {
     if (!(err instanceof VmssError)) throw new Error(`unexpected ${(err as Error).name}: ${(err as Error).message}`);
     if (err.message.includes('\n')) throw new Error(`multi-line error: ${JSON.stringify(err.message)}`);
@@ -215,8 +297,8 @@ export async function checkFile(file: string): Promise<Verdict> {
     return { outcome: 'error', message: err.message, ms: Date.now() - t0 };
   }
   try {
-    infoText(snap, { verbose: true });
-    JSON.stringify(infoJson(snap));
+    snap.infoText(snap.warnings, { verbose: true });
+    JSON.parse(snap.infoJsonText(snap.warnings));
     const cache = new PageCache({ maxBytes: 8 * 1024 * 1024 });
     const tree = buildTree(snap, cache);
     const buf = Buffer.alloc(64 * 1024);
@@ -225,12 +307,13 @@ export async function checkFile(file: string): Promise<Verdict> {
     const blockEnds = new Map<Node, number>();
     const groupsDir = tree.lookup('/groups');
     const groupDirs = groupsDir?.kind === 'dir' ? [...groupsDir.children.values()] : [];
-    snap.checkpoint.groups.forEach((g, i) => {
+    const meta = snap.metaFile;
+    (snap.checkpoint?.groups ?? []).forEach((g, i) => {
       const dir = groupDirs[i];
       const files = dir?.kind === 'dir' ? [...dir.children.values()] : [];
       g.tags.forEach((t, j) => {
         const node = files[j];
-        if (t.block && node) blockEnds.set(node, snap.metaFile.size - t.dataOffset);
+        if (t.block && node) blockEnds.set(node, meta.size - t.dataOffset);
       });
     });
     const visit = async (node: Node): Promise<void> => {
@@ -267,9 +350,8 @@ export function* fuzzCases(bases: Base[], seed: number, count: number): Generato
 /** Keep a failing input as a regression case: test/corpus/<sha>.vmss and a note beside it. */
 export function saveToCorpus(corpusDir: string, c: FuzzCase, failure: string): string {
   fs.mkdirSync(corpusDir, { recursive: true });
-  const id = createHash('sha256').update(c.bytes).digest('hex').slice(0, 16);
-  const file = path.join(corpusDir, `${id}.vmss`);
-  fs.writeFileSync(file, c.bytes);
+  const id = createHash('sha256').update(c.bytes).update(c.companion ?? Buffer.alloc(0)).digest('hex').slice(0, 16);
+  const file = writeCase(corpusDir, id, c);
   fs.writeFileSync(path.join(corpusDir, `${id}.txt`), `base: ${c.base}\nmutation: ${c.what}\nfailure: ${failure}\n`);
   return file;
 }
@@ -303,7 +385,6 @@ async function main(): Promise<number> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmssfs-fuzz-'));
   try {
     const bases = makeBases(dir);
-    const input = path.join(dir, 'case.vmss');
     let failures = 0;
     let errors = 0;
     let slowest = 0;
@@ -311,7 +392,7 @@ async function main(): Promise<number> {
     let i = 0;
     for (const c of fuzzCases(bases, seed, iterations)) {
       i++;
-      fs.writeFileSync(input, c.bytes);
+      const input = writeCase(dir, 'case', c);
       try {
         const v = await checkFile(input);
         if (v.outcome === 'error') errors++;

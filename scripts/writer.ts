@@ -488,6 +488,10 @@ export interface SnapshotOptions {
   sparse?: boolean;
   /** Default 2. */
   vcpus?: number;
+  /** How the cpu group stores registers (default 'mixed'). */
+  cpuLayout?: CpuLayout;
+  /** The eflags tag's name: 'eflags' (default) or 'EFLAGS', as some files spell it. */
+  eflagsName?: 'eflags' | 'EFLAGS';
   /** Snapshot/cfgFile block (text + 3 trailing NULs); default a plausible .vmx; null = absent. */
   cfgFile?: string | null;
   /** MKSVMX/imageData PNG block; default true. */
@@ -501,6 +505,12 @@ export interface SnapshotOptions {
   vmemPath?: string;
   /** Alignment of the Memory block data, default 65536. */
   memoryAlign?: number;
+  /** Indices of the embedded Memory tag: default [0, 0]; [] is the plain `Memory` of older single-file checkpoints. */
+  memoryIndices?: number[];
+  /** Leave out memory/regionsCount (the region tags stay). */
+  omitRegionsCount?: boolean;
+  /** Leave out every memory/regionPageNum[i]. */
+  omitRegionPageNum?: boolean;
 }
 
 export interface PhysRun { physAddr: number; fileOffset: number; length: number; file: string }
@@ -548,37 +558,88 @@ export function defaultCfgFile(vcpus: number, memMiB: number): string {
   ].join('\n');
 }
 
-function cpuGroup(vcpus: number): GroupSpec {
+/**
+ * How the cpu group stores registers (FORMAT.md "CPU state: two layouts"):
+ * - 'mixed' (default, what the fixtures hold): gpregs[c] block, CR/CR64/GDTR/IDTR inline;
+ * - 'older': one inline u64 tag per general register (rax[c]..r15[c]), CR64[c][n] and CR[c][n]
+ *   inline for n = 0..4 and 8, IDTR/GDTR as [c][0] u16 limit, [c][1]/[2] u32 low/high base;
+ * - 'newer': gpregs[c] (16 × u64), CR64[c] (9 × u64, CR0..CR8), IDTR[c]/GDTR[c] (u16 limit +
+ *   u64 base) as blocks, no CR tags.
+ */
+export type CpuLayout = 'mixed' | 'older' | 'newer';
+
+/** General registers in gpregs[c] slot order (x86 encoding order). */
+export const GPREG_NAMES = ['rax', 'rcx', 'rdx', 'rbx', 'rsp', 'rbp', 'rsi', 'rdi', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15'] as const;
+const SEGMENT_NAMES = ['es', 'cs', 'ss', 'ds', 'fs', 'gs'] as const;
+
+/**
+ * The register values the writer stores for vCPU c, under Linux user_regs_struct names (rip,
+ * eflags, the general registers, segment selectors, fs_base, gs_base) plus cr0, cr2, cr3, cr4,
+ * cr8, gdtr_base, gdtr_limit, idtr_base, idtr_limit. Every layout stores these same values.
+ */
+export function cpuRegisters(c: number): Record<string, bigint> {
+  const C = BigInt(c);
+  const regs: Record<string, bigint> = {};
+  regs.rip = 0xfffff80002c1c0ban + C;
+  regs.eflags = 0x86n + C;
+  GPREG_NAMES.forEach((name, r) => (regs[name] = 0x1111000000000000n + C * 0x100n + BigInt(r)));
+  const seg = [0x2bn, 0x10n, 0x2bn, 0x2bn, 0x53n, 0x2bn];
+  SEGMENT_NAMES.forEach((name, k) => (regs[name] = seg[k]));
+  regs.fs_base = 0x7efdd000n + C * 0x2000n;
+  regs.gs_base = 0xfffff80002e0ad00n + C * 0x1000000n;
+  regs.cr0 = 0x80050033n;
+  regs.cr2 = 0xfffff88000a01000n + C * 0x10n;
+  regs.cr3 = 0x187000n + C * 0x1000n; // page-aligned
+  regs.cr4 = 0x406f8n;
+  regs.cr8 = 0n;
+  regs.gdtr_base = 0xfffff80000b95000n + C * 0x10000n;
+  regs.gdtr_limit = 127n;
+  regs.idtr_base = 0xfffff80000b95080n + C * 0x10000n;
+  regs.idtr_limit = 4095n;
+  return regs;
+}
+
+function cpuGroup(vcpus: number, layout: CpuLayout = 'mixed', eflagsName = 'eflags'): GroupSpec {
   const tags: TagSpec[] = [{ name: 'cpu:numVCPUs', value: u32(vcpus) }];
-  const seg = [0x2b, 0x10, 0x2b, 0x2b, 0x53, 0x2b];
   for (let c = 0; c < vcpus; c++) {
-    const C = BigInt(c);
-    const rip = 0xfffff80002c1c0ban + C;
-    const cr3 = 0x187000n + C * 0x1000n; // page-aligned
-    const cr64 = [0x80050033n, 0n, 0xfffff88000a01000n + C * 0x10n, cr3, 0x406f8n];
-    const gdtBase = 0xfffff80000b95000n + C * 0x10000n;
-    const idtBase = 0xfffff80000b95080n + C * 0x10000n;
-    tags.push({ name: 'eflags', indices: [c], value: u32(0x86 + c) });
+    const R = cpuRegisters(c);
+    const cr64 = [R.cr0, 0n, R.cr2, R.cr3, R.cr4, 0n, 0n, 0n, R.cr8];
+    const rip = R.rip;
+    tags.push({ name: eflagsName, indices: [c], value: u32(Number(R.eflags)) });
     tags.push({ name: 'rip', indices: [c], value: u64(rip) });
     tags.push({ name: 'eip', indices: [c], value: u32(Number(rip & 0xffffffffn)) });
     tags.push({ name: 'halted', indices: [c], value: u8(c % 2) });
-    for (let k = 0; k < 5; k++) tags.push({ name: 'CR', indices: [c, k], value: u32(Number(cr64[k] & 0xffffffffn)) });
-    for (let k = 0; k < 5; k++) tags.push({ name: 'CR64', indices: [c, k], value: u64(cr64[k]) });
+    if (layout === 'newer') {
+      const block = Buffer.concat(cr64.map((v) => u64(v)));
+      tags.push({ name: 'CR64', indices: [c], block: { data: block } });
+    } else {
+      const ns = layout === 'older' ? [0, 1, 2, 3, 4, 8] : [0, 1, 2, 3, 4];
+      for (const k of ns) tags.push({ name: 'CR', indices: [c, k], value: u32(Number(cr64[k] & 0xffffffffn)) });
+      for (const k of ns) tags.push({ name: 'CR64', indices: [c, k], value: u64(cr64[k]) });
+    }
     const dr = [0n, 0n, 0n, 0n, 0n, 0n, 0xffff0ff0n, 0x400n];
     for (let k = 0; k < 8; k++) tags.push({ name: 'DR64', indices: [c, k], value: u64(dr[k]) });
-    tags.push({ name: 'GDTR', indices: [c, 0], value: u16(127) });
-    tags.push({ name: 'GDTR', indices: [c, 1], value: u32(Number(gdtBase & 0xffffffffn)) });
-    tags.push({ name: 'GDTR', indices: [c, 2], value: u32(Number(gdtBase >> 32n)) });
-    tags.push({ name: 'IDTR', indices: [c, 0], value: u16(4095) });
-    tags.push({ name: 'IDTR', indices: [c, 1], value: u32(Number(idtBase & 0xffffffffn)) });
-    tags.push({ name: 'IDTR', indices: [c, 2], value: u32(Number(idtBase >> 32n)) });
-    for (let k = 0; k < 6; k++) tags.push({ name: 'S', indices: [c, k], value: u16(seg[k]) });
-    const bases = [0n, 0n, 0n, 0n, 0x7efdd000n + C * 0x2000n, 0xfffff80002e0ad00n + C * 0x1000000n];
+    for (const t of ['GDTR', 'IDTR'] as const) {
+      const base = t === 'GDTR' ? R.gdtr_base : R.idtr_base;
+      const limit = Number(t === 'GDTR' ? R.gdtr_limit : R.idtr_limit);
+      if (layout === 'newer') {
+        tags.push({ name: t, indices: [c], block: { data: Buffer.concat([u16(limit), u64(base)]) } });
+      } else {
+        tags.push({ name: t, indices: [c, 0], value: u16(limit) });
+        tags.push({ name: t, indices: [c, 1], value: u32(Number(base & 0xffffffffn)) });
+        tags.push({ name: t, indices: [c, 2], value: u32(Number(base >> 32n)) });
+      }
+    }
+    SEGMENT_NAMES.forEach((name, k) => tags.push({ name: 'S', indices: [c, k], value: u16(Number(R[name])) }));
+    const bases = [0n, 0n, 0n, 0n, R.fs_base, R.gs_base];
     for (let k = 0; k < 6; k++) tags.push({ name: 'S.base64', indices: [c, k], value: u64(bases[k]) });
-    const gp = Buffer.alloc(16 * 8);
-    for (let r = 0; r < 16; r++) gp.writeBigUInt64LE(0x1111000000000000n + C * 0x100n + BigInt(r), r * 8);
-    tags.push({ name: 'gpregs', indices: [c], block: { data: gp } });
-    tags.push({ name: 'FPUregs', indices: [c, 0, 1], value: u64(0x3ff0000000000000n + C) });
+    if (layout === 'older') {
+      for (const name of GPREG_NAMES) tags.push({ name, indices: [c], value: u64(R[name]) });
+    } else {
+      const gp = Buffer.concat(GPREG_NAMES.map((name) => u64(R[name])));
+      tags.push({ name: 'gpregs', indices: [c], block: { data: gp } });
+    }
+    tags.push({ name: 'FPUregs', indices: [c, 0, 1], value: u64(0x3ff0000000000000n + BigInt(c)) });
   }
   return { name: 'cpu', tags };
 }
@@ -633,20 +694,20 @@ export function writeSnapshot(filePath: string, opts: SnapshotOptions): WrittenS
       { name: 'maxFBSize', value: u32(0x800000) },
     ],
   });
-  groups.push(cpuGroup(vcpus));
+  groups.push(cpuGroup(vcpus, opts.cpuLayout, opts.eflagsName));
 
   const memTags: TagSpec[] = [{ name: 'align_mask', value: u32(0xffff) }];
   if (explicitRegions) {
     const rs = opts.regions as RegionSpec[];
-    memTags.push({ name: 'regionsCount', value: u32(rs.length) });
-    rs.forEach((r, i) => memTags.push({ name: 'regionPageNum', indices: [i], value: u32(r.pageNum) }));
+    if (!opts.omitRegionsCount) memTags.push({ name: 'regionsCount', value: u32(rs.length) });
+    if (!opts.omitRegionPageNum) rs.forEach((r, i) => memTags.push({ name: 'regionPageNum', indices: [i], value: u32(r.pageNum) }));
     rs.forEach((r, i) => memTags.push({ name: 'regionPPN', indices: [i], value: u32(r.ppn) }));
     rs.forEach((r, i) => memTags.push({ name: 'regionSize', indices: [i], value: u32(r.pages) }));
   }
   if (opts.memory === 'embedded') {
     memTags.push({
       name: 'Memory',
-      indices: [0, 0],
+      indices: opts.memoryIndices ?? [0, 0],
       block: { data: model.blockData(), compressed: !!opts.compressedMemory, align: opts.memoryAlign ?? 65536 },
     });
   }
@@ -679,7 +740,7 @@ export function writeSnapshot(filePath: string, opts: SnapshotOptions): WrittenS
   let blobOffset = 0;
   let blobFile: string | null = null;
   if (opts.memory === 'embedded') {
-    blobOffset = findTag(cp, 'memory/Memory[0][0]').dataOffset;
+    blobOffset = findTag(cp, tagKey('memory', 'Memory', opts.memoryIndices ?? [0, 0])).dataOffset;
     blobFile = filePath;
   } else if (opts.memory === 'vmem') {
     vmemPath = opts.vmemPath ?? siblingVmem(filePath);
@@ -774,4 +835,132 @@ export function writeSnapshot(filePath: string, opts: SnapshotOptions): WrittenS
   };
 
   return { ...cp, vmemPath, runs, physSize, blobOffset, readPhys, physSha256, tag };
+}
+
+// ---------------------------------------------------------------------------------------
+// ESXi guest dumps (debug.guest + debug.vmem)
+
+export interface GuestDumpOptions {
+  /** Header version: 1, 3, 4, 5, 6 or 7. */
+  version: number;
+  vcpus: number;
+  /** Guest-physical page count including holes. */
+  totalPages: number;
+  /** At most two holes, in address order: pages not stored in debug.vmem. */
+  holes?: { ppn: number; pages: number }[];
+  /** Version 7's CPU architecture field: 1 x86 (default), 0 AArch64. */
+  arch?: number;
+  /** Write debug.vmem beside it (default true). */
+  vmem?: boolean;
+}
+
+export interface WrittenGuestDump {
+  path: string;
+  vmemPath: string | null;
+  fileSize: number;
+  /** Guest-physical runs (between the holes), with their offsets in debug.vmem. */
+  runs: PhysRun[];
+  physSize: number;
+  memoryPages: number;
+  readPhys(addr: number, length: number): Buffer;
+  /** File offset of each vCPU record. */
+  vcpuOffsets: number[];
+}
+
+/** Linux x86-64 pt_regs / user_regs_struct order, as a guest dump stores a vCPU's registers. */
+const PT_REGS = ['r15', 'r14', 'r13', 'r12', 'rbp', 'rbx', 'r11', 'r10', 'r9', 'r8', 'rax', 'rcx', 'rdx', 'rsi', 'rdi',
+  'orig_rax', 'rip', 'cs', 'eflags', 'rsp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs'];
+
+/**
+ * Write `file` (named *.guest) and, beside it, the .vmem. Header: u32 version, u32 vCPUs, a
+ * reserved gap (13 bytes in version 1, 14 in 3-5, 15 in 6, 8 in 7; filled with 0xee so a reader
+ * that misplaces a field notices), main-memory info (u64 last address, u64 pages, u32 reserved,
+ * u32 hole count, 2 × {u64 first page, u64 pages}; version 1: u64 last address, u32 pages, u32
+ * reserved, u32 hole count, 2 × {u32, u32}, then 8 bytes per hole and 4 more), version 7 then 11
+ * bytes whose first u32 is the architecture. Per vCPU: u32 CR0, u64 CR2, CR3, CR4, 10 reserved
+ * u64, u64 IDT base, a gap (45 bytes before version 4, else 42), 27 × u64 pt_regs, 17 reserved
+ * bytes, 4096 reserved bytes. The .vmem holds the pages outside the holes, in address order,
+ * each page's content being pageContent(its guest-physical page).
+ */
+export function writeGuestDump(file: string, opts: GuestDumpOptions): WrittenGuestDump {
+  const { version, vcpus, totalPages } = opts;
+  const holes = opts.holes ?? [];
+  const gaps: Record<number, number> = { 1: 13, 3: 14, 4: 14, 5: 14, 6: 15, 7: 8 };
+  const gap = gaps[version];
+  if (gap === undefined) throw new RangeError(`guest dump version ${version} not described`);
+  const holePages = holes.reduce((n, h) => n + h.pages, 0);
+  const memoryPages = totalPages - holePages;
+  const parts: Buffer[] = [u32(version), u32(vcpus), Buffer.alloc(gap, 0xee)];
+  const lastAddr = totalPages * PAGE - 1;
+  if (version === 1) {
+    const hs = [0, 1].map((i) => holes[i] ?? { ppn: 0, pages: 0 });
+    parts.push(u64(lastAddr), u32(memoryPages), u32(0), u32(holes.length));
+    for (const h of hs) parts.push(u32(h.ppn), u32(h.pages));
+    parts.push(Buffer.alloc(8 * holes.length + 4, 0xee));
+  } else {
+    const hs = [0, 1].map((i) => holes[i] ?? { ppn: 0, pages: 0 });
+    parts.push(u64(lastAddr), u64(memoryPages), u32(0), u32(holes.length));
+    for (const h of hs) parts.push(u64(h.ppn), u64(h.pages));
+    if (version === 7) parts.push(u32(opts.arch ?? 1), Buffer.alloc(7, 0xee));
+  }
+  const header = Buffer.concat(parts);
+  const vcpuGap = version < 4 ? 45 : 42;
+  const vcpuOffsets: number[] = [];
+  let at = header.length;
+  for (let c = 0; c < vcpus; c++) {
+    vcpuOffsets.push(at);
+    const R = cpuRegisters(c);
+    const regs: Record<string, bigint> = { ...R, orig_rax: 0xffffffffffffffffn };
+    const rec = Buffer.concat([
+      u32(Number(R.cr0)), u64(R.cr2), u64(R.cr3), u64(R.cr4), Buffer.alloc(80, 0xdd), u64(R.idtr_base),
+      Buffer.alloc(vcpuGap, 0xcc),
+      ...PT_REGS.map((r) => u64(regs[r])),
+      Buffer.alloc(17, 0xbb),
+      Buffer.alloc(PAGE, 0xaa),
+    ]);
+    parts.push(rec);
+    at += rec.length;
+  }
+  const guest = Buffer.concat(parts);
+  fs.writeFileSync(file, guest);
+
+  // Runs: the stretches between holes; stored in the .vmem that many pages lower.
+  const runs: PhysRun[] = [];
+  const vmemPath = opts.vmem === false ? null : file.replace(/guest$/i, 'vmem');
+  let page = 0;
+  let skipped = 0;
+  for (const h of [...holes, { ppn: totalPages, pages: 0 }]) {
+    if (h.ppn > page) runs.push({ physAddr: page * PAGE, length: (h.ppn - page) * PAGE, fileOffset: (page - skipped) * PAGE, file: vmemPath ?? '' });
+    skipped += h.pages;
+    page = h.ppn + h.pages;
+  }
+  if (vmemPath !== null) {
+    const fd = fs.openSync(vmemPath, 'w');
+    try {
+      const buf = Buffer.allocUnsafe(PAGE);
+      for (const r of runs) {
+        for (let p = 0; p < r.length / PAGE; p++) writeAll(fd, pageContent(r.physAddr / PAGE + p, buf), r.fileOffset + p * PAGE);
+      }
+      fs.ftruncateSync(fd, memoryPages * PAGE);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  const physSize = runs.length ? (runs[runs.length - 1].physAddr + runs[runs.length - 1].length) : 0;
+  const readPhys = (addr: number, length: number): Buffer => {
+    const end = Math.min(addr + length, physSize);
+    const out = Buffer.alloc(Math.max(0, end - addr));
+    const tmp = Buffer.allocUnsafe(PAGE);
+    for (const r of runs) {
+      for (let o = Math.max(r.physAddr, addr); o < Math.min(r.physAddr + r.length, end);) {
+        const n = Math.floor(o / PAGE);
+        const inPage = o - n * PAGE;
+        const cnt = Math.min(PAGE - inPage, end - o);
+        pageContent(n, tmp).copy(out, o - addr, inPage, inPage + cnt);
+        o += cnt;
+      }
+    }
+    return out;
+  };
+  return { path: file, vmemPath, fileSize: guest.length, runs, physSize, memoryPages, readPhys, vcpuOffsets };
 }

@@ -5,32 +5,34 @@ import { cat } from './commands/cat';
 import { extract } from './commands/extract';
 import { ls } from './commands/ls';
 import { UsageError, VmssError, describeError } from './errors';
-import { infoJsonText, infoText } from './info';
 import { mountCommand } from './mount/command';
+import { openEvidence, type OpenOptions } from './open';
 import { OutputClosed, stdoutOutput } from './output';
-import { openSnapshot } from './snapshot';
 
-const VMEM_HELP = '  --vmem FILE      the memory file, when it is not SNAPSHOT\'s sibling .vmem (ESXi may name it by a UUID)\n';
+const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
+  --assume-flat    when the memory group is lost or damaged (layout unknown), serve the memory
+                   file as memory from address 0 anyway (reported as a warning)
+`;
 
 /** Each command's own usage: what `vmssfs CMD --help` prints, and what follows a usage error of CMD. */
 export const COMMAND_USAGE: Readonly<Record<string, string>> = {
   info: `usage:
-  vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT
+  vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT
   print the checkpoint's memory runs, tags and warnings, in Volatility's vmwareinfo layout
   --json           the same as JSON (the mount's metadata.json)
   -v, --verbose    hexdump every block tag but the memory (the first 64 KiB of each)
 ${VMEM_HELP}`,
   ls: `usage:
-  vmssfs ls [-l] [--vmem FILE] SNAPSHOT [DIR]
+  vmssfs ls [-l] [--vmem FILE] [--assume-flat] SNAPSHOT [DIR]
   list a directory of the tree the mount would show (default: its root), without mounting
   -l, --long       mode and size before each name
 ${VMEM_HELP}`,
   cat: `usage:
-  vmssfs cat [--vmem FILE] SNAPSHOT PATH
+  vmssfs cat [--vmem FILE] [--assume-flat] SNAPSHOT PATH
   write one file of the tree (e.g. physmem.raw, groups/cpu/rip[0]) to stdout, without mounting
 ${VMEM_HELP}`,
   extract: `usage:
-  vmssfs extract [--force] [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
+  vmssfs extract [--force] [--vmem FILE] [--assume-flat] SNAPSHOT OUTDIR [PATH...]
   copy files or directories of the tree to OUTDIR/PATH (no PATH: everything but physmem.lime and
   physmem.elf), sparse where the memory has holes, read-only (0444), dated by the snapshot
   --force          replace files that already exist under OUTDIR (links there are never followed)
@@ -38,18 +40,24 @@ ${VMEM_HELP}`,
 };
 
 export const USAGE = `usage:
-  vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn or .vmem) read-only at MOUNTPOINT
-  vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT
-  vmssfs ls [--vmem FILE] [-l] SNAPSHOT [DIR]   list the tree without mounting (-l: mode and size)
-  vmssfs cat [--vmem FILE] SNAPSHOT PATH     write one file of the tree to stdout
-  vmssfs extract [--force] [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
+  vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn, .std, .vmem or .guest) read-only at MOUNTPOINT
+  vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT
+  vmssfs ls [-l] [--vmem FILE] [--assume-flat] SNAPSHOT [DIR]
+                                             list the tree without mounting (-l: mode and size)
+  vmssfs cat [--vmem FILE] [--assume-flat] SNAPSHOT PATH
+                                             write one file of the tree to stdout
+  vmssfs extract [--force] [--vmem FILE] [--assume-flat] SNAPSHOT OUTDIR [PATH...]
                                              copy files or directories of the tree to OUTDIR/PATH;
                                              no PATH: everything but physmem.lime and physmem.elf
   vmssfs COMMAND --help                      that command's usage
   vmssfs --version | -V                      print the version
 
-mount options:
+options of every command:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
+  --assume-flat        when the memory group is lost or damaged (layout unknown), serve the
+                       memory file as memory from address 0 anyway (reported as a warning)
+
+mount options:
   -f, --foreground     stay attached (default: return once mounted, like sshfs)
   --debug              log every FUSE operation, and the page cache's counts at unmount,
                        to stderr (implies --foreground)
@@ -90,14 +98,19 @@ export function writeOut(text: string | Buffer): Promise<void> {
   return stdoutOutput().write(text);
 }
 
-const VMEM = { vmem: { type: 'string' } } as const;
+/** Options every command takes to open its evidence: one place, so the commands cannot drift apart. */
+const EVIDENCE = { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' } } as const;
+
+function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean }): OpenOptions {
+  return { vmem: values.vmem, assumeFlat: values['assume-flat'] };
+}
 
 const info: Handler = async (args) => {
-  const { values, positionals } = parse('info', args, { ...VMEM, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
+  const { values, positionals } = parse('info', args, { ...EVIDENCE, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
   if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
-  const snap = openSnapshot(positionals[0] as string, { vmem: values.vmem });
+  const snap = openEvidence(positionals[0] as string, evidenceOptions(values));
   try {
-    await writeOut(values.json ? infoJsonText(snap) : infoText(snap, { verbose: values.verbose }));
+    await writeOut(values.json ? snap.infoJsonText(snap.warnings) : snap.infoText(snap.warnings, { verbose: values.verbose }));
   } finally {
     snap.close();
   }
@@ -105,24 +118,24 @@ const info: Handler = async (args) => {
 };
 
 const lsCommand: Handler = async (args) => {
-  const { values, positionals } = parse('ls', args, { ...VMEM, long: { type: 'boolean', short: 'l' } });
+  const { values, positionals } = parse('ls', args, { ...EVIDENCE, long: { type: 'boolean', short: 'l' } });
   if (positionals.length < 1 || positionals.length > 2) throw new CommandUsageError('ls takes SNAPSHOT and at most one DIR', 'ls');
-  await ls(positionals[0] as string, positionals[1] ?? '', { vmem: values.vmem, long: values.long }, writeOut);
+  await ls(positionals[0] as string, positionals[1] ?? '', { ...evidenceOptions(values), long: values.long }, writeOut);
   return 0;
 };
 
 const catCommand: Handler = async (args) => {
-  const { values, positionals } = parse('cat', args, VMEM);
+  const { values, positionals } = parse('cat', args, EVIDENCE);
   if (positionals.length !== 2) throw new CommandUsageError('cat takes SNAPSHOT and one PATH', 'cat');
-  await cat(positionals[0] as string, positionals[1] as string, { vmem: values.vmem }, stdoutOutput());
+  await cat(positionals[0] as string, positionals[1] as string, evidenceOptions(values), stdoutOutput());
   return 0;
 };
 
 const extractCommand: Handler = async (args) => {
-  const { values, positionals } = parse('extract', args, { ...VMEM, force: { type: 'boolean' } });
+  const { values, positionals } = parse('extract', args, { ...EVIDENCE, force: { type: 'boolean' } });
   if (positionals.length < 2) throw new CommandUsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs', 'extract');
   const [snapshot, outDir, ...paths] = positionals as [string, string, ...string[]];
-  await extract(snapshot, outDir, paths, { vmem: values.vmem, force: values.force });
+  await extract(snapshot, outDir, paths, { ...evidenceOptions(values), force: values.force });
   return 0;
 };
 

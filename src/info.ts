@@ -1,3 +1,4 @@
+import { vcpuJson } from './cpu';
 import { magicName, tagValueText, tagPath } from './format/checkpoint';
 import { hex } from './format/header';
 import type { Tag } from './format/tags';
@@ -12,6 +13,8 @@ export interface InfoJson {
   physmem: { size: number; runs: { physAddr: number; fileOffset: number; length: number; file: string }[] } | null;
   physmemError: string | null;
   warnings: string[];
+  /** Each vCPU's registers as the checkpoint holds them (0x-hex strings), as physmem.elf serves them. */
+  vcpus: ReturnType<typeof vcpuJson>[];
   groups: {
     name: string;
     tagsOffset: number;
@@ -52,6 +55,7 @@ export function infoJson(s: Snapshot): InfoJson {
     },
     physmemError: s.physmemError,
     warnings: s.warnings,
+    vcpus: s.cpuState().vcpus.map(vcpuJson),
     groups: cp.groups.map((g) => ({
       name: g.name,
       tagsOffset: g.tagsOffset,

@@ -1,40 +1,61 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from './errors';
-import { parseCheckpoint, findTag, type Checkpoint } from './format/checkpoint';
+import { parseCheckpoint, findGroup, findTag, type Checkpoint } from './format/checkpoint';
 import { hex } from './format/header';
 import { atimeWarning, SourceFile } from './io/source';
-import { buildRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
+import type { Evidence, PhysMem } from './evidence';
+import { checkpointCpuState } from './format/cpustate';
+import { infoJsonText, infoText } from './info';
+import { buildRuns, expectedBlobSize, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
+import { tagLabel, type Tag } from './format/tags';
 
-/** Guest-physical memory as served: runs into one memory file, holes between them. */
-export interface PhysMem {
-  /** Bytes of flat physical memory: the end of the highest run. */
-  size: number;
-  map: SegmentMap<Run>;
-  /** The file the runs read from: the checkpoint itself, or the .vmem. */
-  file: SourceFile;
-}
+export type { PhysMem } from './evidence';
 
 /** A checkpoint opened for serving: parsed metadata plus, when it can be served, its physical memory. */
-export interface Snapshot {
+export interface Snapshot extends Evidence {
   checkpoint: Checkpoint;
-  metaFile: SourceFile;
-  /** Path of the file the memory runs read from, when one was found. */
-  memoryPath: string | null;
-  physmem: PhysMem | null;
-  /** Why physical memory cannot be served, in words the user can act on (set when physmem is null). */
-  physmemError: string | null;
-  /** Everything read or assumed that the user should know: parse damage, truncation, guesses. */
-  warnings: string[];
-  close(): void;
 }
 
 export interface OpenOptions {
   /** Explicit memory file (ESXi names it by a UUID, without the .vmem extension). */
   vmem?: string;
+  /**
+   * When the memory group is lost or damaged (the layout is unknown), serve the memory file as
+   * flat memory from address 0 anyway: the user's explicit choice, reported as a warning.
+   */
+  assumeFlat?: boolean;
 }
 
 const VMEM = /\.vmem$/i;
+const CHECKPOINT_EXTS = ['.vmss', '.vmsn', '.std'];
+
+/**
+ * With no sibling .vmem: the .vmem files of the snapshot's folder whose size is what the memory
+ * group needs, leaving out any that sits beside another checkpoint (it is that one's memory).
+ */
+function sizedVmems(meta: string, size: number): string[] {
+  const dir = path.dirname(meta);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names
+    .filter((n) => VMEM.test(n))
+    .map((n) => path.join(dir, n))
+    .filter((f) => !CHECKPOINT_EXTS.some((e) => withExt(f, e) !== meta && exists(withExt(f, e))))
+    .filter((f) => {
+      try {
+        const st = fs.statSync(f);
+        return st.isFile() && st.size === size;
+      } catch {
+        return false;
+      }
+    })
+    .sort();
+}
 
 function exists(p: string): boolean {
   try {
@@ -57,7 +78,8 @@ function resolvePaths(arg: string, opts: OpenOptions): { meta: string; vmem: str
   if (opts.vmem !== undefined) return { meta: arg, vmem: opts.vmem, explicitVmem: true, notes };
   if (!VMEM.test(arg)) return { meta: arg, vmem: null, explicitVmem: false, notes };
   if (!exists(arg)) throw new VmssError(`${arg}: cannot open: no such file`);
-  const candidates = ['.vmss', '.vmsn'].map((e) => withExt(arg, e)).filter(exists);
+  // .std: the suspended state of older products, the same format as a .vmss.
+  const candidates = CHECKPOINT_EXTS.map((e) => withExt(arg, e)).filter(exists);
   const meta = candidates[0];
   if (!meta) {
     throw new VmssError(
@@ -66,6 +88,13 @@ function resolvePaths(arg: string, opts: OpenOptions): { meta: string; vmem: str
   }
   if (candidates.length > 1) notes.push(`both ${candidates.map((c) => path.basename(c)).join(' and ')} sit beside ${path.basename(arg)}; used ${path.basename(meta)}`);
   return { meta, vmem: arg, explicitVmem: true, notes };
+}
+
+/** `memory/Memory` without indices, taken only when no region tag says otherwise (as Volatility 2 does). */
+function plainMemoryTag(cp: Checkpoint): Tag | undefined {
+  const mem = findGroup(cp, 'memory');
+  if (!mem || mem.tags.some((t) => t.name.startsWith('region'))) return undefined;
+  return mem.tags.find((t) => t.name === 'Memory' && t.indices.length === 0 && t.block);
 }
 
 /** Open and parse a snapshot given as .vmss, .vmsn or .vmem. Throws VmssError when the metadata is unusable. */
@@ -80,14 +109,28 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     let physmemError: string | null = null;
     let memoryPath: string | null = null;
 
-    const memoryTag = findTag(checkpoint, 'memory', 'Memory', [0, 0]);
+    // Older single-file checkpoints without regions store a plain `Memory` tag with no indices.
+    const memoryTag = findTag(checkpoint, 'memory', 'Memory', [0, 0]) ?? plainMemoryTag(checkpoint);
+    const memoryLabel = memoryTag ? `memory/${tagLabel(memoryTag)}` : 'memory/Memory[0][0]';
     let blob: MemoryBlob | null = null;
     const siblingVmem = withExt(paths.meta, '.vmem');
-    const vmemPath = paths.vmem ?? (memoryTag?.block ? null : exists(siblingVmem) ? siblingVmem : null);
+    let vmemPath = paths.vmem ?? (memoryTag?.block ? null : exists(siblingVmem) ? siblingVmem : null);
+    let noMemory = `no memory found: ${path.basename(paths.meta)} holds no memory/Memory[0][0] block and ${path.basename(siblingVmem)} is not beside it; give the memory file with --vmem FILE`;
+    if (vmemPath === null && !memoryTag?.block) {
+      // Memory files named otherwise: the one .vmem of the folder whose size fits.
+      const need = expectedBlobSize(checkpoint);
+      const found = need === null ? [] : sizedVmems(paths.meta, need);
+      if (found.length === 1) {
+        vmemPath = found[0] as string;
+        warnings.push(`memory file: ${vmemPath} (${path.basename(siblingVmem)} is not beside ${path.basename(paths.meta)}; this is the one .vmem in its folder of the size the memory group needs, ${need} bytes)`);
+      } else if (found.length > 1) {
+        noMemory = `no memory file chosen: ${path.basename(siblingVmem)} is not beside ${path.basename(paths.meta)}, and ${found.length} .vmem files in its folder have the size the memory group needs (${need} bytes): ${found.map((f) => path.basename(f)).join(', ')}; give the right one with --vmem FILE`;
+      }
+    }
 
     if (vmemPath !== null) {
       if (memoryTag?.block && paths.explicitVmem) {
-        warnings.push(`the checkpoint holds its own memory/Memory[0][0] block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
+        warnings.push(`the checkpoint holds its own ${memoryLabel} block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
       }
       try {
         memFile = SourceFile.open(vmemPath);
@@ -101,23 +144,32 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
       }
     } else if (memoryTag?.block) {
       if (memoryTag.compressed) {
-        physmemError = `memory/Memory[0][0] is a compressed block, and VMware's compression scheme is not public: physical memory cannot be served (the metadata is)`;
+        physmemError = `${memoryLabel} is a compressed block, and VMware's compression scheme is not public: physical memory cannot be served (the metadata is)`;
       } else {
         memFile = metaFile;
         memoryPath = metaFile.name;
         blob = { offset: memoryTag.dataOffset, length: memoryTag.size, wholeFile: false };
       }
     } else {
-      physmemError = `no memory found: ${path.basename(paths.meta)} holds no memory/Memory[0][0] block and ${path.basename(siblingVmem)} is not beside it; give the memory file with --vmem FILE`;
+      physmemError = noMemory;
     }
 
     if (blob && memFile) {
       const r = buildRuns(checkpoint, blob);
-      if (!r.ok) {
-        physmemError = `${r.error}: physical memory cannot be mapped (the metadata is served)`;
-      } else {
+      let runs: Run[] | null = null;
+      if (r.ok) {
         warnings.push(...r.notes);
-        const map = new SegmentMap(r.runs);
+        runs = r.runs;
+      } else if (r.layoutUnknown && opts.assumeFlat) {
+        warnings.push(`${r.error}: the layout of guest memory is unknown; --assume-flat serves ${memFile.name} as memory from address 0, as asked (pages above any hole in the guest's memory map sit at the wrong addresses)`);
+        runs = flatRuns(blob);
+      } else if (r.layoutUnknown) {
+        physmemError = `${r.error}: the layout of guest memory is unknown, so physical memory is not served (the metadata is); give --assume-flat to serve ${memFile.name} as memory from address 0 anyway (pages above any hole would sit at the wrong addresses)`;
+      } else {
+        physmemError = `${r.error}: physical memory cannot be mapped (the metadata is served)`;
+      }
+      if (runs) {
+        const map = new SegmentMap(runs);
         physmem = { size: map.end, map, file: memFile };
         for (const m of missingRanges(map.segments, memFile.size)) {
           warnings.push(
@@ -134,13 +186,17 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
       const w = atimeWarning(f);
       if (w) warnings.push(w);
     }
-    return {
+    const snap: Snapshot = {
       checkpoint, metaFile, memoryPath: physmem ? memoryPath : null, physmem, physmemError, warnings,
+      cpuState: () => checkpointCpuState(checkpoint, metaFile),
+      infoText: (shown, o) => infoText({ ...snap, warnings: [...shown] }, o),
+      infoJsonText: (shown) => infoJsonText({ ...snap, warnings: [...shown] }),
       close: () => {
         metaFile.close();
         if (memFile && memFile !== metaFile) memFile.close();
       },
     };
+    return snap;
   } catch (err) {
     metaFile.close();
     if (memFile && memFile !== metaFile) memFile.close();

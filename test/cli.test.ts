@@ -130,7 +130,7 @@ describe('cli', () => {
         expect(r.code, r.stderr).to.equal(2);
         expect(r.stdout).to.equal('');
         expect(r.stderr).to.match(/^vmssfs: .+\nusage:\n/);
-        expect(r.stderr).to.include('vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT');
+        expect(r.stderr).to.include('vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT');
         expect(r.stderr).not.to.match(/\n\s+at /);
       });
     }
@@ -139,11 +139,11 @@ describe('cli', () => {
   describe('the command line', () => {
     it('COMMAND --help and -h print that command\'s usage on stdout, exit 0', async () => {
       const cases: [string[], string][] = [
-        [['info', '--help'], 'vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT'],
-        [['ls', '-h'], 'vmssfs ls [-l] [--vmem FILE] SNAPSHOT [DIR]'],
-        [['cat', SAMPLE, '--help'], 'vmssfs cat [--vmem FILE] SNAPSHOT PATH'],
-        [['extract', '-h'], 'vmssfs extract [--force] [--vmem FILE] SNAPSHOT OUTDIR [PATH...]'],
-        [['help', 'ls'], 'vmssfs ls [-l] [--vmem FILE] SNAPSHOT [DIR]'],
+        [['info', '--help'], 'vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT'],
+        [['ls', '-h'], 'vmssfs ls [-l] [--vmem FILE] [--assume-flat] SNAPSHOT [DIR]'],
+        [['cat', SAMPLE, '--help'], 'vmssfs cat [--vmem FILE] [--assume-flat] SNAPSHOT PATH'],
+        [['extract', '-h'], 'vmssfs extract [--force] [--vmem FILE] [--assume-flat] SNAPSHOT OUTDIR [PATH...]'],
+        [['help', 'ls'], 'vmssfs ls [-l] [--vmem FILE] [--assume-flat] SNAPSHOT [DIR]'],
       ];
       for (const [args, synopsis] of cases) {
         const r = await runCli(args);

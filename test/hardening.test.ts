@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkFile, fuzzCases, makeBases, RSS_LIMIT } from '../scripts/fuzz';
+import { checkFile, fuzzCases, makeBases, RSS_LIMIT, writeCase } from '../scripts/fuzz';
 import { writeSnapshot, type WrittenSnapshot } from '../scripts/writer';
 import { isMounted, TestMount } from './helpers/mount';
 import { REPO, SAMPLE, tempDir } from './helpers/paths';
@@ -45,11 +45,10 @@ describe('hardening', function () {
     const bases = () => makeBases(fs.mkdtempSync(path.join(tmp.dir, 'bases-')));
 
     it('parses, renders and reads 1500 mutated files with a clean outcome each', async () => {
-      const input = path.join(tmp.dir, 'fuzz.vmss');
       const failures: string[] = [];
       const outcomes = { error: 0, served: 0 };
       for (const c of fuzzCases(bases(), 20261124, 1500)) {
-        fs.writeFileSync(input, c.bytes);
+        const input = writeCase(tmp.dir, 'fuzz', c);
         try {
           outcomes[(await checkFile(input)).outcome]++;
         } catch (err) {
@@ -63,7 +62,7 @@ describe('hardening', function () {
     });
 
     it('keeps every input that ever failed as a regression case, and each now passes', async () => {
-      const cases = fs.readdirSync(CORPUS).filter((f) => f.endsWith('.vmss'));
+      const cases = fs.readdirSync(CORPUS).filter((f) => f.endsWith('.vmss') || f.endsWith('.guest'));
       expect(cases.length).to.be.greaterThan(0);
       for (const f of cases) {
         const file = path.join(CORPUS, f);
@@ -73,10 +72,9 @@ describe('hardening', function () {
     });
 
     it('runs `info --json` on mutated files in bounded memory, without hanging, with one-line errors', async () => {
-      const input = path.join(tmp.dir, 'cli.vmss');
       let i = 0;
       for (const c of fuzzCases(bases(), 42, 16)) {
-        fs.writeFileSync(input, c.bytes);
+        const input = writeCase(tmp.dir, 'cli', c);
         // The kill after a minute is a watchdog for hangs, not a speed bound.
         const r = await runNode('rss-cli.js', ['info', '--json', input], 60_000);
         const maxrss = Number(/maxrss=(\d+)/.exec(r.stderr)?.[1]) * 1024;
@@ -88,9 +86,8 @@ describe('hardening', function () {
     });
 
     it('mounts mutated files or refuses them in one line; what mounts can be listed and read', async () => {
-      const input = path.join(tmp.dir, 'mount.vmss');
       for (const c of fuzzCases(bases(), 99, 8)) {
-        fs.writeFileSync(input, c.bytes);
+        const input = writeCase(tmp.dir, 'mount', c);
         const mnt = fs.mkdtempSync(path.join(tmp.dir, 'fm-'));
         try {
           const r = await runCli([input, mnt], { timeoutMs: 60_000 });

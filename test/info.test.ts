@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { infoJson, infoText, type InfoJson } from '../src/info';
 import { openSnapshot, type Snapshot } from '../src/snapshot';
 import {
-  padded, u16, u32, u64, u8, writeCheckpoint, writeSnapshot,
+  cpuRegisters, padded, u16, u32, u64, u8, writeCheckpoint, writeSnapshot,
   type BlockData, type CheckpointSpec, type GroupSpec, type WrittenCheckpoint, type WrittenTag,
 } from '../scripts/writer';
 import { regionTags } from './helpers/checkpoint';
@@ -351,6 +351,15 @@ describe('info', () => {
   });
 
   describe('JSON contract', () => {
+    /** The writer's registers (default layout: no CR8) as 0x-hex strings, orig_rax outside a syscall. */
+    function expectedVcpus(count: number): InfoJson['vcpus'] {
+      return Array.from({ length: count }, (_, index) => {
+        const registers: Record<string, string> = { orig_rax: '0xffffffffffffffff' };
+        for (const [name, v] of Object.entries(cpuRegisters(index))) if (name !== 'cr8') registers[name] = '0x' + v.toString(16);
+        return { index, registers, missing: [] };
+      });
+    }
+
     function expectedJson(w: ReturnType<typeof writeSnapshot>, memoryFile: string | null): InfoJson {
       return {
         file: w.path,
@@ -360,6 +369,7 @@ describe('info', () => {
         physmem: memoryFile === null ? null : { size: w.physSize, runs: w.runs },
         physmemError: null,
         warnings: [],
+        vcpus: expectedVcpus(2),
         groups: w.groups.map((g) => ({
           name: g.name,
           tagsOffset: g.tagsOffset,
@@ -372,10 +382,10 @@ describe('info', () => {
       };
     }
 
-    it('is {file, magic, version, memoryFile, physmem, physmemError, warnings, groups}, matching the writer exactly', () => {
+    it('is {file, magic, version, memoryFile, physmem, physmemError, warnings, vcpus, groups}, matching the writer exactly', () => {
       const w = writeSnapshot(file(), { memory: 'vmem', blobPages: 8, regions: [{ ppn: 0x10, pageNum: 0, pages: 4 }, { ppn: 0x100000, pageNum: 4, pages: 4 }] });
       const j = withSnap(w.path, (s) => infoJson(s));
-      expect(Object.keys(j)).to.deep.equal(['file', 'magic', 'version', 'memoryFile', 'physmem', 'physmemError', 'warnings', 'groups']);
+      expect(Object.keys(j)).to.deep.equal(['file', 'magic', 'version', 'memoryFile', 'physmem', 'physmemError', 'warnings', 'vcpus', 'groups']);
       expect(j).to.deep.equal(expectedJson(w, w.vmemPath));
       expect(j.magic).to.equal(0xbed2bed2);
     });

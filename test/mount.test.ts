@@ -22,6 +22,10 @@ const LAYOUTS: Record<string, SnapshotOptions> = {
   'Memory block with regions': { memory: 'embedded', blobPages: 104, regions: REGIONS, shuffle: true },
   'metadata-only file plus .vmem, with regions': { memory: 'vmem', blobPages: 104, regions: REGIONS },
   'metadata-only file plus .vmem, without regions': { memory: 'vmem', blobPages: 72 },
+  // Shapes of older products and of damaged copies (regions partly described):
+  'a plain Memory tag without indices (older single-file checkpoints)': { memory: 'embedded', blobPages: 72, memoryIndices: [] },
+  'regions without regionsCount (counted)': { memory: 'embedded', blobPages: 104, regions: REGIONS, omitRegionsCount: true },
+  'one region without regionPageNum (blob page 0)': { memory: 'vmem', blobPages: 40, regions: [{ ppn: 256, pageNum: 0, pages: 40 }], omitRegionPageNum: true },
 };
 
 const sha256 = (file: string) => sha256File(file);

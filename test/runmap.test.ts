@@ -266,9 +266,9 @@ describe('run map', () => {
     it('a region missing one of its tags, or a regionsCount beyond the group, is an error', () => {
       const missing = failure(runsOf([{
         name: 'memory',
-        tags: [{ name: 'regionsCount', value: u32(1) }, { name: 'regionPPN', indices: [0], value: u32(0) }, { name: 'regionSize', indices: [0], value: u32(1) }, { name: 'x', value: u32(0) }],
+        tags: [{ name: 'regionsCount', value: u32(1) }, { name: 'regionPPN', indices: [0], value: u32(0) }, { name: 'regionPageNum', indices: [0], value: u32(0) }, { name: 'x', value: u32(0) }],
       }], 4 * PAGE));
-      expect(missing).to.equal('memory/regionPageNum[0] is missing or not an integer (regionsCount is 1)');
+      expect(missing).to.equal('memory/regionSize[0] is missing or not an integer (regionsCount is 1)');
       const absurd = failure(runsOf([{ name: 'memory', tags: [{ name: 'regionsCount', value: u32(0xffffffff) }] }], 4 * PAGE));
       expect(absurd).to.equal('memory/regionsCount says 4294967295 regions, but the memory group has only 1 tags');
     });
@@ -298,6 +298,75 @@ describe('run map', () => {
       } finally {
         snap.close();
       }
+    });
+  });
+
+  describe('memory groups with tags missing, as older products and damaged copies have them', () => {
+    const scratch = scratchDir('vmssfs-runmap-shapes-');
+    const TWO: RegionSpec[] = [{ ppn: 0, pageNum: 0, pages: 4 }, { ppn: 0x100, pageNum: 4, pages: 4 }];
+
+    /** Open the writer's file; the runs and every guest-physical byte must be what it wrote. */
+    function served(opts: SnapshotOptions, assumeFlat = false): { warnings: string[]; runs: Run[] } {
+      const w = writeSnapshot(scratch.file(), opts);
+      const snap = openSnapshot(w.path, { assumeFlat });
+      try {
+        if (!snap.physmem) throw new Error(`not served: ${snap.physmemError}`);
+        expect(snap.physmem.map.segments).to.deep.equal(expectedRuns(w));
+        const file = snap.physmem.file.name;
+        expect(readThrough(snap.physmem.map, file, 0, w.physSize).equals(w.readPhys(0, w.physSize))).to.equal(true);
+        return { warnings: snap.warnings, runs: [...snap.physmem.map.segments] };
+      } finally {
+        snap.close();
+      }
+    }
+
+    it('a plain `Memory` tag with no indices and no region tags is memory from 0, without a warning', () => {
+      const r = served({ memory: 'embedded', blobPages: 6, memoryIndices: [] });
+      expect(r.runs).to.have.length(1);
+      expect(r.runs[0]?.start).to.equal(0);
+      expect(r.warnings).to.deep.equal([]);
+    });
+
+    it('regionPageNum absent with a single region: blob page 0, and a warning says so', () => {
+      const r = served({ memory: 'vmem', blobPages: 4, regions: [{ ppn: 0x10, pageNum: 0, pages: 4 }], omitRegionPageNum: true });
+      expect(r.runs).to.deep.equal([{ start: 0x10 * PAGE, length: 4 * PAGE, fileOffset: 0 }]);
+      expect(r.warnings).to.deep.equal(['memory/regionPageNum[0] is absent and there is a single region: took it to start at blob page 0']);
+    });
+
+    it('regionsCount absent while regionPPN[i]/regionSize[i] are present: the regions are counted, with a warning', () => {
+      const r = served({ memory: 'embedded', blobPages: 8, regions: TWO, omitRegionsCount: true });
+      expect(r.runs.map((x) => x.start)).to.deep.equal([0, 0x100 * PAGE]);
+      expect(r.warnings).to.deep.equal(['memory/regionsCount is absent: counted 2 regions from memory/regionPPN[i] and memory/regionSize[i]']);
+    });
+
+    it('less complete than that stays a physmemError: two regions without regionPageNum, or neither count nor page numbers', () => {
+      for (const opts of [{ omitRegionPageNum: true }, { omitRegionPageNum: true, omitRegionsCount: true }]) {
+        const w = writeSnapshot(scratch.file(), { memory: 'vmem', blobPages: 8, regions: TWO, ...opts });
+        const snap = openSnapshot(w.path);
+        try {
+          expect(snap.physmem, JSON.stringify(opts)).to.equal(null);
+          expect(snap.physmemError).to.match(/^memory\/regionPageNum\[0\] is missing or not an integer .*layout of guest memory is unknown.*--assume-flat/);
+        } finally {
+          snap.close();
+        }
+      }
+    });
+
+    it('regionsCount absent and region tags with a gap (regionPPN[0], regionPPN[2]): a physmemError, not a guess', () => {
+      const w = writeCheckpoint(scratch.file(), {
+        groups: [{
+          name: 'memory',
+          tags: [0, 2].flatMap((i) => [
+            { name: 'regionPPN', indices: [i], value: u32(i * 16) },
+            { name: 'regionSize', indices: [i], value: u32(1) },
+            { name: 'regionPageNum', indices: [i], value: u32(i) },
+          ]),
+        }],
+      });
+      const r = buildRuns(parseFile(w.path), { offset: 0, length: 4 * PAGE, wholeFile: true });
+      expect(r.ok).to.equal(false);
+      expect(!r.ok && r.layoutUnknown).to.equal(true);
+      expect(failure(r)).to.equal('memory/regionsCount is absent and the region tags do not describe regions 0..n-1 (each needs regionPPN[i] and regionSize[i])');
     });
   });
 

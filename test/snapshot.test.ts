@@ -241,4 +241,126 @@ describe('snapshot: finding the metadata and the memory', () => {
       });
     });
   });
+
+  describe('a lost or damaged memory group: the layout is unknown, never taken for "no regions"', () => {
+    /** A .vmss with two regions (one above 4 GiB) and its .vmem, then `damage` applied to the .vmss. */
+    function lost(damage: (fd: number, memory: { tableOffset: number; tagsOffset: number }, w: WrittenSnapshot) => void): WrittenSnapshot {
+      const w = snapshot(path.join(sub(), 'lost.vmss'));
+      const mem = w.groups.find((g) => g.name === 'memory')!;
+      const fd = fs.openSync(w.path, 'r+');
+      try {
+        damage(fd, mem, w);
+      } finally {
+        fs.closeSync(fd);
+      }
+      return w;
+    }
+    const beyondTheEnd = (fd: number, mem: { tableOffset: number }, w: WrittenSnapshot): void => {
+      const off = Buffer.alloc(8);
+      off.writeBigUInt64LE(BigInt(w.fileSize + 4096));
+      fs.writeSync(fd, off, 0, 8, mem.tableOffset + 64);
+    };
+    // A tag word with flags but no name: the stream is damaged at its very first tag.
+    const damagedFirstTag = (fd: number, mem: { tagsOffset: number }): void => void fs.writeSync(fd, Buffer.from([0x04, 0x00]), 0, 2, mem.tagsOffset);
+
+    for (const [what, damage, reason] of [
+      ['its stream lies past the end of the file', beyondTheEnd, /^the memory group is damaged \(its tag stream ended early after 0 tags, before any region tag\)/],
+      ['its stream is damaged before any region tag', damagedFirstTag, /^the memory group is damaged \(its tag stream ended early after 0 tags, before any region tag\)/],
+    ] as const) {
+      it(`${what}: physmem is null, and physmemError says so and names --assume-flat`, () => {
+        const w = lost(damage);
+        withSnapshot(w.path, {}, (s) => {
+          expect(s.physmem).to.equal(null);
+          expect(s.memoryPath).to.equal(null);
+          expect(s.physmemError).to.match(reason);
+          expect(s.physmemError).to.include('the layout of guest memory is unknown');
+          expect(s.physmemError).to.include(`give --assume-flat to serve ${w.vmemPath} as memory from address 0 anyway`);
+        });
+      });
+    }
+
+    it('--assume-flat serves the .vmem from address 0 as asked, and a warning says what was assumed', () => {
+      const w = lost(beyondTheEnd);
+      withSnapshot(w.path, { assumeFlat: true }, (s) => {
+        expect(s.physmemError).to.equal(null);
+        expect(runsOf(s)).to.deep.equal([{ physAddr: 0, fileOffset: 0, length: 8 * PAGE, file: w.vmemPath }]);
+        expect(s.warnings.some((x) => /the layout of guest memory is unknown; --assume-flat serves .* as memory from address 0, as asked/.test(x)), s.warnings.join('\n')).to.equal(true);
+      });
+    });
+
+    it('no memory group at all, with a .vmem beside it: the same', () => {
+      const file = path.join(sub(), 'nomemgroup.vmss');
+      writeCheckpoint(file, { groups: [{ name: 'Checkpoint', tags: [{ name: 'memSize', value: u32(1) }] }] });
+      fs.writeFileSync(file.replace(/\.vmss$/, '.vmem'), Buffer.alloc(2 * PAGE, 0x11));
+      withSnapshot(file, {}, (s) => {
+        expect(s.physmem).to.equal(null);
+        expect(s.physmemError).to.match(/^the checkpoint has no memory group, the group that says where guest memory lies: the layout of guest memory is unknown.*--assume-flat/);
+      });
+      withSnapshot(file, { assumeFlat: true }, (s) => expect(s.physmem?.size).to.equal(2 * PAGE));
+    });
+
+    it('`vmssfs info --json` shows physmem null with the reason; `cat --assume-flat` serves the .vmem bytes', async () => {
+      const w = lost(damagedFirstTag);
+      const r = await runCli(['info', '--json', w.path]);
+      expect(r.code, r.stderr).to.equal(0);
+      const j = JSON.parse(r.stdout) as InfoJson;
+      expect(j.physmem).to.equal(null);
+      expect(j.physmemError).to.include('--assume-flat');
+      const flat = await runCli(['cat', '--assume-flat', w.path, 'physmem.raw']);
+      expect(flat.code, flat.stderr).to.equal(0);
+      expect(Buffer.from(flat.stdout, 'latin1').length).to.be.greaterThan(0);
+      expect(flat.stderr).to.match(/warning: .*--assume-flat serves/);
+      const refused = await runCli(['cat', w.path, 'physmem.raw']);
+      expect(refused.code).to.equal(1);
+      expect(refused.stderr).to.match(/physmem\.raw: no such file in the tree/);
+    });
+  });
+
+  describe('memory files named otherwise, and the .std of older products', () => {
+    it('a .std is a suspended state like a .vmss: opened directly, and found beside a .vmem given alone', () => {
+      const w = snapshot(path.join(sub(), 'old.std'));
+      withSnapshot(w.path, {}, (s) => {
+        expect(s.memoryPath).to.equal(w.vmemPath);
+        expect(runsOf(s)).to.deep.equal(w.runs);
+      });
+      withSnapshot(w.vmemPath!, {}, (s) => expect(s.metaFile.name).to.equal(w.path));
+    });
+
+    it('no sibling .vmem: the one .vmem of the folder whose size the memory group needs is used, and named', () => {
+      const dir = sub();
+      const w = snapshot(path.join(dir, 'vault-3-3c85c1f6.vmss'), { vmemPath: path.join(dir, 'copied memory.vmem') });
+      fs.writeFileSync(path.join(dir, 'smaller.vmem'), Buffer.alloc(4 * PAGE));
+      fs.writeFileSync(path.join(dir, 'notes.txt'), 'x'.repeat(8 * PAGE));
+      withSnapshot(w.path, {}, (s) => {
+        expect(s.memoryPath).to.equal(w.vmemPath);
+        expect(runsOf(s)).to.deep.equal(w.runs);
+        expect(s.warnings).to.deep.equal([
+          `memory file: ${w.vmemPath} (vault-3-3c85c1f6.vmem is not beside vault-3-3c85c1f6.vmss; this is the one .vmem in its folder of the size the memory group needs, ${8 * PAGE} bytes)`,
+        ]);
+        expect(s.infoText(s.warnings)).to.include(`Memory file: ${w.vmemPath}\n`);
+      });
+    });
+
+    it('two or more .vmem files of that size: no guess; physmemError lists them and names --vmem', () => {
+      const dir = sub();
+      const w = snapshot(path.join(dir, 'vm.vmss'), { vmemPath: path.join(dir, 'b.vmem') });
+      fs.copyFileSync(w.vmemPath!, path.join(dir, 'a.vmem'));
+      withSnapshot(w.path, {}, (s) => {
+        expect(s.physmem).to.equal(null);
+        expect(s.physmemError).to.equal(
+          `no memory file chosen: vm.vmem is not beside vm.vmss, and 2 .vmem files in its folder have the size the memory group needs (${8 * PAGE} bytes): a.vmem, b.vmem; give the right one with --vmem FILE`,
+        );
+      });
+    });
+
+    it('a .vmem that sits beside another checkpoint is that one\'s memory, never a candidate', () => {
+      const dir = sub();
+      snapshot(path.join(dir, 'VM-Snapshot1.vmsn'));
+      const w = snapshot(path.join(dir, 'VM-Snapshot2.vmsn'), { memory: 'none' });
+      withSnapshot(w.path, {}, (s) => {
+        expect(s.physmem).to.equal(null);
+        expect(s.physmemError).to.match(/^no memory found: /);
+      });
+    });
+  });
 });

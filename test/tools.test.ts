@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeSnapshot, type WrittenSnapshot } from '../scripts/writer';
+import { cpuRegisters, writeSnapshot, type CpuLayout, type WrittenSnapshot } from '../scripts/writer';
 import { TestMount } from './helpers/mount';
 import { tempDir } from './helpers/paths';
 import { runCommand } from './helpers/run';
@@ -80,4 +80,48 @@ describe('raw-memory tools on the mount', function () {
     const loads = r.stdout.split('\n').filter((l) => /^\s+LOAD\s/.test(l)).map((l) => l.trim().split(/\s+/));
     expect(loads.map((f) => [Number(f[3]), Number(f[4])])).to.deep.equal(w.runs.map((run) => [run.physAddr, run.length]));
   });
+});
+
+/** `gdb -c physmem.elf`: gdb's own core reader finds each vCPU as a thread with its registers. */
+describe('gdb reads physmem.elf\'s vCPU registers through the mount, in both CPU-state layouts', function () {
+  this.timeout(60_000);
+  const tmp = tempDir();
+  after(() => tmp.cleanup());
+  /** gdb's `info registers` rows: name, hex value. */
+  function threads(out: string): Map<number, Map<string, bigint>> {
+    const byThread = new Map<number, Map<string, bigint>>();
+    let cur: Map<string, bigint> | null = null;
+    for (const line of out.split('\n')) {
+      const t = /^Thread (\d+) \(LWP (\d+)\):/.exec(line);
+      if (t) {
+        cur = new Map();
+        byThread.set(Number(t[2]), cur);
+        continue;
+      }
+      const r = /^([a-z0-9_]+)\s+(0x[0-9a-f]+)\s/.exec(line);
+      if (r && cur) cur.set(r[1] as string, BigInt(r[2] as string));
+    }
+    return byThread;
+  }
+  for (const [layout, eflagsName] of [['older', 'EFLAGS'], ['newer', 'eflags']] as [CpuLayout, 'eflags' | 'EFLAGS'][]) {
+    it(`${layout} layout: one thread per vCPU, every general, segment and flag register as written`, async () => {
+      const w = writeSnapshot(path.join(tmp.dir, `gdb-${layout}.vmss`), { memory: 'embedded', blobPages: 4, vcpus: 3, cpuLayout: layout, eflagsName });
+      const m = await TestMount.start(w.path);
+      try {
+        const r = await runCommand('gdb', ['-nx', '-batch', '-c', m.path('physmem.elf'), '-ex', 'info threads', '-ex', 'thread apply all info registers']);
+        expect(r.code, r.stderr).to.equal(0);
+        const seen = threads(r.stdout);
+        // pr_pid is vCPU + 1: gdb names each thread "LWP <pr_pid>".
+        expect([...seen.keys()].sort()).to.deep.equal([1, 2, 3]);
+        for (const [lwp, regs] of seen) {
+          const want = cpuRegisters(lwp - 1);
+          for (const name of ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'rsp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'eflags', 'cs', 'ss', 'ds', 'es', 'fs', 'gs']) {
+            expect(regs.get(name), `vCPU ${lwp - 1} ${name}`).to.equal(want[name]);
+          }
+        }
+      } finally {
+        await m.unmount();
+      }
+    });
+  }
 });

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from '../scripts/writer';
+import { cpuRegisters, writeSnapshot, type CpuLayout, type SnapshotOptions, type WrittenSnapshot } from '../scripts/writer';
 import { PageCache } from '../src/pagecache';
 import { openSnapshot, type Snapshot } from '../src/snapshot';
 import { buildTree, type Tree } from '../src/tree/build';
@@ -292,5 +292,60 @@ describe('views: physmem.lime and physmem.elf', function () {
     const last = Buffer.alloc(PAGE);
     await node.read(last, lastLoad.offset, PAGE);
     expect(last.equals(w.readPhys(lastLoad.paddr, PAGE))).to.equal(true);
+  });
+
+  describe('CPU state in either layout real files use: every NT_PRSTATUS field filled', () => {
+    const layouts: [CpuLayout, 'eflags' | 'EFLAGS', string][] = [
+      ['older', 'EFLAGS', 'older layout: rax[c]..r15[c], CR64[c][n], CR[c][n], IDTR[c][0..2] inline, EFLAGS'],
+      ['older', 'eflags', 'older layout with eflags'],
+      ['newer', 'eflags', 'newer layout: gpregs[c], CR64[c], IDTR[c] and GDTR[c] as blocks'],
+      ['mixed', 'eflags', 'the fixtures\' mixed layout'],
+    ];
+    for (const [layout, eflagsName, title] of layouts) {
+      it(title, async () => {
+        const { tree } = load(`cpu-${layout}-${eflagsName}`, { ...SMALL, cpuLayout: layout, eflagsName });
+        const prs = parseElf(await readAll(fileAt(tree, 'physmem.elf'))).notes;
+        expect(prs.map((n) => [n.name, n.type])).to.deep.equal([0, 1, 2].map(() => ['CORE', 1]));
+        prs.forEach((n, c) => {
+          const want = cpuRegisters(c);
+          const got = new Map(PR_REG.map((r, i) => [r, n.desc.readBigUInt64LE(112 + 8 * i)]));
+          for (const r of PR_REG) {
+            if (r === 'orig_rax') expect(got.get(r), 'orig_rax: not in a syscall').to.equal(0xffffffffffffffffn);
+            else expect(got.get(r), `vCPU ${c} ${r}`).to.equal(want[r]);
+          }
+        });
+        expect(tree.notes, 'nothing missing').to.deep.equal([]);
+        const json = JSON.parse((await readAll(fileAt(tree, 'metadata.json'))).toString()) as { vcpus: { index: number; registers: Record<string, string> }[] };
+        expect(json.vcpus.map((v) => v.index)).to.deep.equal([0, 1, 2]);
+        for (const v of json.vcpus) {
+          const want = cpuRegisters(v.index);
+          for (const r of ['cr0', 'cr3', 'cr4', 'idtr_base', 'idtr_limit', 'gdtr_base', 'gdtr_limit', 'rsp', 'rip']) {
+            expect(v.registers[r], `metadata.json vCPU ${v.index} ${r}`).to.equal('0x' + (want[r] as bigint).toString(16));
+          }
+        }
+      });
+    }
+
+    it('damaged register tags: what is there is used, what is not reads as zeros and is named', async () => {
+      const { tree } = load('cpu-damaged', { ...SMALL, cpuLayout: 'older' }, (w) => {
+        // One byte of a name each: vCPU 1's r9 becomes "rQ", vCPU 2's eflags "eflagQ".
+        const fd = fs.openSync(w.path, 'r+');
+        try {
+          fs.writeSync(fd, Buffer.from('Q'), 0, 1, w.tag('cpu/r9[1]').headerOffset + 3);
+          fs.writeSync(fd, Buffer.from('Q'), 0, 1, w.tag('cpu/eflags[2]').headerOffset + 7);
+        } finally {
+          fs.closeSync(fd);
+        }
+      });
+      const prs = parseElf(await readAll(fileAt(tree, 'physmem.elf'))).notes;
+      expect(prs).to.have.length(3);
+      const note = (tree.notes ?? []).find((n) => n.includes('registers missing')) as string;
+      expect(note, String(tree.notes)).to.be.a('string');
+      expect(note).to.include('vCPU 1: cpu/r9[1]');
+      expect(note).to.include('vCPU 2: cpu/eflags[2]');
+      const regs1 = new Map(PR_REG.map((r, i) => [r, prs[1]?.desc.readBigUInt64LE(112 + 8 * i)]));
+      expect(regs1.get('r9'), 'r9 of vCPU 1: zeros').to.equal(0n);
+      expect(regs1.get('rip'), 'rip of vCPU 1: still read').to.equal(cpuRegisters(1).rip);
+    });
   });
 });

@@ -1,4 +1,5 @@
 import { VmssError } from '../errors';
+import type { OpenOptions } from '../open';
 import type { Output } from '../output';
 import { CHUNK, lookup, openTree, readChunk } from './common';
 
@@ -7,8 +8,8 @@ import { CHUNK, lookup, openTree, readChunk } from './common';
  * before the next is read, so memory stays bounded however large the file and however slow the
  * reader, and a failed write (a full disk) stops the copy with its error.
  */
-export async function cat(snapshot: string, path: string, opts: { vmem?: string }, out: Output): Promise<void> {
-  const t = openTree(snapshot, opts.vmem);
+export async function cat(snapshot: string, path: string, opts: OpenOptions, out: Output): Promise<void> {
+  const t = openTree(snapshot, opts);
   try {
     const node = lookup(t.tree, path);
     if (node.kind === 'dir') throw new VmssError(`${path}: is a directory`);

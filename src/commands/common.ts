@@ -1,6 +1,7 @@
 import { VmssError } from '../errors';
 import { PageCache, SourceReadError } from '../pagecache';
-import { openSnapshot, type Snapshot } from '../snapshot';
+import type { Evidence } from '../evidence';
+import { openEvidence, type OpenOptions } from '../open';
 import { buildTree, type Tree } from '../tree/build';
 import type { FileNode, Node } from '../tree/nodes';
 
@@ -11,7 +12,7 @@ const CACHE_BYTES = 64 * 1024 * 1024;
 export const CHUNK = 1024 * 1024;
 
 export interface OpenTree {
-  snap: Snapshot;
+  snap: Evidence;
   tree: Tree;
   close(): void;
 }
@@ -20,8 +21,8 @@ export interface OpenTree {
  * The tree the mount would serve, built the same way (buildTree over a PageCache), for the
  * commands that work without FUSE. Warnings go to stderr as the mount prints them.
  */
-export function openTree(snapshot: string, vmem: string | undefined): OpenTree {
-  const snap = openSnapshot(snapshot, { vmem });
+export function openTree(snapshot: string, opts: OpenOptions): OpenTree {
+  const snap = openEvidence(snapshot, opts);
   try {
     const tree = buildTree(snap, new PageCache({ maxBytes: CACHE_BYTES }));
     for (const w of [...snap.warnings, ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);

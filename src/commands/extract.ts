@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
 import { errnoText } from '../io/source';
+import type { OpenOptions } from '../open';
 import type { Tree } from '../tree/build';
 import type { FileNode, Node } from '../tree/nodes';
 import { CHUNK, lookup, openTree, readChunk, treeParts } from './common';
@@ -89,8 +90,7 @@ function fail(what: string, err: unknown): never {
   throw new VmssError(`${what}: ${errnoText(err)}`);
 }
 
-export interface ExtractOptions {
-  vmem?: string;
+export interface ExtractOptions extends OpenOptions {
   /** Replace files already at the destination (the entry is removed and made anew, never written through). */
   force?: boolean;
 }
@@ -230,7 +230,7 @@ async function makeParents(outDir: string, treePath: string): Promise<void> {
  * before anything is written, unless `force`.
  */
 export async function extract(snapshot: string, outDir: string, paths: string[], opts: ExtractOptions): Promise<void> {
-  const t = openTree(snapshot, opts.vmem);
+  const t = openTree(snapshot, opts);
   try {
     const root = t.tree.root;
     const items: Item[] = paths.length > 0

@@ -1,8 +1,8 @@
+import type { OpenOptions } from '../open';
 import type { Node } from '../tree/nodes';
 import { lookup, openTree, treeParts } from './common';
 
-export interface LsOptions {
-  vmem?: string;
+export interface LsOptions extends OpenOptions {
   long?: boolean;
 }
 
@@ -16,7 +16,7 @@ function modeText(node: Node): string {
  * with -l, mode and size before each name. A file given as DIR lists just itself, as ls does.
  */
 export async function ls(snapshot: string, dir: string, opts: LsOptions, out: (text: string) => Promise<void>): Promise<void> {
-  const t = openTree(snapshot, opts.vmem);
+  const t = openTree(snapshot, opts);
   try {
     const node = lookup(t.tree, dir);
     const entries: [string, Node][] = node.kind === 'dir' ? [...node.children] : [[treeParts(dir).pop() ?? dir, node]];

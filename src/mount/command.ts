@@ -23,6 +23,7 @@ function parseMountArgs(argv: string[]) {
       strict: true,
       options: {
         vmem: { type: 'string' },
+        'assume-flat': { type: 'boolean' },
         foreground: { type: 'boolean', short: 'f' },
         debug: { type: 'boolean' },
         'cache-size': { type: 'string' },
@@ -48,6 +49,7 @@ function parseMountArgs(argv: string[]) {
   const serveOpts: ServeOptions = {
     snapshot: path.resolve(positionals[0] as string),
     vmem: values.vmem === undefined ? undefined : path.resolve(values.vmem),
+    assumeFlat: values['assume-flat'] ?? false,
     mountpoint: realMountpoint(path.resolve(positionals[1] as string)),
     cacheMiB,
     fuseOptions,
@@ -147,6 +149,7 @@ function startDaemon(serveOpts: ServeOptions, logFile: string | undefined): Prom
   // Absolute paths: the daemon runs from / so that it never holds the caller's directory busy.
   const args = [bin, serveOpts.snapshot, serveOpts.mountpoint, '--daemon-child', '--cache-size', String(serveOpts.cacheMiB)];
   if (serveOpts.vmem) args.push('--vmem', serveOpts.vmem);
+  if (serveOpts.assumeFlat) args.push('--assume-flat');
   if (serveOpts.debug) args.push('--debug');
   for (const o of serveOpts.fuseOptions) args.push('-o', o);
   if (logFile) args.push('--log', path.resolve(logFile));

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import { VmssError, describeError } from '../errors';
 import { fuseOperations } from '../fuse/adapter';
 import { PageCache } from '../pagecache';
-import { openSnapshot } from '../snapshot';
+import { openEvidence } from '../open';
 import { buildTree } from '../tree/build';
 import type { SourceFile } from '../io/source';
 import { fittedMountOptions, optionString, parseUserOptions, type UserOptions } from './options';
@@ -13,6 +13,8 @@ import { fusermount, mountAt } from './preflight';
 export interface ServeOptions {
   snapshot: string;
   vmem?: string;
+  /** Serve the memory file flat from 0 when the memory layout is unknown. */
+  assumeFlat?: boolean;
   /** Absolute mountpoint. */
   mountpoint: string;
   cacheMiB: number;
@@ -80,7 +82,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     process.on(sig, () => (stop ? stop(sig) : (earlySignal ??= sig)));
   }
   const user = parseUserOptions(opts.fuseOptions);
-  const snap = openSnapshot(opts.snapshot, { vmem: opts.vmem });
+  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat });
   const sources = snap.physmem && snap.physmem.file !== snap.metaFile ? [snap.metaFile, snap.physmem.file] : [snap.metaFile];
   let options: string[];
   try {

@@ -1,9 +1,8 @@
-import { findTag } from '../format/checkpoint';
+import type { Evidence } from '../evidence';
+import { findTag, type Checkpoint } from '../format/checkpoint';
 import type { Tag } from '../format/tags';
 import { tagLabel } from '../format/tags';
-import { infoJsonText, infoText } from '../info';
 import type { PageCache } from '../pagecache';
-import type { Snapshot } from '../snapshot';
 import { elfView } from '../views/elf';
 import { limeView, type View } from '../views/lime';
 import { escapeName, uniqueNames } from './names';
@@ -25,7 +24,7 @@ const CONFIG_MAX = 16 * 1024 * 1024;
 
 class Builder {
   private nextIno = 1;
-  constructor(private readonly snap: Snapshot, private readonly cache: PageCache) {}
+  constructor(private readonly snap: Evidence, private readonly cache: PageCache) {}
 
   ino(): number {
     return this.nextIno++;
@@ -49,8 +48,8 @@ class Builder {
     return new TagFile(this.ino(), tag, this.snap.metaFile, this.cache);
   }
 
-  configVmx(): FileNode | null {
-    const tag = findTag(this.snap.checkpoint, 'Snapshot', 'cfgFile');
+  configVmx(cp: Checkpoint): FileNode | null {
+    const tag = findTag(cp, 'Snapshot', 'cfgFile');
     if (!tag || tag.compressed || tag.size > CONFIG_MAX) return null;
     let data = tag.inline;
     if (!data) {
@@ -62,8 +61,8 @@ class Builder {
     return this.bytes(data.subarray(0, end));
   }
 
-  screenshot(): FileNode | null {
-    const tag = findTag(this.snap.checkpoint, 'MKSVMX', 'imageData');
+  screenshot(cp: Checkpoint): FileNode | null {
+    const tag = findTag(cp, 'MKSVMX', 'imageData');
     if (!tag || tag.compressed) return null;
     return tag.block ? this.block(tag) : this.bytes(tag.inline ?? Buffer.alloc(0));
   }
@@ -80,9 +79,9 @@ class Builder {
     return v && new ExtentFile(this.ino(), v.extents, v.size, this.cache);
   }
 
-  groups(): DirNode {
+  groups(cp: Checkpoint): DirNode {
     const dir = this.dir();
-    const groups = this.snap.checkpoint.groups;
+    const groups = cp.groups;
     const names = uniqueNames(groups.map((g) => escapeName(g.name)));
     groups.forEach((g, i) => {
       const gdir = this.dir();
@@ -94,7 +93,8 @@ class Builder {
   }
 }
 
-export function buildTree(snap: Snapshot, cache: PageCache): Tree {
+/** The tree of any evidence: memory and its views, info.txt and metadata.json, and the checkpoint's tags when it has them. */
+export function buildTree(snap: Evidence, cache: PageCache): Tree {
   const b = new Builder(snap, cache);
   const root = b.dir();
   const add = (name: string, node: Node | null): void => {
@@ -103,17 +103,18 @@ export function buildTree(snap: Snapshot, cache: PageCache): Tree {
   // The views' notes join the warnings of info.txt and metadata.json (a copy: the snapshot's own
   // list stays what `vmssfs info` prints).
   const lime = snap.physmem && limeView(snap.physmem);
-  const elf = elfView(snap);
+  const elf = elfView(snap.physmem, snap.cpuState());
   const notes = [...(lime?.notes ?? []), ...(elf?.notes ?? [])];
-  const described = notes.length > 0 ? { ...snap, warnings: [...snap.warnings, ...notes] } : snap;
+  const warnings = [...snap.warnings, ...notes];
+  const cp = snap.checkpoint;
   // Nodes are made in the order that existed before the views, so earlier inode numbers stay put;
   // the views are listed next to physmem.raw.
   const physmem = b.physmem();
-  const config = b.configVmx();
-  const screenshot = b.screenshot();
-  const infoTxt = b.bytes(Buffer.from(infoText(described)));
-  const metadata = b.bytes(Buffer.from(infoJsonText(described)));
-  const groups = b.groups();
+  const config = cp && b.configVmx(cp);
+  const screenshot = cp && b.screenshot(cp);
+  const infoTxt = b.bytes(Buffer.from(snap.infoText(warnings)));
+  const metadata = b.bytes(Buffer.from(snap.infoJsonText(warnings)));
+  const groups = cp && b.groups(cp);
   add('physmem.raw', physmem);
   add('physmem.lime', b.view(lime));
   add('physmem.elf', b.view(elf));

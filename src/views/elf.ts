@@ -1,6 +1,5 @@
-import { findGroup, findTag, indexTags, tagUint, type Group } from '../format/checkpoint';
-import { tagLabel, type Tag } from '../format/tags';
-import type { Snapshot } from '../snapshot';
+import { USER_REGS, type CpuState, type RegName } from '../cpu';
+import type { PhysMem } from '../snapshot';
 import type { Extent } from '../tree/nodes';
 import type { View } from './lime';
 
@@ -34,83 +33,9 @@ const NOTE_NAME_PADDED = 8;
 export const PRSTATUS_SIZE = 336;
 const PR_PID = 32;
 const PR_REG = 112;
-/** user_regs_struct, in order. */
-export const USER_REGS = [
-  'r15', 'r14', 'r13', 'r12', 'rbp', 'rbx', 'r11', 'r10', 'r9', 'r8', 'rax', 'rcx', 'rdx', 'rsi', 'rdi',
-  'orig_rax', 'rip', 'cs', 'eflags', 'rsp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs',
-] as const;
-type RegName = (typeof USER_REGS)[number];
+export { USER_REGS };
 
-/** cpu/gpregs[c]: 16 × u64 in x86 encoding order (FORMAT.md). */
-const GPREGS: readonly RegName[] = ['rax', 'rcx', 'rdx', 'rbx', 'rsp', 'rbp', 'rsi', 'rdi', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15'];
-/** cpu/S[c][seg] and S.base64[c][seg]: segment index order es cs ss ds fs gs. */
-const SEGMENTS: readonly RegName[] = ['es', 'cs', 'ss', 'ds', 'fs', 'gs'];
-const FS = 4;
-const GS = 5;
-
-/** Checkpoint/Platform value seen for Fusion on Apple silicon (ARM64 guests). */
-const PLATFORM_ARM64 = 3;
-
-/** An inline 1/2/4/8-byte value as u64 (tagUint stops at 2^53; kernel addresses do not). */
-function inlineU64(tag: Tag | undefined): bigint | undefined {
-  const b = tag?.inline;
-  if (!b) return undefined;
-  switch (b.length) {
-    case 1: return BigInt(b.readUInt8(0));
-    case 2: return BigInt(b.readUInt16LE(0));
-    case 4: return BigInt(b.readUInt32LE(0));
-    case 8: return b.readBigUInt64LE(0);
-    default: return undefined;
-  }
-}
-
-/**
- * The vCPUs to describe: 0..cpu:numVCPUs-1 when every one of them has a rip[c]; otherwise (the
- * count missing or damaged) exactly the indices c that have a rip[c] tag. Never more vCPUs than
- * the cpu group holds rip tags, whatever a damaged count or index claims.
- */
-function vcpuIndices(cpu: Group | undefined, byLabel: ReadonlyMap<string, Tag>, notes: string[]): number[] {
-  if (!cpu) return [];
-  const present = [...new Set(cpu.tags.filter((t) => t.name === 'rip' && t.indices.length === 1).map((t) => t.indices[0] as number))].sort((a, b) => a - b);
-  const declared = tagUint(byLabel.get('cpu:numVCPUs'));
-  if (declared !== undefined && declared <= present.length && present.slice(0, declared).every((c, i) => c === i)) {
-    return present.slice(0, declared);
-  }
-  notes.push(`physmem.elf: cpu/cpu:numVCPUs is ${declared === undefined ? 'missing' : `implausible (${declared})`}; took the ${present.length} vCPUs that have a cpu/rip[c] tag`);
-  return present;
-}
-
-/** vCPU c's registers from the cpu group; `missing` gets the tags that were absent or unreadable. */
-function registers(snap: Snapshot, byLabel: ReadonlyMap<string, Tag>, c: number, missing: string[]): Map<RegName, bigint> {
-  const find = (name: string, indices: number[]): Tag | undefined => byLabel.get(tagLabel({ name, indices }));
-  const regs = new Map<RegName, bigint>();
-  // Not in a system call: what Linux stores in orig_rax outside one, so gdb never tries a syscall restart.
-  regs.set('orig_rax', 0xffffffffffffffffn);
-  const one = (name: RegName, tagName: string, indices: number[]): void => {
-    const v = inlineU64(find(tagName, indices));
-    if (v === undefined) missing.push(`${tagName}${indices.map((i) => `[${i}]`).join('')}`);
-    else regs.set(name, v);
-  };
-  one('rip', 'rip', [c]);
-  one('eflags', 'eflags', [c]);
-  SEGMENTS.forEach((seg, k) => one(seg, 'S', [c, k]));
-  one('fs_base', 'S.base64', [c, FS]);
-  one('gs_base', 'S.base64', [c, GS]);
-
-  const gp = find('gpregs', [c]);
-  const want = GPREGS.length * 8;
-  if (!gp?.block || gp.compressed || gp.size < want) {
-    missing.push(`gpregs[${c}]`);
-  } else {
-    // 128 bytes of metadata, read once at build time like every other header byte of the view.
-    const buf = Buffer.alloc(want);
-    snap.metaFile.readAtSync(buf, gp.dataOffset);
-    GPREGS.forEach((name, i) => regs.set(name, buf.readBigUInt64LE(8 * i)));
-  }
-  return regs;
-}
-
-function prstatus(c: number, regs: Map<RegName, bigint>): Buffer {
+function prstatus(c: number, regs: ReadonlyMap<RegName, bigint>): Buffer {
   const d = Buffer.alloc(PRSTATUS_SIZE);
   // gdb makes one thread per NT_PRSTATUS, named after pr_pid; 0 would mean "no thread".
   // pr_pid is an i32: a vCPU index from a damaged file (up to 2^32-1) is folded into range.
@@ -154,29 +79,21 @@ function writePhdr(b: Buffer, at: number, p: Phdr): void {
  * tools that map by p_paddr (Volatility, crash) are unaffected. The headers are built here, once;
  * run bytes are read lazily from the memory file.
  *
- * ARM64 guests (Checkpoint/Platform 3) get EM_AARCH64 and no PT_NOTE: where a checkpoint keeps
- * ARM registers is not known, and an AArch64 prstatus full of zeros would only mislead.
+ * AArch64 guests get EM_AARCH64 and no PT_NOTE: their register layout is not described by the
+ * sources vmssfs reads, and an AArch64 prstatus full of zeros would only mislead.
  */
-export function elfView(snap: Snapshot): View | null {
-  const pm = snap.physmem;
+export function elfView(pm: PhysMem | null, cpu: CpuState): View | null {
   if (!pm) return null;
-  const cp = snap.checkpoint;
-  const notes: string[] = [];
-  const arm64 = tagUint(findTag(cp, 'Checkpoint', 'Platform')) === PLATFORM_ARM64;
+  const notes: string[] = [...cpu.notes];
+  const arm64 = cpu.arch === 'aarch64';
 
   const noteParts: Buffer[] = [];
-  if (arm64) {
-    notes.push('physmem.elf: Checkpoint/Platform is 3 (Apple silicon): an EM_AARCH64 core without CPU state (where ARM registers are kept is not known)');
-  } else {
-    const cpu = findGroup(cp, 'cpu');
-    const byLabel = indexTags(cpu);
-    const vcpus = vcpuIndices(cpu, byLabel, notes);
-    if (vcpus.length === 0) notes.push('physmem.elf: the checkpoint holds no vCPU state (no cpu group or no vCPUs): the core has no NT_PRSTATUS notes');
+  if (!arm64) {
+    if (cpu.vcpus.length === 0) notes.push(`physmem.elf: ${cpu.source} holds no vCPU state${cpu.source === 'the checkpoint' ? ' (no cpu group or no vCPUs)' : ''}: the core has no NT_PRSTATUS notes`);
     const incomplete: string[] = [];
-    for (const c of vcpus) {
-      const missing: string[] = [];
-      noteParts.push(note(NT_PRSTATUS, prstatus(c, registers(snap, byLabel, c, missing))));
-      if (missing.length > 0) incomplete.push(`vCPU ${c}: cpu/${missing.join(', cpu/')}`);
+    for (const v of cpu.vcpus) {
+      noteParts.push(note(NT_PRSTATUS, prstatus(v.index, v.regs)));
+      if (v.missing.length > 0) incomplete.push(`vCPU ${v.index}: ${v.missing.join(', ')}`);
     }
     // One note however many vCPUs lack state: a damaged file must not turn into megabytes of notes.
     if (incomplete.length > 0) {

@@ -1,0 +1,39 @@
+import type { CpuState } from './cpu';
+import type { Checkpoint } from './format/checkpoint';
+import type { SourceFile } from './io/source';
+import type { SegmentMap, Run } from './runmap';
+
+/** Guest-physical memory as served: runs into one memory file, holes between them. */
+export interface PhysMem {
+  /** Bytes of flat physical memory: the end of the highest run. */
+  size: number;
+  map: SegmentMap<Run>;
+  /** The file the runs read from: the checkpoint itself, or the memory file beside it. */
+  file: SourceFile;
+}
+
+/**
+ * What the tree, the views and the commands take from an opened piece of evidence, whichever
+ * format it is: a VMware checkpoint (snapshot.ts) or an ESXi guest dump (guest.ts). Each format
+ * answers for itself; the tree never asks which one it holds.
+ */
+export interface Evidence {
+  /** The file the user named (or its metadata file): it dates the tree. */
+  metaFile: SourceFile;
+  /** Path of the file the memory runs read from, when memory is served. */
+  memoryPath: string | null;
+  physmem: PhysMem | null;
+  /** Why physical memory cannot be served, in words the user can act on (set when physmem is null). */
+  physmemError: string | null;
+  /** Everything read or assumed that the user should know: parse damage, truncation, guesses. */
+  warnings: string[];
+  /** Tag groups (groups/, config.vmx, screenshot.png); null for a format without tags. */
+  checkpoint: Checkpoint | null;
+  /** Each vCPU's registers, for physmem.elf and metadata.json. */
+  cpuState(): CpuState;
+  /** info.txt (`vmssfs info`), showing `warnings` as its warnings. */
+  infoText(warnings: readonly string[], opts?: { verbose?: boolean }): string;
+  /** metadata.json (`vmssfs info --json`), showing `warnings` as its warnings. */
+  infoJsonText(warnings: readonly string[]): string;
+  close(): void;
+}
