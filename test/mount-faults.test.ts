@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeSnapshot, type WrittenSnapshot } from '../scripts/writer';
+import { SourceFile } from '../src/io/source';
+import { treeModes } from '../src/mount/daemon';
 import { parseMountinfo } from '../src/mount/preflight';
 import { isMounted, TestMount } from './helpers/mount';
 import { BIN, REPO, SAMPLE, tempDir } from './helpers/paths';
@@ -250,8 +252,39 @@ describe('mount: faults of the mount itself', function () {
     });
   });
 
+  describe('tree modes from several evidence files', () => {
+    const open = (name: string, mode: number, uid: number): SourceFile => {
+      const f = path.join(tmp.dir, name);
+      fs.writeFileSync(f, 'x');
+      fs.chmodSync(f, mode);
+      fs.chownSync(f, uid, 0);
+      return SourceFile.open(f);
+    };
+
+    it('grant the owner class no more than others get when the .vmss and .vmem have different owners', () => {
+      const meta = open('owners.vmss', 0o640, 0);
+      const mem = open('owners.vmem', 0o640, 4242);
+      try {
+        expect(treeModes([meta, mem], { fuse: [] }, { uid: 0, groups: [0] })).to.deep.equal({ uid: 0, gid: 0, file: 0o040, dir: 0o050 });
+      } finally {
+        meta.close();
+        mem.close();
+      }
+    });
+
+    it('give the tree to a user who mounts evidence its modes would keep from them (read through an ACL)', () => {
+      const meta = open('acl.vmss', 0o600, 0);
+      try {
+        expect(treeModes([meta], { fuse: [] }, { uid: 1000, groups: [1000] })).to.deep.equal({ uid: 1000, gid: 0, file: 0o400, dir: 0o500 });
+        expect(treeModes([meta], { fuse: [], uid: 7 }, { uid: 1000, groups: [1000] }).uid, 'uid= decides').to.equal(7);
+      } finally {
+        meta.close();
+      }
+    });
+  });
+
   describe('access times', () => {
-    it('says in info\'s warnings when O_NOATIME is refused (a user who does not own the evidence)', async () => {
+    it('says so once, on stderr when mounting and in info\'s warnings, when O_NOATIME is refused (a user who does not own the evidence)', async () => {
       // A folder other users may pass through, as on a shared workstation.
       fs.chmodSync(tmp.dir, 0o711);
       const dir = fs.mkdtempSync(path.join(tmp.dir, 'shared-'));
@@ -268,6 +301,13 @@ describe('mount: faults of the mount itself', function () {
       expect(warnings[0]).to.match(/owned-by-root\.vmss: opened without O_NOATIME .*access time/);
       const text = await runCommand('setpriv', [...NOBODY, process.execPath, BIN, 'info', file]);
       expect(text.stdout).to.match(/^WARNING: .*owned-by-root\.vmss: opened without O_NOATIME/m);
+      // Mounting says so once on stderr, whether or not this machine lets that user mount FUSE.
+      fs.chownSync(mnt, 65534, 65534);
+      const mounting = await runCommand('setpriv', [...NOBODY, process.execPath, BIN, file, mnt]);
+      await clearMount(mnt);
+      expect(mounting.stderr.split('\n').filter((l) => /O_NOATIME/.test(l)), mounting.stderr).to.deep.equal([
+        `vmssfs: warning: ${file}: opened without O_NOATIME (the kernel allows it only to the file's owner or root): reading it may update its access time`,
+      ]);
     });
   });
 

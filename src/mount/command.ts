@@ -114,7 +114,8 @@ async function serveInForeground(opts: ServeOptions): Promise<number> {
   try {
     return await serve(opts, foregroundReporter(err));
   } catch (e) {
-    err(`vmssfs: ${e instanceof VmssError ? e.message : `internal error: ${describeError(e)}`}\n`);
+    if (process.env.VMSSFS_TRACE) console.error(e);
+    err(`vmssfs: ${e instanceof VmssError ? e.message : `internal error: ${describeError(e)} (set VMSSFS_TRACE=1 for details)`}\n`);
     return 1;
   }
 }

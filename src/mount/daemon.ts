@@ -45,12 +45,26 @@ class VmssFuse extends Fuse {
   }
 }
 
+/** Who mounts: their uid and every group they are in. */
+export interface Mounter {
+  uid: number;
+  groups: readonly number[];
+}
+
+function currentMounter(): Mounter {
+  const uid = process.getuid?.() ?? 0;
+  return { uid, groups: [process.getgid?.() ?? 0, ...(process.getgroups?.() ?? [])] };
+}
+
 /**
  * The modes the tree shows: what every source grants, write bits removed, then the user's umask.
  * Where the sources' owners (or groups) differ, the owner (group) class gets no more than others
  * do, so that no one reads through the mount a file the evidence would not let them read.
+ * Owner and group are the snapshot's, unless uid=/gid= say otherwise, or unless the user who
+ * mounts could read the evidence only through an ACL or a capability (the modes would lock them
+ * out of their own mount): then they own the tree.
  */
-export function treeModes(sources: readonly SourceFile[], user: UserOptions): { uid: number; gid: number; file: number; dir: number } {
+export function treeModes(sources: readonly SourceFile[], user: UserOptions, mounter: Mounter = currentMounter()): { uid: number; gid: number; file: number; dir: number } {
   const first = sources[0] as SourceFile;
   let mode = 0o444;
   for (const s of sources) mode &= s.owner.mode;
@@ -60,7 +74,11 @@ export function treeModes(sources: readonly SourceFile[], user: UserOptions): { 
   mode &= ~(user.umask ?? 0);
   // A directory is searchable by whoever may read it.
   const dir = mode | ((mode & 0o444) >> 2);
-  return { uid: user.uid ?? first.owner.uid, gid: user.gid ?? first.owner.gid, file: mode, dir };
+  let uid = user.uid ?? first.owner.uid;
+  const gid = user.gid ?? first.owner.gid;
+  const grants = uid === mounter.uid ? mode & 0o400 : mounter.groups.includes(gid) ? mode & 0o040 : mode & 0o004;
+  if (user.uid === undefined && mounter.uid !== 0 && grants === 0) uid = mounter.uid;
+  return { uid, gid, file: mode, dir };
 }
 
 function runFusermount(args: string[]): Promise<boolean> {
