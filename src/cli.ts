@@ -7,7 +7,8 @@ import { mountCommand } from './mount/command';
 import { openEvidence } from './open';
 
 export const USAGE = `usage:
-  vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn, .std or .vmem) read-only at MOUNTPOINT
+  vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT read-only at MOUNTPOINT: a .vmss, .vmsn,
+                                             .std or its .vmem, or an ESXi debug.guest or its debug.vmem
   vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT
   vmssfs ls [--vmem FILE] [--assume-flat] [-l] SNAPSHOT [DIR]
                                              list the tree without mounting (-l: mode and size)
