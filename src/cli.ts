@@ -40,7 +40,8 @@ ${VMEM_HELP}`,
 };
 
 export const USAGE = `usage:
-  vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn, .std, .vmem or .guest) read-only at MOUNTPOINT
+  vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT read-only at MOUNTPOINT: a .vmss, .vmsn,
+                                             .std or its .vmem, or an ESXi debug.guest or its debug.vmem
   vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT
   vmssfs ls [-l] [--vmem FILE] [--assume-flat] SNAPSHOT [DIR]
                                              list the tree without mounting (-l: mode and size)

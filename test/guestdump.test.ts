@@ -89,6 +89,19 @@ describe('ESXi guest dumps', () => {
     }
   });
 
+  it('`ls -l`, `cat` and `extract` serve the same tree without FUSE', async () => {
+    const w = dump();
+    const ls = await runCli(['ls', '-l', w.path]);
+    expect(ls.code, ls.stderr).to.equal(0);
+    expect(ls.stdout).to.match(new RegExp(`^-r--r--r-- +${64 * PAGE} physmem\\.raw$`, 'm'));
+    expect(ls.stdout.split('\n').map((l) => l.split(' ').pop()).filter(Boolean)).to.deep.equal(['physmem.raw', 'physmem.lime', 'physmem.elf', 'info.txt', 'metadata.json']);
+    const out = path.join(path.dirname(w.path), 'out');
+    const ex = await runCli(['extract', w.path, out]);
+    expect(ex.code, ex.stderr).to.equal(0);
+    expect(fs.readFileSync(path.join(out, 'physmem.raw')).equals(w.readPhys(0, w.physSize))).to.equal(true);
+    expect(fs.readFileSync(path.join(out, 'info.txt'), 'utf8')).to.match(/^ESXi guest dump: /);
+  });
+
   describe('bad input: one clear line, nothing invented', () => {
     /** Patch bytes of a written dump. */
     const patch = (file: string, at: number, bytes: Buffer): void => {
