@@ -141,14 +141,10 @@ describe('snapshot: finding the metadata and the memory', () => {
     expect(text.stdout).to.include('Physical memory: not served: no memory found: meta.vmsn holds no memory/Memory[0][0] block and meta.vmem is not beside it; give the memory file with --vmem FILE\n');
   });
 
-  it('an explicit --vmem that does not exist is a physmemError, not a failure', () => {
+  it('an explicit --vmem that does not exist is a failure naming it, not a snapshot without memory', () => {
     const w = snapshot(path.join(sub(), 'vm.vmss'));
     const missing = path.join(path.dirname(w.path), 'nope.vmem');
-    withSnapshot(w.path, { vmem: missing }, (s) => {
-      expect(s.physmem).to.equal(null);
-      expect(s.physmemError).to.equal(`memory file ${missing}: cannot open: no such file`);
-      expectMatchesWritten(s.checkpoint, w);
-    });
+    expect(() => openSnapshot(w.path, { vmem: missing })).to.throw(VmssError, `${missing}: cannot open: no such file (the --vmem memory file)`);
   });
 
   it('--vmem wins over an embedded Memory block, with a warning', () => {
