@@ -6,6 +6,8 @@ import { UsageError, VmssError, describeError } from './errors';
 import { infoJsonText, infoText } from './info';
 import { mountCommand } from './mount/command';
 import { openSnapshot } from './snapshot';
+import { isDirectory, openFolder } from './folder/folder';
+import { snapshotsJsonText, snapshotsText } from './folder/report';
 
 export const USAGE = `usage:
   vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn or .vmem) read-only at MOUNTPOINT
@@ -15,6 +17,9 @@ export const USAGE = `usage:
   vmssfs extract [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
                                              copy files or directories of the tree to OUTDIR/PATH;
                                              no PATH: everything but physmem.lime and physmem.elf
+
+SNAPSHOT may also be a VM folder (holding a .vmx and its .vmsd): one directory per checkpoint,
+plus snapshots.json and snapshots.txt.
 
 mount options:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
@@ -53,6 +58,7 @@ const info: Handler = async (args) => {
     vmem: { type: 'string' },
   });
   if (positionals.length !== 1) throw new UsageError('info takes exactly one SNAPSHOT');
+  if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, values.vmem);
   const snap = openSnapshot(positionals[0] as string, { vmem: values.vmem });
   try {
     await writeOut(values.json ? infoJsonText(snap) : infoText(snap, { verbose: values.verbose }));
@@ -83,6 +89,20 @@ const extractCommand: Handler = async (args) => {
   await extract(snapshot, outDir, paths, { vmem: values.vmem });
   return 0;
 };
+
+// --- VM folders (issue 13)
+
+/** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
+async function folderInfo(dir: string, json: boolean, vmem: string | undefined): Promise<number> {
+  if (vmem !== undefined) throw new UsageError('--vmem names one checkpoint\'s memory; a VM folder finds each checkpoint\'s own');
+  const folder = openFolder(dir);
+  try {
+    await writeOut(json ? snapshotsJsonText(folder) : snapshotsText(folder));
+  } finally {
+    folder.close();
+  }
+  return 0;
+}
 
 const commands: Record<string, Handler> = { info, ls: lsCommand, cat: catCommand, extract: extractCommand };
 

@@ -12,13 +12,16 @@ export interface PhysMem {
   size: number;
   map: SegmentMap<Run>;
   /** The file the runs read from: the checkpoint itself, or the .vmem. */
-  file: SourceFile;
+  file: EvidenceFile;
 }
+
+/** What the layers above read an evidence file through: a SourceFile, or a pooled one opened on demand (VM folders). */
+export type EvidenceFile = Pick<SourceFile, 'id' | 'name' | 'size' | 'mtime' | 'readsInPlace' | 'readAtSync' | 'read' | 'close' | 'basename'>;
 
 /** A checkpoint opened for serving: parsed metadata plus, when it can be served, its physical memory. */
 export interface Snapshot {
   checkpoint: Checkpoint;
-  metaFile: SourceFile;
+  metaFile: EvidenceFile;
   /** Path of the file the memory runs read from, when one was found. */
   memoryPath: string | null;
   physmem: PhysMem | null;
@@ -32,6 +35,8 @@ export interface Snapshot {
 export interface OpenOptions {
   /** Explicit memory file (ESXi names it by a UUID, without the .vmem extension). */
   vmem?: string;
+  /** How to open evidence files (default SourceFile.open); a VM folder passes its descriptor pool's. */
+  openFile?: (path: string) => EvidenceFile;
 }
 
 const VMEM = /\.vmem$/i;
@@ -71,8 +76,9 @@ function resolvePaths(arg: string, opts: OpenOptions): { meta: string; vmem: str
 /** Open and parse a snapshot given as .vmss, .vmsn or .vmem. Throws VmssError when the metadata is unusable. */
 export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
   const paths = resolvePaths(arg, opts);
-  const metaFile = SourceFile.open(paths.meta);
-  let memFile: SourceFile | null = null;
+  const openFile = opts.openFile ?? SourceFile.open;
+  const metaFile = openFile(paths.meta);
+  let memFile: EvidenceFile | null = null;
   try {
     const checkpoint = parseCheckpoint(metaFile);
     const warnings = [...checkpoint.warnings, ...paths.notes];
@@ -90,7 +96,7 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
         warnings.push(`the checkpoint holds its own memory/Memory[0][0] block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
       }
       try {
-        memFile = SourceFile.open(vmemPath);
+        memFile = openFile(vmemPath);
         memoryPath = vmemPath;
         blob = { offset: 0, length: memFile.size, wholeFile: true };
       } catch (err) {

@@ -1,4 +1,6 @@
-import { VmssError } from '../errors';
+import { UsageError, VmssError } from '../errors';
+import { isDirectory, openFolder } from '../folder/folder';
+import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { PageCache, SourceReadError } from '../pagecache';
 import { openSnapshot, type Snapshot } from '../snapshot';
 import { buildTree, type Tree } from '../tree/build';
@@ -11,7 +13,8 @@ const CACHE_BYTES = 64 * 1024 * 1024;
 export const CHUNK = 1024 * 1024;
 
 export interface OpenTree {
-  snap: Snapshot;
+  /** The checkpoint, or null for a VM folder (a tree of checkpoint trees). */
+  snap: Snapshot | null;
   tree: Tree;
   close(): void;
 }
@@ -21,6 +24,7 @@ export interface OpenTree {
  * commands that work without FUSE. Warnings go to stderr as the mount prints them.
  */
 export function openTree(snapshot: string, vmem: string | undefined): OpenTree {
+  if (isDirectory(snapshot)) return openFolderTree(snapshot, vmem);
   const snap = openSnapshot(snapshot, { vmem });
   try {
     const tree = buildTree(snap, new PageCache({ maxBytes: CACHE_BYTES }));
@@ -29,6 +33,19 @@ export function openTree(snapshot: string, vmem: string | undefined): OpenTree {
     return { snap, tree, close: () => snap.close() };
   } catch (err) {
     snap.close();
+    throw err;
+  }
+}
+
+function openFolderTree(dir: string, vmem: string | undefined): OpenTree {
+  if (vmem !== undefined) throw new UsageError('--vmem names one checkpoint\'s memory; a VM folder finds each checkpoint\'s own');
+  const folder = openFolder(dir);
+  try {
+    const tree = buildFolderTree(folder, new PageCache({ maxBytes: CACHE_BYTES }));
+    for (const w of [...folderWarnings(folder), ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);
+    return { snap: null, tree, close: folder.close };
+  } catch (err) {
+    folder.close();
     throw err;
   }
 }

@@ -119,7 +119,7 @@ const LOCAL_FS_TYPES = new Set([
   0x73717368, // squashfs
 ]);
 
-function onLocalFilesystem(file: string): boolean {
+export function onLocalFilesystem(file: string): boolean {
   try {
     return LOCAL_FS_TYPES.has(fs.statfsSync(file).type);
   } catch {
@@ -127,7 +127,7 @@ function onLocalFilesystem(file: string): boolean {
   }
 }
 
-function openReadOnly(file: string): number {
+export function openReadOnly(file: string): number {
   // O_CLOEXEC is the default for Node's opens, so children never inherit evidence descriptors.
   if (O_NOATIME) {
     try {

@@ -1,11 +1,13 @@
 import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
-import { VmssError, describeError } from '../errors';
+import { UsageError, VmssError, describeError } from '../errors';
+import { isDirectory, openFolder } from '../folder/folder';
+import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { fuseOperations } from '../fuse/adapter';
 import { PageCache } from '../pagecache';
 import { openSnapshot } from '../snapshot';
-import { buildTree } from '../tree/build';
+import { buildTree, type Tree } from '../tree/build';
 import { fusermount, mountAt } from './preflight';
 
 export interface ServeOptions {
@@ -69,6 +71,24 @@ function runFusermount(args: string[]): Promise<boolean> {
   });
 }
 
+/** The tree to serve and what it reads: a single checkpoint, or a VM folder (a tree of checkpoint trees). */
+function openServed(opts: ServeOptions, cache: PageCache, report: Reporter): { tree: Tree; source: string; close(): void } {
+  if (isDirectory(opts.snapshot)) {
+    if (opts.vmem !== undefined) throw new UsageError('--vmem names one checkpoint\'s memory; a VM folder finds each checkpoint\'s own');
+    const folder = openFolder(opts.snapshot);
+    for (const w of folderWarnings(folder)) report.warning(w);
+    const tree = buildFolderTree(folder, cache);
+    for (const note of tree.notes ?? []) report.warning(note);
+    return { tree, source: folder.dir, close: folder.close };
+  }
+  const snap = openSnapshot(opts.snapshot, { vmem: opts.vmem });
+  for (const w of snap.warnings) report.warning(w);
+  if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
+  const tree = buildTree(snap, cache);
+  for (const note of tree.notes ?? []) report.warning(note);
+  return { tree, source: snap.metaFile.name, close: () => snap.close() };
+}
+
 /**
  * Parse, mount and serve until unmounted (fusermount -u, or a signal). Resolves with the exit
  * status once the mount is gone; rejects with VmssError when it could not mount.
@@ -81,19 +101,16 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => (stop ? stop(sig) : (earlySignal ??= sig)));
   }
-  const snap = openSnapshot(opts.snapshot, { vmem: opts.vmem });
-  for (const w of snap.warnings) report.warning(w);
-  if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
   const cache = new PageCache({ maxBytes: opts.cacheMiB * 1024 * 1024 });
-  const tree = buildTree(snap, cache);
-  for (const note of tree.notes ?? []) report.warning(note);
+  const served = openServed(opts, cache, report);
+  const tree = served.tree;
   const ops = fuseOperations(tree, {
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
     log: report.log,
     debug: opts.debug,
   });
-  const fuse = new VmssFuse(opts.mountpoint, ops, mountOptions(fs.realpathSync(snap.metaFile.name), opts.fuseOptions));
+  const fuse = new VmssFuse(opts.mountpoint, ops, mountOptions(fs.realpathSync(served.source), opts.fuseOptions));
 
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => {
@@ -113,7 +130,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
         const st = cache.stats;
         report.log(`page cache: ${st.hits} hits, ${st.misses} chunk misses (${st.shared} shared, ${st.prefetched} read ahead), ${st.direct} reads straight from the source`);
       }
-      snap.close();
+      served.close();
       resolve(code);
     };
     // fuse-native does not tell JS when the kernel drops the mount (fusermount -u from outside):

@@ -24,8 +24,7 @@ export interface Tree {
 const CONFIG_MAX = 16 * 1024 * 1024;
 
 class Builder {
-  private nextIno = 1;
-  constructor(private readonly snap: Snapshot, private readonly cache: PageCache) {}
+  constructor(private readonly snap: Snapshot, private readonly cache: PageCache, private nextIno: number) {}
 
   ino(): number {
     return this.nextIno++;
@@ -94,8 +93,14 @@ class Builder {
   }
 }
 
-export function buildTree(snap: Snapshot, cache: PageCache): Tree {
-  const b = new Builder(snap, cache);
+export interface BuildOptions {
+  /** Inode number of the root (default 1); the tree numbers onwards from it. A VM folder's
+   * subtrees each start past the last, so numbers stay unique across the whole mount. */
+  firstIno?: number;
+}
+
+export function buildTree(snap: Snapshot, cache: PageCache, opts: BuildOptions = {}): Tree {
+  const b = new Builder(snap, cache, opts.firstIno ?? 1);
   const root = b.dir();
   const add = (name: string, node: Node | null): void => {
     if (node) root.children.set(name, node);
