@@ -1,5 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { cat } from './commands/cat';
+import { diff } from './commands/diff';
 import { extract } from './commands/extract';
 import { ls } from './commands/ls';
 import { UsageError, VmssError, describeError } from './errors';
@@ -17,6 +18,9 @@ export const USAGE = `usage:
   vmssfs extract [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
                                              copy files or directories of the tree to OUTDIR/PATH;
                                              no PATH: everything but physmem.lime and physmem.elf
+  vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] A B
+                                             which guest-physical pages differ between checkpoints
+                                             A and B (files, or VMDIR:NAME for a folder's snapshot)
 
 SNAPSHOT may also be a VM folder (holding a .vmx and its .vmsd): one directory per checkpoint,
 plus snapshots.json and snapshots.txt.
@@ -90,7 +94,7 @@ const extractCommand: Handler = async (args) => {
   return 0;
 };
 
-// --- VM folders (issue 13)
+// --- VM folders and diff (issue 13)
 
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
 async function folderInfo(dir: string, json: boolean, vmem: string | undefined): Promise<number> {
@@ -104,7 +108,14 @@ async function folderInfo(dir: string, json: boolean, vmem: string | undefined):
   return 0;
 }
 
-const commands: Record<string, Handler> = { info, ls: lsCommand, cat: catCommand, extract: extractCommand };
+const diffCommand: Handler = async (args) => {
+  const { values, positionals } = parse(args, { json: { type: 'boolean' }, 'vmem-a': { type: 'string' }, 'vmem-b': { type: 'string' } });
+  if (positionals.length !== 2) throw new UsageError('diff takes two checkpoints, A and B');
+  await diff(positionals[0] as string, positionals[1] as string, { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'] }, writeOut);
+  return 0;
+};
+
+const commands: Record<string, Handler> = { info, ls: lsCommand, cat: catCommand, extract: extractCommand, diff: diffCommand };
 
 /** Entry point: returns the exit status. Never throws; never prints a stack trace unless VMSSFS_TRACE is set. */
 export async function main(argv: string[]): Promise<number> {
