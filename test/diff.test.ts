@@ -112,11 +112,11 @@ describe('diff: which pages changed between checkpoints', function () {
     expect(lines[lines.length - 1]).to.equal('pages compared 256, changed 6 (3 ranges), only in A 0, only in B 0; page size 4096 bytes');
   });
 
-  it('merges a range across its 8 MiB reads, and finds the first and last pages', async () => {
+  it('merges a range across its reads, and finds the first and last pages', async () => {
     const dir = scratch.named('big');
     fs.mkdirSync(dir);
-    const pages = 4096; // 16 MiB: two 8 MiB steps
-    const changed = [0, 2046, 2047, 2048, 2049, 4095];
+    const pages = 4096; // 16 MiB: sixteen steps
+    const changed = [0, 254, 255, 256, 257, 2047, 2048, 4095];
     writeFolderCheckpoint(dir, { file: 'a.vmss', pages, sparse: true });
     writeFolderCheckpoint(dir, { file: 'b.vmss', pages, sparse: true, altered: new Map(changed.map((p) => [p, 1])) });
     const d = await diffJson(path.join(dir, 'a.vmss'), path.join(dir, 'b.vmss'));

@@ -345,6 +345,26 @@ describe('VM folder: commands and bad input', function () {
     expect(r.stderr).to.match(/vm-Snapshot2\.vmsn: .*not served/);
   });
 
+  it('answers EIO, not the bytes of another file, when a memory file was replaced before its first read', async () => {
+    const dir = scratch.named('swapped');
+    fs.mkdirSync(dir);
+    writeVault(dir);
+    const m = await TestMount.start(dir);
+    try {
+      const vmem = path.join(dir, 'vault-Snapshot1.vmem');
+      fs.renameSync(vmem, path.join(dir, 'kept.vmem'));
+      fs.copyFileSync(path.join(dir, 'vault-Snapshot2.vmem'), vmem);
+      await readRange(m.path('clean install', 'physmem.raw'), 0, 4096).then(
+        () => expect.fail('read a replaced memory file'),
+        (err: NodeJS.ErrnoException) => expect(err.code).to.equal('EIO'),
+      );
+      // The other checkpoints are still served.
+      expect((await readRange(m.path('after sample', 'physmem.raw'), 5 * 4096, 4096)).readUInt32LE(100)).to.equal(0xdead0002);
+    } finally {
+      await m.unmount();
+    }
+  });
+
   it('refuses a folder with nothing to serve, in one line', async () => {
     const dir = scratch.named('empty');
     fs.mkdirSync(dir);

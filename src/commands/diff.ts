@@ -7,10 +7,16 @@ import type { PhysMem } from '../snapshot';
 import { Progress } from './extract';
 
 /**
- * Bytes compared per step: large sequential reads (the disk's and the kernel's readahead's best
- * case) and few calls, while the four buffers (two steps in flight) stay at 32 MiB.
+ * Bytes compared per step. Large enough for few calls and sequential reads far beyond the
+ * kernel's readahead; small enough that a step's four buffers (two steps in flight) stay in the
+ * CPU's caches between the copy out of the page cache and the compare: 1 MiB steps read and
+ * compared two page-cached 1 GiB files in a median 0.40 s here against 0.62 s for 8 MiB steps
+ * (5 rounds on a busy 2-core machine).
  */
-export const DIFF_CHUNK = 8 * 1024 * 1024;
+export const DIFF_CHUNK = 1024 * 1024;
+
+/** Below this a comparison is over before a progress bar would tell anyone anything. */
+const PROGRESS_MIN_BYTES = 64 * 1024 * 1024;
 
 export interface DiffOptions {
   json?: boolean;
@@ -112,7 +118,7 @@ function* steps(stretches: readonly Stretch[]): Generator<Step> {
   for (const s of stretches) {
     if (!(s.inA && s.inB)) continue;
     const end = s.start + s.length;
-    // Steps end on multiples of DIFF_CHUNK, so pages (whose boundaries those are) never straddle two.
+    // Steps end on multiples of DIFF_CHUNK, so a page (DIFF_CHUNK is a multiple of its size) never straddles two.
     for (let pos = s.start; pos < end; ) {
       const next = Math.min(end, (Math.floor(pos / DIFF_CHUNK) + 1) * DIFF_CHUNK);
       yield { start: pos, length: next - pos };
@@ -124,7 +130,7 @@ function* steps(stretches: readonly Stretch[]): Generator<Step> {
 /**
  * Compare A and B's guest-physical memory, calling `changed` for each merged range of differing
  * pages as it is found (ranges come in address order; nothing is kept per page). Each memory is
- * read once, in steps of up to 8 MiB, the next step's reads in flight while one is compared.
+ * read once, in steps of up to DIFF_CHUNK, the next step's reads in flight while one is compared.
  */
 export async function comparePhys(
   a: PhysMem,
@@ -228,7 +234,7 @@ export async function diff(aArg: string, bArg: string, opts: DiffOptions, out: (
     const onlyA = stretches.filter((s) => s.inA && !s.inB).map(({ start, length }) => ({ start, length }));
     const onlyB = stretches.filter((s) => !s.inA && s.inB).map(({ start, length }) => ({ start, length }));
     const total = stretches.filter((s) => s.inA && s.inB).reduce((sum, s) => sum + s.length, 0);
-    const bar = process.stderr.isTTY && total > DIFF_CHUNK ? new Progress(total, process.stderr) : null;
+    const bar = process.stderr.isTTY && total > PROGRESS_MIN_BYTES ? new Progress(total, process.stderr) : null;
     const clearBar = (): void => {
       if (bar) process.stderr.write('\r\x1b[K');
     };
