@@ -365,6 +365,63 @@ describe('VM folder: commands and bad input', function () {
     }
   });
 
+  it('finds a file the .vmsd names by an absolute path from another machine in the folder', async () => {
+    const dir = scratch.named('moved');
+    fs.mkdirSync(dir);
+    writeSnapshot(path.join(dir, 'vm-Snapshot1.vmsn'), { memory: 'vmem', blobPages: 16 });
+    fs.writeFileSync(path.join(dir, 'vm.vmx'), 'displayName = "vm"\n');
+    fs.writeFileSync(path.join(dir, 'vm.vmsd'), 'snapshot0.uid = "1"\nsnapshot0.filename = "/vmfs/volumes/ds1/vm/vm-Snapshot1.vmsn"\nsnapshot0.displayName = "a/b"\n');
+    const r = await runCli(['info', '--json', dir]);
+    const j = JSON.parse(r.stdout) as SnapshotsJson;
+    expect(j.checkpoints.map((c) => [c.directory, c.hasMemory, c.files])).to.deep.equal([['a%2Fb', true, ['vm-Snapshot1.vmsn', 'vm-Snapshot1.vmem']]]);
+    expect(j.warnings).to.deep.equal([]);
+  });
+
+  it('without checkpoint.vmState takes the newest .vmss as the suspended state and serves the others by name', async () => {
+    const dir = scratch.named('twovmss');
+    fs.mkdirSync(dir);
+    writeSnapshot(path.join(dir, 'old.vmss'), { memory: 'embedded', blobPages: 16 });
+    writeSnapshot(path.join(dir, 'new.vmss'), { memory: 'embedded', blobPages: 16 });
+    fs.utimesSync(path.join(dir, 'old.vmss'), new Date('2020-01-01T00:00:00Z'), new Date('2020-01-01T00:00:00Z'));
+    fs.writeFileSync(path.join(dir, 'vm.vmx'), 'displayName = "vm"\ncheckpoint.vmState = ""\n');
+    const r = await runCli(['info', '--json', dir]);
+    const j = JSON.parse(r.stdout) as SnapshotsJson;
+    expect(j.checkpoints.map((c) => [c.directory, c.kind, c.files[0]])).to.deep.equal([['suspended', 'suspended', 'new.vmss'], ['old', 'found', 'old.vmss']]);
+    expect(j.warnings.join('\n')).to.match(/2 \.vmss files and the \.vmx names none; new\.vmss, the newest/).and.match(/old\.vmss is in the folder but in neither/);
+  });
+
+  it('lists a suspended state the .vmx names but the folder lacks, and gives "suspended" to no snapshot', async () => {
+    const dir = scratch.named('nosuspend');
+    fs.mkdirSync(dir);
+    writeSnapshot(path.join(dir, 'vm-Snapshot1.vmsn'), { memory: 'embedded', blobPages: 16 });
+    fs.writeFileSync(path.join(dir, 'vm.vmx'), 'checkpoint.vmState = "vm-1a2b3c4d.vmss"\n');
+    fs.writeFileSync(path.join(dir, 'vm.vmsd'), 'snapshot0.uid = "1"\nsnapshot0.filename = "vm-Snapshot1.vmsn"\nsnapshot0.displayName = "suspended"\n');
+    const r = await runCli(['info', '--json', dir]);
+    const j = JSON.parse(r.stdout) as SnapshotsJson;
+    expect(j.checkpoints.map((c) => [c.directory, c.kind, c.missing])).to.deep.equal([['suspended~2', 'snapshot', false], [null, 'suspended', true]]);
+    expect(j.warnings.join('\n')).to.match(/vm-1a2b3c4d\.vmss: the suspended state the \.vmx names is missing/);
+  });
+
+  it('reads any .vmsd text in bounded time without throwing', () => {
+    // Mutations of a real .vmsd: every outcome is entries and warnings, never an exception.
+    const base = Buffer.from(fs.readFileSync(path.join(vaultDir, 'vault.vmsd')));
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const t0 = Date.now();
+    for (let i = 0; i < 3000; i++) {
+      const b = Buffer.from(base);
+      for (let k = 0; k < 1 + rand(8); k++) b[rand(b.length)] = rand(256);
+      const cut = b.subarray(0, rand(b.length + 1));
+      if (notTextReason(cut) !== null) continue;
+      const v = parseVmsd(cut.toString('utf8'), 'fuzz.vmsd');
+      for (const e of v.entries) expect(e.created === null || !Number.isNaN(Date.parse(e.created))).to.equal(true);
+    }
+    expect(Date.now() - t0).to.be.below(20_000);
+  });
+
   it('refuses a folder with nothing to serve, in one line', async () => {
     const dir = scratch.named('empty');
     fs.mkdirSync(dir);

@@ -225,15 +225,15 @@ export function openFolder(dirArg: string): VmFolder {
     throw err;
   }
 
-  // Directory names: made safe and unique as tag names are; the root's own files and
-  // `suspended` keep their names, a snapshot called so gets `~2`.
+  // Directory names: made safe and unique as tag names are. The root's own files and
+  // `suspended` are reserved (`suspended/` is always the suspended state): a snapshot called so
+  // gets `~2`.
   const served = checkpoints.filter((c) => c.snap !== null);
-  const wanted = [...ROOT_FILES, ...served.map((c) => (c.kind === 'suspended' ? SUSPENDED : escapeName(c.displayName)))];
-  const order = [...ROOT_FILES.map((_, i) => i), ...served.map((c, i) => ({ c, i })).sort((x, y) => Number(y.c.kind === 'suspended') - Number(x.c.kind === 'suspended')).map(({ i }) => ROOT_FILES.length + i)];
-  const unique = uniqueNames(order.map((i) => wanted[i] as string));
-  order.forEach((i, k) => {
-    if (i >= ROOT_FILES.length) (served[i - ROOT_FILES.length] as FolderCheckpoint).directory = unique[k] as string;
-  });
+  const reserved = [...ROOT_FILES, SUSPENDED];
+  const others = served.filter((c) => c.kind !== 'suspended');
+  const unique = uniqueNames([...reserved, ...others.map((c) => escapeName(c.displayName))]).slice(reserved.length);
+  others.forEach((c, i) => (c.directory = unique[i] as string));
+  for (const c of served) if (c.kind === 'suspended') c.directory = SUSPENDED;
 
   const times = served.map((c) => (c.snap as Snapshot).metaFile.mtime.getTime());
   if (vmsdName !== null) times.push(fs.statSync(path.join(dir, vmsdName)).mtimeMs);
