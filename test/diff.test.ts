@@ -3,8 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFolderCheckpoint } from '../scripts/folder-writer';
 import { layout } from '../src/commands/diff';
-import { scratchDir } from './helpers/paths';
-import { runCli } from './helpers/run';
+import { BIN, scratchDir } from './helpers/paths';
+import { runCli, runCommand } from './helpers/run';
 import { CHANGED, writeVault } from './helpers/vault';
 
 const PAGE = 4096;
@@ -122,6 +122,37 @@ describe('diff: which pages changed between checkpoints', function () {
     const d = await diffJson(path.join(dir, 'a.vmss'), path.join(dir, 'b.vmss'));
     expect(d.changed).to.deep.equal(ranges(changed));
     expect(d.counts).to.deep.equal({ compared: pages, changed: changed.length, onlyA: 0, onlyB: 0 });
+  });
+
+  it('draws a progress bar on stderr when it is a terminal, and keeps stdout clean', async () => {
+    // script(1) gives the command a terminal; stdout goes to a file, so what script echoes is stderr.
+    const dir = scratch.named('tty');
+    fs.mkdirSync(dir);
+    const pages = 32768; // 128 MiB, sparse: above the size where a bar starts
+    writeFolderCheckpoint(dir, { file: 'a.vmss', pages, sparse: true });
+    writeFolderCheckpoint(dir, { file: 'b.vmss', pages, sparse: true, altered: new Map([[9, 1]]) });
+    const out = path.join(dir, 'out.txt');
+    const q = (p: string): string => `'${p.replace(/'/g, "'\\''")}'`;
+    const r = await runCommand('script', ['-qec', `${q(process.execPath)} ${q(BIN)} diff ${q(path.join(dir, 'a.vmss'))} ${q(path.join(dir, 'b.vmss'))} > ${q(out)}`, '/dev/null'], { timeoutMs: 60_000 });
+    expect(r.code, r.stdout).to.equal(0);
+    expect(r.stdout).to.match(/\[#+\] 100% 128\.0\/128\.0 MiB/);
+    const text = fs.readFileSync(out, 'utf8');
+    expect(text).to.not.match(/MiB\r|\[#/);
+    expect(text).to.match(/^changed {4}0x9000-0xa000 {2}4 KiB$/m);
+  });
+
+  it('keeps its memory bounded on a 1 GiB comparison (peak RSS under 128 MiB)', async () => {
+    const dir = scratch.named('rss');
+    fs.mkdirSync(dir);
+    const pages = 262144; // 1 GiB, sparse
+    const changed = [1, 65536, 262143];
+    writeFolderCheckpoint(dir, { file: 'a.vmss', pages, sparse: true });
+    writeFolderCheckpoint(dir, { file: 'b.vmss', pages, sparse: true, altered: new Map(changed.map((p) => [p, 1])) });
+    const r = await runCommand(process.execPath, [path.join(__dirname, 'helpers', 'rss-cli.js'), 'diff', '--json', path.join(dir, 'a.vmss'), path.join(dir, 'b.vmss')], { timeoutMs: 120_000 });
+    expect(r.code, r.stderr).to.equal(0);
+    expect((JSON.parse(r.stdout) as DiffJson).changed).to.deep.equal(ranges(changed));
+    const kib = Number(/maxrss=(\d+)/.exec(r.stderr)?.[1]);
+    expect(kib).to.be.above(0).and.below(128 * 1024);
   });
 
   it('refuses a checkpoint without memory, a missing one and an unknown name, in one line each', async () => {
