@@ -7,7 +7,7 @@ import { UsageError, VmssError, describeError } from './errors';
 import { infoJsonText, infoText } from './info';
 import { mountCommand } from './mount/command';
 import { openSnapshot } from './snapshot';
-import { isDirectory, openFolder } from './folder/folder';
+import { FOLDER_VMEM, isDirectory, openFolder } from './folder/folder';
 import { snapshotsJsonText, snapshotsText } from './folder/report';
 
 export const USAGE = `usage:
@@ -98,7 +98,7 @@ const extractCommand: Handler = async (args) => {
 
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
 async function folderInfo(dir: string, json: boolean, vmem: string | undefined): Promise<number> {
-  if (vmem !== undefined) throw new UsageError('--vmem names one checkpoint\'s memory; a VM folder finds each checkpoint\'s own');
+  if (vmem !== undefined) throw new UsageError(FOLDER_VMEM);
   const folder = openFolder(dir);
   try {
     await writeOut(json ? snapshotsJsonText(folder) : snapshotsText(folder));

@@ -1,5 +1,5 @@
 import { UsageError, VmssError } from '../errors';
-import { isDirectory, openFolder } from '../folder/folder';
+import { FOLDER_VMEM, isDirectory, openFolder } from '../folder/folder';
 import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { PageCache, SourceReadError } from '../pagecache';
 import { openSnapshot, type Snapshot } from '../snapshot';
@@ -38,7 +38,7 @@ export function openTree(snapshot: string, vmem: string | undefined): OpenTree {
 }
 
 function openFolderTree(dir: string, vmem: string | undefined): OpenTree {
-  if (vmem !== undefined) throw new UsageError('--vmem names one checkpoint\'s memory; a VM folder finds each checkpoint\'s own');
+  if (vmem !== undefined) throw new UsageError(FOLDER_VMEM);
   const folder = openFolder(dir);
   try {
     const tree = buildFolderTree(folder, new PageCache({ maxBytes: CACHE_BYTES }));

@@ -11,6 +11,8 @@ import { notTextReason, parseDictionary, parseVmsd, TEXT_MAX, type Vmsd } from '
 /** Names the folder's root holds besides the checkpoints' directories. */
 export const ROOT_FILES = ['snapshots.json', 'snapshots.txt'] as const;
 export const SUSPENDED = 'suspended';
+/** The usage error for --vmem given with a folder. */
+export const FOLDER_VMEM = "--vmem names one checkpoint's memory; a VM folder finds each checkpoint's own";
 
 /** One checkpoint of a VM folder: a snapshot of the .vmsd, the suspended state, or a file found in the folder. */
 export interface FolderCheckpoint {

@@ -2,7 +2,7 @@ import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { UsageError, VmssError, describeError } from '../errors';
-import { isDirectory, openFolder } from '../folder/folder';
+import { FOLDER_VMEM, isDirectory, openFolder } from '../folder/folder';
 import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { fuseOperations } from '../fuse/adapter';
 import { PageCache } from '../pagecache';
@@ -74,7 +74,7 @@ function runFusermount(args: string[]): Promise<boolean> {
 /** The tree to serve and what it reads: a single checkpoint, or a VM folder (a tree of checkpoint trees). */
 function openServed(opts: ServeOptions, cache: PageCache, report: Reporter): { tree: Tree; source: string; close(): void } {
   if (isDirectory(opts.snapshot)) {
-    if (opts.vmem !== undefined) throw new UsageError('--vmem names one checkpoint\'s memory; a VM folder finds each checkpoint\'s own');
+    if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
     const folder = openFolder(opts.snapshot);
     for (const w of folderWarnings(folder)) report.warning(w);
     const tree = buildFolderTree(folder, cache);
