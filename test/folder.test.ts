@@ -6,7 +6,7 @@ import { writeSnapshot } from '../scripts/writer';
 import { openFolder } from '../src/folder/folder';
 import type { SnapshotsJson } from '../src/folder/report';
 import { decodeCreateTime, notTextReason, parseVmsd } from '../src/folder/vmsd';
-import { FilePool, PooledFile } from '../src/io/pool';
+import { DEFAULT_MAX_OPEN, FilePool, PooledFile } from '../src/io/pool';
 import { TestMount } from './helpers/mount';
 import { scratchDir, tempDir } from './helpers/paths';
 import { readRange, sha256File } from './helpers/read';
@@ -420,6 +420,30 @@ describe('VM folder: commands and bad input', function () {
       for (const e of v.entries) expect(e.created === null || !Number.isNaN(Date.parse(e.created))).to.equal(true);
     }
     expect(Date.now() - t0).to.be.below(20_000);
+  });
+
+  it('serves a folder of more checkpoints than descriptors it may hold, every byte right', async () => {
+    const dir = scratch.named('many');
+    fs.mkdirSync(dir);
+    const written = Array.from({ length: DEFAULT_MAX_OPEN + 8 }, (_, i) =>
+      writeSnapshot(path.join(dir, `cp${String(i).padStart(2, '0')}.vmsn`), { memory: i % 2 ? 'vmem' : 'embedded', blobPages: 8, screenshot: false }));
+    const m = await TestMount.start(dir);
+    try {
+      const open = (): number => fs.readdirSync(`/proc/${m.pid}/fd`).filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/${m.pid}/fd/${fd}`).startsWith(dir + '/');
+        } catch {
+          return false;
+        }
+      }).length;
+      for (const w of written) {
+        const name = path.basename(w.path, '.vmsn');
+        expect(await sha256File(m.path(name, 'physmem.raw')), name).to.equal(w.physSha256());
+        expect(open()).to.be.at.most(DEFAULT_MAX_OPEN);
+      }
+    } finally {
+      await m.unmount();
+    }
   });
 
   it('refuses a folder with nothing to serve, in one line', async () => {
