@@ -14,14 +14,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { writeSnapshot, type RegionSpec } from './writer';
+import { writeFolderCheckpoint, vmsdText, type VmsdSnapshotSpec } from './folder-writer';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const BIN = path.join(REPO, 'bin', 'vmssfs');
 const CEILING = path.join(REPO, 'dist', 'scripts', 'ceiling-server.js');
 const ROUNDS = Math.max(3, Number(process.env.BENCH_ROUNDS ?? 5) || 5);
 const RANDOM_READS = Number(process.env.BENCH_RANDOM_READS ?? 20000) || 20000;
-/** Parts to run (comma list of seq, rand, xmount, mount), for tuning; default all. */
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,xmount,mount').split(','));
+/** Parts to run (comma list of seq, rand, xmount, mount, diff, folder), for tuning; default all. */
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,xmount,mount,diff,folder').split(','));
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const PAGE = 4096;
@@ -362,7 +363,7 @@ async function preRead(file: string): Promise<void> {
 }
 
 async function ensureTools(): Promise<void> {
-  if (spawnSync('sh', ['-c', 'command -v xmount'], { stdio: 'ignore' }).status !== 0) {
+  if (ONLY.has('xmount') && spawnSync('sh', ['-c', 'command -v xmount'], { stdio: 'ignore' }).status !== 0) {
     process.stdout.write('installing Debian\'s xmount\n');
     const sudo = process.getuid?.() === 0 ? [] : ['sudo'];
     const apt = (args: string[]): void => {
@@ -384,6 +385,98 @@ function machine(): string {
   return `${os.cpus().length} CPUs (nproc ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()}), ${cpu}, Linux ${os.release()}, Node ${process.version}`;
 }
 
+// ---------------------------------------------------------------------------------------------
+// VM folders and diff (issue 13)
+
+const RSS_CLI = path.join(REPO, 'dist', 'test', 'helpers', 'rss-cli.js');
+/** Pages B changes, all in the last 8 MiB of the memory file, so cmp too reads everything before it finds them. */
+const DIFF_CHANGED_FROM_END = [1, 2, 3, 1000];
+
+interface DiffInputs { a: string; b: string; vmemA: string; vmemB: string; changed: number }
+
+/** Two 1 GiB checkpoints of the same layout as the read figures', B with a few pages changed near the end. */
+function makeDiffInputs(dir: string): DiffInputs {
+  const regions = layout(GiB);
+  const last = regions[regions.length - 1] as RegionSpec;
+  const endPage = last.ppn + last.pages;
+  const a = path.join(dir, 'diffa.vmsn');
+  const b = path.join(dir, 'diffb.vmsn');
+  const stamp = path.join(dir, 'diff.done');
+  if (!fs.existsSync(stamp)) {
+    const t0 = Date.now();
+    writeFolderCheckpoint(dir, { file: 'diffa.vmsn', pages: GiB / PAGE, regions });
+    writeFolderCheckpoint(dir, { file: 'diffb.vmsn', pages: GiB / PAGE, regions, altered: new Map(DIFF_CHANGED_FROM_END.map((k) => [endPage - k, 1])) });
+    fs.writeFileSync(stamp, '');
+    process.stdout.write(`  wrote diffa and diffb (.vmsn + 1 GiB .vmem each) in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  }
+  return { a, b, vmemA: a.replace(/\.vmsn$/, '.vmem'), vmemB: b.replace(/\.vmsn$/, '.vmem'), changed: DIFF_CHANGED_FROM_END.length };
+}
+
+/** Wall time of a command in ms (exit status `ok` expected), and its output. */
+async function timed(cmd: string, args: string[], ok: number[]): Promise<{ ms: number; out: Ran }> {
+  const t0 = process.hrtime.bigint();
+  const out = await run(cmd, args, { timeoutMs: 600_000 });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  if (!ok.includes(out.code ?? -1)) throw new Error(`${cmd} ${args.join(' ')} exited ${out.code}: ${out.stderr.trim()}`);
+  return { ms, out };
+}
+
+/** One round of the diff figure: cmp of the two memory files, then vmssfs diff, both from the OS page cache. */
+async function diffRound(d: DiffInputs, s: Samples): Promise<number> {
+  await preRead(d.vmemA);
+  await preRead(d.vmemB);
+  const cmp = await timed('cmp', [d.vmemA, d.vmemB], [1]);
+  const diff = await timed(process.execPath, [RSS_CLI, 'diff', '--json', d.a, d.b], [0]);
+  const counts = (JSON.parse(diff.out.stdout) as { counts: { changed: number } }).counts;
+  if (counts.changed !== d.changed) throw new Error(`diff found ${counts.changed} changed pages, the writer changed ${d.changed}`);
+  s.add('diff.cmp', cmp.ms);
+  s.add('diff.vmssfs', diff.ms);
+  s.add('diff.ratio', diff.ms / cmp.ms);
+  return Number(/maxrss=(\d+)/.exec(diff.out.stderr)?.[1] ?? NaN) * 1024;
+}
+
+const FOLDER_SNAPSHOTS = 4;
+
+/** A VM folder of FOLDER_SNAPSHOTS sparse 64 GiB snapshots, and one more such snapshot alone. */
+function makeFolderInputs(dir: string): { folder: string; single: string } {
+  const folder = path.join(dir, 'vmfolder');
+  const single = path.join(dir, 'single', 'alone.vmsn');
+  const stamp = path.join(dir, 'folder.done');
+  if (!fs.existsSync(stamp)) {
+    const t0 = Date.now();
+    fs.mkdirSync(folder, { recursive: true });
+    fs.mkdirSync(path.dirname(single), { recursive: true });
+    const regions = layout(64 * GiB);
+    const snaps: VmsdSnapshotSpec[] = [];
+    for (let k = 1; k <= FOLDER_SNAPSHOTS; k++) {
+      const spec: VmsdSnapshotSpec = { uid: k, parent: k > 1 ? k - 1 : undefined, displayName: `snapshot ${k}`, created: new Date(Date.UTC(2024, 0, k)).toISOString(), file: `vm-Snapshot${k}.vmsn`, pages: (64 * GiB) / PAGE, regions, sparse: true };
+      writeFolderCheckpoint(folder, spec);
+      snaps.push(spec);
+    }
+    fs.writeFileSync(path.join(folder, 'vm.vmx'), 'displayName = "vm"\n');
+    fs.writeFileSync(path.join(folder, 'vm.vmsd'), vmsdText(snaps, FOLDER_SNAPSHOTS));
+    writeFolderCheckpoint(path.dirname(single), { file: 'alone.vmsn', pages: (64 * GiB) / PAGE, regions, sparse: true });
+    fs.writeFileSync(stamp, '');
+    process.stdout.write(`  wrote a folder of ${FOLDER_SNAPSHOTS} sparse 64 GiB snapshots and one alone in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  }
+  return { folder, single };
+}
+
+/** Mount time, daemon mode: command start to the first stat of `probe` in the mount. */
+async function mountTime(source: string, probe: string): Promise<number> {
+  const mnt = freshMountpoint('mt');
+  const t0 = process.hrtime.bigint();
+  const r = await run(process.execPath, [BIN, source, mnt], { timeoutMs: 60_000 });
+  const daemon = new Server('vmssfs daemon', mnt, probe, pidByArg(mnt, '--daemon-child'), true);
+  try {
+    if (r.code !== 0) throw new Error(`vmssfs ${source} ${mnt} failed: ${r.stderr.trim()}`);
+    await fs.promises.stat(path.join(mnt, probe));
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  } finally {
+    await daemon.stop();
+  }
+}
+
 async function main(): Promise<number> {
   const keep = process.env.BENCH_DIR;
   WORK = keep ? path.resolve(keep) : fs.mkdtempSync(path.join(os.tmpdir(), 'vmssfs-bench-'));
@@ -391,12 +484,15 @@ async function main(): Promise<number> {
   const s = new Samples();
   let rssPeak = 0;
   let xmountRssPeak = 0;
+  let diffRssPeak = 0;
   try {
     await ensureTools();
     process.stdout.write(`machine: ${machine()}\nrounds: ${ROUNDS} (medians shown; ratios are medians of per-round ratios)\ninputs in ${WORK}\n`);
     const big = makeInput(WORK, 'bench1g', GiB, false);
     const huge = makeInput(WORK, 'bench64g', 64 * GiB, true);
     const tiny = makeInput(WORK, 'bench8m', 8 * MiB, true);
+    const diffInputs = ONLY.has('diff') ? makeDiffInputs(WORK) : null;
+    const folderInputs = ONLY.has('folder') ? makeFolderInputs(WORK) : null;
 
     // The bytes every contender serves: the guest's 1 GiB, the .vmem read straight through.
     await preRead(big.vmem);
@@ -496,6 +592,16 @@ async function main(): Promise<number> {
         }
       }
 
+      // VM folders and diff (issue 13)
+      if (diffInputs) diffRssPeak = Math.max(diffRssPeak, await diffRound(diffInputs, s));
+      if (folderInputs) {
+        const one = await mountTime(folderInputs.single, 'physmem.raw');
+        const all = await mountTime(folderInputs.folder, `snapshot ${FOLDER_SNAPSHOTS}/physmem.raw`);
+        s.add('folder.one', one);
+        s.add('folder.all', all);
+        s.add('folder.ratio', all / one);
+      }
+
       for (const k of ['seq', 'rand']) {
         s.add(`${k}.ratio.ceiling`, (s.all(`${k}.vmssfs`).at(-1) as number) / (s.all(`${k}.ceiling`).at(-1) as number));
         s.add(`${k}.ratio.xmount`, (s.all(`${k}.vmssfs`).at(-1) as number) / (s.all(`${k}.xmount`).at(-1) as number));
@@ -522,10 +628,16 @@ async function main(): Promise<number> {
     ['4. mount to first stat, ms (8 MiB | 64 GiB)', '', '', `${f0(s.med('mount.8m'))} | ${f0(s.med('mount.64g'))}`, '',
       `${f2(s.med('mount.ratio'))} (64 GiB / 8 MiB)`, '<= 1.5', verdict(s.med('mount.ratio') <= 1.5)],
     ['5. daemon peak RSS (VmHWM), MiB', '', '', f0(rssPeak / MiB), f0(xmountRssPeak / MiB), '', '< 256 MiB', verdict(rssPeak < 256 * MiB)],
+    ['6. diff of two 1 GiB checkpoints, ms (cmp | vmssfs)', '', '', `${f0(s.med('diff.cmp'))} | ${f0(s.med('diff.vmssfs'))}`, '',
+      `${f2(s.med('diff.ratio'))}x cmp`, '<= 1.5x cmp', verdict(s.med('diff.ratio') <= 1.5)],
+    ['7. diff peak RSS, MiB', '', '', f0(diffRssPeak / MiB), '', '', '< 128 MiB', verdict(diffRssPeak < 128 * MiB)],
+    [`8. mount to first stat, ms (1 | folder of ${FOLDER_SNAPSHOTS}, 64 GiB each)`, '', '', `${f0(s.med('folder.one'))} | ${f0(s.med('folder.all'))}`, '',
+      `${f2(s.med('folder.ratio'))} (folder / one)`, '<= 1.5', verdict(s.med('folder.ratio') <= 1.5)],
   ];
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
   process.stdout.write('\n' + rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n') + '\n');
   process.stdout.write(`\nper round: ${['seq', 'warm', 'rand'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
+  process.stdout.write(`diff per round: cmp ${s.all('diff.cmp').map(f0).join('/')} vmssfs ${s.all('diff.vmssfs').map(f0).join('/')}; folder mount per round: one ${s.all('folder.one').map(f0).join('/')} folder ${s.all('folder.all').map(f0).join('/')}\n`);
   const failed = rows.slice(1).some((r) => r[7] === 'FAIL');
   return failed ? 1 : 0;
 }

@@ -2,12 +2,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseOptions, wantsHelp } from './args';
 import { cat } from './commands/cat';
+import { diff } from './commands/diff';
 import { extract } from './commands/extract';
 import { ls } from './commands/ls';
 import { UsageError, VmssError, describeError } from './errors';
 import { mountCommand } from './mount/command';
 import { openEvidence, type OpenOptions } from './open';
 import { OutputClosed, stdoutOutput } from './output';
+import { FOLDER_VMEM, isDirectory, openFolder } from './folder/folder';
+import { snapshotsJsonText, snapshotsText } from './folder/report';
 
 const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
   --assume-flat    when the memory group is lost or damaged (layout unknown), serve the memory
@@ -37,6 +40,14 @@ ${VMEM_HELP}`,
   physmem.elf), sparse where the memory has holes, read-only (0444), dated by the snapshot
   --force          replace files that already exist under OUTDIR (links there are never followed)
 ${VMEM_HELP}`,
+  diff: `usage:
+  vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] A B
+  which guest-physical pages differ between checkpoints A and B (files, or VMDIR:NAME for a
+  snapshot of a VM folder): merged ranges, then pages only in A or only in B, and the counts
+  --json           the same as JSON: {a, b, pageSize, changed, onlyA, onlyB, counts}
+  --vmem-a FILE, --vmem-b FILE
+                   A's or B's memory file, when it is not the checkpoint's own
+`,
 };
 
 export const USAGE = `usage:
@@ -50,8 +61,14 @@ export const USAGE = `usage:
   vmssfs extract [--force] [--vmem FILE] [--assume-flat] SNAPSHOT OUTDIR [PATH...]
                                              copy files or directories of the tree to OUTDIR/PATH;
                                              no PATH: everything but physmem.lime and physmem.elf
+  vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] A B
+                                             which guest-physical pages differ between checkpoints
+                                             A and B (files, or VMDIR:NAME for a folder's snapshot)
   vmssfs COMMAND --help                      that command's usage
   vmssfs --version | -V                      print the version
+
+SNAPSHOT may also be a VM folder (holding a .vmx and its .vmsd): one directory per checkpoint,
+plus snapshots.json and snapshots.txt.
 
 options of every command:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
@@ -109,6 +126,7 @@ function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean }): Op
 const info: Handler = async (args) => {
   const { values, positionals } = parse('info', args, { ...EVIDENCE, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
   if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
+  if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, values.vmem);
   const snap = openEvidence(positionals[0] as string, evidenceOptions(values));
   try {
     await writeOut(values.json ? snap.infoJsonText(snap.warnings) : snap.infoText(snap.warnings, { verbose: values.verbose }));
@@ -140,7 +158,28 @@ const extractCommand: Handler = async (args) => {
   return 0;
 };
 
-const commands: ReadonlyMap<string, Handler> = new Map([['info', info], ['ls', lsCommand], ['cat', catCommand], ['extract', extractCommand]]);
+// --- VM folders and diff (issue 13)
+
+/** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
+async function folderInfo(dir: string, json: boolean, vmem: string | undefined): Promise<number> {
+  if (vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+  const folder = openFolder(dir);
+  try {
+    await writeOut(json ? snapshotsJsonText(folder) : snapshotsText(folder));
+  } finally {
+    folder.close();
+  }
+  return 0;
+}
+
+const diffCommand: Handler = async (args) => {
+  const { values, positionals } = parse('diff', args, { json: { type: 'boolean' }, 'vmem-a': { type: 'string' }, 'vmem-b': { type: 'string' } });
+  if (positionals.length !== 2) throw new CommandUsageError('diff takes two checkpoints, A and B', 'diff');
+  await diff(positionals[0] as string, positionals[1] as string, { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'] }, writeOut);
+  return 0;
+};
+
+const commands: ReadonlyMap<string, Handler> = new Map([['info', info], ['ls', lsCommand], ['cat', catCommand], ['extract', extractCommand], ['diff', diffCommand]]);
 
 /** Levenshtein distance, for "did you mean": command names are short, so the naive table is fine. */
 function distance(a: string, b: string): number {

@@ -18,3 +18,8 @@ export { PageCache, SourceReadError, type ChunkSource } from './pagecache';
 export { buildTree, type Tree } from './tree/build';
 export type { Node, FileNode, DirNode } from './tree/nodes';
 export { infoJson, infoJsonText, infoText, type InfoJson } from './info';
+// VM folders (a tree of checkpoint trees) and diff
+export { openFolder, type VmFolder, type FolderCheckpoint } from './folder/folder';
+export { buildFolderTree } from './folder/tree';
+export { parseVmsd, decodeCreateTime, type Vmsd, type VmsdEntry } from './folder/vmsd';
+export { FilePool, PooledFile } from './io/pool';

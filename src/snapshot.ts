@@ -4,13 +4,13 @@ import { VmssError } from './errors';
 import { parseCheckpoint, findGroup, findTag, type Checkpoint } from './format/checkpoint';
 import { hex } from './format/header';
 import { atimeWarning, SourceFile } from './io/source';
-import type { Evidence, PhysMem } from './evidence';
+import type { Evidence, EvidenceFile, PhysMem } from './evidence';
 import { checkpointCpuState } from './format/cpustate';
 import { infoJsonText, infoText } from './info';
 import { buildRuns, expectedBlobSize, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
 import { tagLabel, type Tag } from './format/tags';
 
-export type { PhysMem } from './evidence';
+export type { EvidenceFile, PhysMem } from './evidence';
 
 /** A checkpoint opened for serving: parsed metadata plus, when it can be served, its physical memory. */
 export interface Snapshot extends Evidence {
@@ -25,6 +25,8 @@ export interface OpenOptions {
    * flat memory from address 0 anyway: the user's explicit choice, reported as a warning.
    */
   assumeFlat?: boolean;
+  /** How to open evidence files (default SourceFile.open); a VM folder passes its descriptor pool's. */
+  openFile?: (path: string) => EvidenceFile;
 }
 
 const VMEM = /\.vmem$/i;
@@ -100,8 +102,9 @@ function plainMemoryTag(cp: Checkpoint): Tag | undefined {
 /** Open and parse a snapshot given as .vmss, .vmsn or .vmem. Throws VmssError when the metadata is unusable. */
 export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
   const paths = resolvePaths(arg, opts);
-  const metaFile = SourceFile.open(paths.meta);
-  let memFile: SourceFile | null = null;
+  const openFile = opts.openFile ?? SourceFile.open;
+  const metaFile = openFile(paths.meta);
+  let memFile: EvidenceFile | null = null;
   try {
     const checkpoint = parseCheckpoint(metaFile);
     const warnings = [...checkpoint.warnings, ...paths.notes];
@@ -133,7 +136,7 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
         warnings.push(`the checkpoint holds its own ${memoryLabel} block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
       }
       try {
-        memFile = SourceFile.open(vmemPath);
+        memFile = openFile(vmemPath);
         memoryPath = vmemPath;
         blob = { offset: 0, length: memFile.size, wholeFile: true };
       } catch (err) {

@@ -72,10 +72,13 @@ describe('cli', () => {
       expectOneLineError(await runCli(['info', p]), p, /absurd group count 2147483647/);
     });
 
-    it('a file that does not exist, and a directory', async () => {
+    it('a file that does not exist, and a directory holding no checkpoint', async () => {
       const missing = file('missing.vmss');
       expectOneLineError(await runCli(['info', missing]), missing, /cannot open: no such file/);
-      expectOneLineError(await runCli(['info', scratch.dir]), scratch.dir, /directory/);
+      // A directory is taken as a VM folder (issue 13); one with nothing to serve is refused.
+      const empty = file('empty-dir');
+      fs.mkdirSync(empty);
+      expectOneLineError(await runCli(['info', empty]), empty, /not a VM folder/);
     });
   });
 

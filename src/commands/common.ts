@@ -1,4 +1,6 @@
-import { VmssError } from '../errors';
+import { UsageError, VmssError } from '../errors';
+import { FOLDER_VMEM, isDirectory, openFolder } from '../folder/folder';
+import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { PageCache, SourceReadError } from '../pagecache';
 import type { Evidence } from '../evidence';
 import { openEvidence, type OpenOptions } from '../open';
@@ -12,7 +14,8 @@ const CACHE_BYTES = 64 * 1024 * 1024;
 export const CHUNK = 1024 * 1024;
 
 export interface OpenTree {
-  snap: Evidence;
+  /** The evidence, or null for a VM folder (a tree of checkpoint trees). */
+  snap: Evidence | null;
   tree: Tree;
   close(): void;
 }
@@ -22,6 +25,7 @@ export interface OpenTree {
  * commands that work without FUSE. Warnings go to stderr as the mount prints them.
  */
 export function openTree(snapshot: string, opts: OpenOptions): OpenTree {
+  if (isDirectory(snapshot)) return openFolderTree(snapshot, opts.vmem);
   const snap = openEvidence(snapshot, opts);
   try {
     const tree = buildTree(snap, new PageCache({ maxBytes: CACHE_BYTES }));
@@ -37,6 +41,19 @@ export function openTree(snapshot: string, opts: OpenOptions): OpenTree {
 /** The path components of a tree path as the user wrote it: `./groups//cpu/` is `groups`, `cpu`. */
 export function treeParts(treePath: string): string[] {
   return treePath.split('/').filter((p) => p !== '' && p !== '.');
+}
+
+function openFolderTree(dir: string, vmem: string | undefined): OpenTree {
+  if (vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+  const folder = openFolder(dir);
+  try {
+    const tree = buildFolderTree(folder, new PageCache({ maxBytes: CACHE_BYTES }));
+    for (const w of [...folderWarnings(folder), ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);
+    return { snap: null, tree, close: folder.close };
+  } catch (err) {
+    folder.close();
+    throw err;
+  }
 }
 
 /** The node at `path` (slash-separated, relative to the root), or the CLI's one-line error. */

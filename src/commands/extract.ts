@@ -4,7 +4,7 @@ import { VmssError } from '../errors';
 import { errnoText } from '../io/source';
 import type { OpenOptions } from '../open';
 import type { Tree } from '../tree/build';
-import type { FileNode, Node } from '../tree/nodes';
+import type { DirNode, FileNode, Node } from '../tree/nodes';
 import { CHUNK, lookup, openTree, readChunk, treeParts } from './common';
 
 /**
@@ -33,7 +33,7 @@ function totalBytes(node: Node): number {
 }
 
 /** A one-line bar on a terminal's stderr, redrawn at most every 100 ms. */
-class Progress {
+export class Progress {
   private done = 0;
   private last = 0;
   constructor(private readonly total: number, private readonly stream: NodeJS.WriteStream) {}
@@ -222,6 +222,16 @@ async function makeParents(outDir: string, treePath: string): Promise<void> {
   for (let i = 1; i < parts.length; i++) await makeDir(path.join(outDir, ...parts.slice(0, i)));
 }
 
+/** A checkpoint's root entries but the derived views, under `prefix`. */
+function withoutViews(dir: DirNode, prefix: string): Item[] {
+  return [...dir.children].filter(([name]) => !DERIVED_VIEWS.has(name)).map(([name, node]) => ({ treePath: prefix + name, node }));
+}
+
+/** A VM folder's root files, and each checkpoint's directory without its derived views. */
+function folderItems(root: DirNode): Item[] {
+  return [...root.children].flatMap(([name, node]) => (node.kind === 'dir' ? withoutViews(node, `${name}/`) : [{ treePath: name, node }]));
+}
+
 /**
  * `vmssfs extract SNAPSHOT OUTDIR [PATH...]`: each PATH (a file or a whole directory) is written
  * to OUTDIR/PATH, keeping its place in the tree, so several PATHs never collide. Without PATH:
@@ -235,7 +245,7 @@ export async function extract(snapshot: string, outDir: string, paths: string[],
     const root = t.tree.root;
     const items: Item[] = paths.length > 0
       ? paths.map((p) => ({ treePath: p, node: lookup(t.tree, p) }))
-      : [...root.children].filter(([name]) => !DERIVED_VIEWS.has(name)).map(([name, node]) => ({ treePath: name, node }));
+      : t.snap === null ? folderItems(root) : withoutViews(root, '');
     const total = items.reduce((sum, i) => sum + totalBytes(i.node), 0);
     const progress = process.stderr.isTTY && total > PROGRESS_MIN_BYTES ? new Progress(total, process.stderr) : null;
     await fs.promises.mkdir(outDir, { recursive: true }).catch((err: unknown) => fail(outDir, err));

@@ -149,7 +149,7 @@ const LOCAL_FS_TYPES = new Set([
   0x73717368, // squashfs
 ]);
 
-function onLocalFilesystem(file: string): boolean {
+export function onLocalFilesystem(file: string): boolean {
   try {
     return LOCAL_FS_TYPES.has(fs.statfsSync(file).type);
   } catch {
@@ -157,7 +157,7 @@ function onLocalFilesystem(file: string): boolean {
   }
 }
 
-function openReadOnly(file: string): { fd: number; noatime: boolean } {
+export function openReadOnly(file: string): { fd: number; noatime: boolean } {
   // O_CLOEXEC is the default for Node's opens, so children never inherit evidence descriptors.
   if (O_NOATIME) {
     try {
@@ -170,7 +170,7 @@ function openReadOnly(file: string): { fd: number; noatime: boolean } {
 }
 
 /** The warning for a source whose access time reads may change (said once, with the snapshot's warnings). */
-export function atimeWarning(src: SourceFile): string | null {
+export function atimeWarning(src: Pick<SourceFile, 'name' | 'atimeKept'>): string | null {
   if (src.atimeKept) return null;
   return `${src.name}: opened without O_NOATIME (the kernel allows it only to the file's owner or root): reading it may update its access time`;
 }

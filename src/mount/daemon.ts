@@ -1,12 +1,14 @@
 import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
-import { VmssError, describeError } from '../errors';
+import { UsageError, VmssError, describeError } from '../errors';
+import { FOLDER_VMEM, isDirectory, openFolder } from '../folder/folder';
+import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { fuseOperations } from '../fuse/adapter';
 import { PageCache } from '../pagecache';
+import type { EvidenceFile } from '../evidence';
 import { openEvidence } from '../open';
-import { buildTree } from '../tree/build';
-import type { SourceFile } from '../io/source';
+import { buildTree, type Tree } from '../tree/build';
 import { fittedMountOptions, optionString, parseUserOptions, type UserOptions } from './options';
 import { fusermount, mountAt } from './preflight';
 
@@ -22,7 +24,7 @@ export interface ServeOptions {
   fuseOptions: string[];
   debug: boolean;
   /** Called with the opened evidence files before anything is mounted or logged (the log is checked against them). */
-  onSources?(sources: readonly SourceFile[]): void;
+  onSources?(sources: readonly EvidenceFile[]): void;
 }
 
 /** How the daemon tells whoever started it what happened: stderr in the foreground, a pipe when detached. */
@@ -64,8 +66,8 @@ function currentMounter(): Mounter {
  * mounts could read the evidence only through an ACL or a capability (the modes would lock them
  * out of their own mount): then they own the tree.
  */
-export function treeModes(sources: readonly SourceFile[], user: UserOptions, mounter: Mounter = currentMounter()): { uid: number; gid: number; file: number; dir: number } {
-  const first = sources[0] as SourceFile;
+export function treeModes(sources: readonly EvidenceFile[], user: UserOptions, mounter: Mounter = currentMounter()): { uid: number; gid: number; file: number; dir: number } {
+  const first = sources[0] as EvidenceFile;
   let mode = 0o444;
   for (const s of sources) mode &= s.owner.mode;
   const othersRead = (mode & 0o004) !== 0;
@@ -87,6 +89,46 @@ function runFusermount(args: string[]): Promise<boolean> {
   });
 }
 
+/** What a mount serves: its tree, the files it reads, and what to tell the user about them. */
+interface Served {
+  tree: Tree;
+  /** The path the user named: the mount's fsname. */
+  source: string;
+  /** Every evidence file read: the tree grants no more than they do, and a log is never one of them. */
+  files: EvidenceFile[];
+  warnings: string[];
+  close(): void;
+}
+
+/** The tree to serve and what it reads: a single piece of evidence, or a VM folder (a tree of checkpoint trees). */
+function openServed(opts: ServeOptions, cache: PageCache): Served {
+  if (isDirectory(opts.snapshot)) {
+    if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+    const folder = openFolder(opts.snapshot);
+    try {
+      const tree = buildFolderTree(folder, cache);
+      const files = folder.checkpoints.flatMap((c) => (c.snap ? evidenceFiles(c.snap) : []));
+      return { tree, source: folder.dir, files, warnings: [...folderWarnings(folder), ...(tree.notes ?? [])], close: folder.close };
+    } catch (err) {
+      folder.close();
+      throw err;
+    }
+  }
+  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat });
+  try {
+    const tree = buildTree(snap, cache);
+    const warnings = [...snap.warnings, ...(snap.physmemError ? [`physmem.raw is not served: ${snap.physmemError}`] : []), ...(tree.notes ?? [])];
+    return { tree, source: snap.metaFile.name, files: evidenceFiles(snap), warnings, close: () => snap.close() };
+  } catch (err) {
+    snap.close();
+    throw err;
+  }
+}
+
+function evidenceFiles(e: { metaFile: EvidenceFile; physmem: { file: EvidenceFile } | null }): EvidenceFile[] {
+  return e.physmem && e.physmem.file !== e.metaFile ? [e.metaFile, e.physmem.file] : [e.metaFile];
+}
+
 /**
  * Parse, mount and serve until unmounted (fusermount -u, or a signal). Resolves with the exit
  * status once the mount is gone; rejects with VmssError when it could not mount.
@@ -100,25 +142,22 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     process.on(sig, () => (stop ? stop(sig) : (earlySignal ??= sig)));
   }
   const user = parseUserOptions(opts.fuseOptions);
-  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat });
-  const sources = snap.physmem && snap.physmem.file !== snap.metaFile ? [snap.metaFile, snap.physmem.file] : [snap.metaFile];
-  let options: string[];
-  try {
-    opts.onSources?.(sources);
-    options = fittedMountOptions(fs.realpathSync(snap.metaFile.name), user.fuse);
-  } catch (err) {
-    snap.close();
-    throw err;
-  }
-  for (const w of snap.warnings) report.warning(w);
-  if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
   const cache = new PageCache({
     maxBytes: opts.cacheMiB * 1024 * 1024,
     onSlow: (source, ms, forMs) => report.log(`${source}: a read took ${ms} ms (the disk, not memory): its reads go to the thread pool for ${forMs / 1000} s, so that it stalls no other read`),
   });
-  const tree = buildTree(snap, cache);
-  for (const note of tree.notes ?? []) report.warning(note);
-  const modes = treeModes(sources, user);
+  const served = openServed(opts, cache);
+  let options: string[];
+  try {
+    opts.onSources?.(served.files);
+    options = fittedMountOptions(fs.realpathSync(served.source), user.fuse);
+  } catch (err) {
+    served.close();
+    throw err;
+  }
+  for (const w of served.warnings) report.warning(w);
+  const tree = served.tree;
+  const modes = treeModes(served.files, user);
   const ops = fuseOperations(tree, {
     uid: modes.uid,
     gid: modes.gid,
@@ -143,7 +182,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     // vmssfs mount there now is this one.
     const left = await mountAt(opts.mountpoint).catch(() => undefined);
     if (left?.fsType === 'fuse.vmssfs') await runFusermount(['-uz', opts.mountpoint]);
-    snap.close();
+    served.close();
     throw err;
   }
 
@@ -157,7 +196,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
         const st = cache.stats;
         report.log(`page cache: ${st.hits} hits, ${st.misses} chunk misses (${st.shared} shared, ${st.prefetched} read ahead), ${st.direct} reads straight from the source`);
       }
-      snap.close();
+      served.close();
       resolve(code);
     };
     // fuse-native does not tell JS when the kernel drops the mount (fusermount -u from outside):

@@ -3,7 +3,10 @@ import * as path from 'node:path';
 import { VmssError } from '../errors';
 import { errnoText, type SourceFile } from '../io/source';
 
-function isSource(st: { dev: number; ino: number }, sources: readonly SourceFile[]): SourceFile | undefined {
+/** What the log is checked against: each evidence file's name and identity. */
+type LogGuarded = Pick<SourceFile, 'name' | 'identity'>;
+
+function isSource(st: { dev: number; ino: number }, sources: readonly LogGuarded[]): LogGuarded | undefined {
   return sources.find((s) => s.identity.dev === st.dev && s.identity.ino === st.ino);
 }
 
@@ -15,7 +18,7 @@ const O_NOFOLLOW = fs.constants.O_NOFOLLOW ?? 0;
  * a symbolic link is never followed (it could point at the evidence once checked). The check is
  * made again on the open descriptor, so a file swapped in between is caught too.
  */
-export function openLog(file: string, sources: readonly SourceFile[]): number {
+export function openLog(file: string, sources: readonly LogGuarded[]): number {
   const refuse = (why: string): never => {
     throw new VmssError(`${file}: refused as --log: ${why}`);
   };

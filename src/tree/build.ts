@@ -23,8 +23,7 @@ export interface Tree {
 const CONFIG_MAX = 16 * 1024 * 1024;
 
 class Builder {
-  private nextIno = 1;
-  constructor(private readonly snap: Evidence, private readonly cache: PageCache) {}
+  constructor(private readonly snap: Evidence, private readonly cache: PageCache, private nextIno: number) {}
 
   ino(): number {
     return this.nextIno++;
@@ -93,9 +92,15 @@ class Builder {
   }
 }
 
+export interface BuildOptions {
+  /** Inode number of the root (default 1); the tree numbers onwards from it. A VM folder's
+   * subtrees each start past the last, so numbers stay unique across the whole mount. */
+  firstIno?: number;
+}
+
 /** The tree of any evidence: memory and its views, info.txt and metadata.json, and the checkpoint's tags when it has them. */
-export function buildTree(snap: Evidence, cache: PageCache): Tree {
-  const b = new Builder(snap, cache);
+export function buildTree(snap: Evidence, cache: PageCache, opts: BuildOptions = {}): Tree {
+  const b = new Builder(snap, cache, opts.firstIno ?? 1);
   const root = b.dir();
   const add = (name: string, node: Node | null): void => {
     if (node) root.children.set(name, node);

@@ -1,0 +1,251 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { VmssError } from '../errors';
+import { findTag } from '../format/checkpoint';
+import { errnoText } from '../io/source';
+import { FilePool } from '../io/pool';
+import { openSnapshot, type Snapshot } from '../snapshot';
+import { escapeName, uniqueNames } from '../tree/names';
+import { notTextReason, parseDictionary, parseVmsd, TEXT_MAX, type Vmsd } from './vmsd';
+
+/** Names the folder's root holds besides the checkpoints' directories. */
+export const ROOT_FILES = ['snapshots.json', 'snapshots.txt'] as const;
+export const SUSPENDED = 'suspended';
+/** The usage error for --vmem given with a folder. */
+export const FOLDER_VMEM = "--vmem names one checkpoint's memory; a VM folder finds each checkpoint's own";
+
+/** One checkpoint of a VM folder: a snapshot of the .vmsd, the suspended state, or a file found in the folder. */
+export interface FolderCheckpoint {
+  /** Its directory in the mount; null when it cannot be served (see problem). */
+  directory: string | null;
+  /** snapshot: listed in the .vmsd; suspended: the VM's suspended state; found: in the folder, listed nowhere. */
+  kind: 'snapshot' | 'suspended' | 'found';
+  displayName: string;
+  description: string;
+  uid: number | null;
+  /** uid of the parent snapshot (the suspended state's parent is the .vmsd's current snapshot). */
+  parent: number | null;
+  /** From the .vmsd, ISO 8601 UTC; null for checkpoints it does not list. */
+  created: string | null;
+  /** The checkpoint file's mtime, ISO 8601 UTC; null when the file is missing. */
+  modified: string | null;
+  /** The checkpoint file's absolute path (as the .vmsd or .vmx names it, when missing). */
+  file: string | null;
+  /** Basenames of the files served: the checkpoint, then its memory file when separate. */
+  files: string[];
+  disks: string[];
+  hasMemory: boolean;
+  /** The .vmsd's snapshot.current. */
+  current: boolean;
+  /** Why it is not served (a missing or unreadable file), else null. */
+  problem: string | null;
+  snap: Snapshot | null;
+}
+
+export interface VmFolder {
+  dir: string;
+  vmx: string | null;
+  vmsd: string | null;
+  checkpoints: FolderCheckpoint[];
+  warnings: string[];
+  /** The newest of the .vmsd's and the checkpoints' mtimes: the mount's file times. */
+  mtime: Date;
+  pool: FilePool;
+  close(): void;
+}
+
+const CHECKPOINT_EXT = /\.(vmss|vmsn)$/i;
+
+function isFile(p: string): boolean {
+  try {
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Is `p` a directory (a VM folder to open) rather than a checkpoint file? */
+export function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** A small text file of the folder, or null (with a warning) when it is too large or unreadable. */
+function readText(file: string, warnings: string[]): Buffer | null {
+  try {
+    const st = fs.statSync(file);
+    if (st.size > TEXT_MAX) {
+      warnings.push(`${file}: ${st.size} bytes is too large for a VMware text file; ignored`);
+      return null;
+    }
+    return fs.readFileSync(file);
+  } catch (err) {
+    warnings.push(`${file}: cannot read: ${errnoText(err)}; ignored`);
+    return null;
+  }
+}
+
+/** Of several candidates, the one sharing `stem`'s basename, else the first by name. */
+function pick(files: string[], stem: string | null, what: string, dir: string, warnings: string[]): string | null {
+  if (files.length === 0) return null;
+  const sorted = [...files].sort();
+  const chosen = (stem !== null && sorted.find((f) => f.replace(/\.[^.]*$/, '') === stem)) || (sorted[0] as string);
+  if (sorted.length > 1) warnings.push(`${dir} holds ${sorted.length} ${what} files (${sorted.join(', ')}); used ${chosen}`);
+  return chosen;
+}
+
+/** Where a file the .vmsd or .vmx names lives: relative names are the folder's; an absolute one from another machine is looked for in the folder. */
+function resolveNamed(dir: string, name: string): string {
+  if (!path.isAbsolute(name)) return path.resolve(dir, name);
+  if (isFile(name)) return name;
+  return path.join(dir, path.basename(name));
+}
+
+function hasMemoryOrSibling(snap: Snapshot, file: string): boolean {
+  return findTag(snap.checkpoint, 'memory', 'Memory', [0, 0])?.block === true || isFile(file.replace(/\.[^./]*$/, '') + '.vmem');
+}
+
+/**
+ * Open a VM folder: read its .vmx and .vmsd, and parse every checkpoint's metadata (memory files
+ * are stat()ed, not opened: they are opened on first read, through one bounded descriptor pool).
+ * Throws VmssError only when the folder cannot be read or holds nothing to serve.
+ */
+export function openFolder(dirArg: string): VmFolder {
+  const dir = path.resolve(dirArg);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((n) => isFile(path.join(dir, n)));
+  } catch (err) {
+    throw new VmssError(`${dirArg}: cannot read the folder: ${errnoText(err)}`);
+  }
+  const warnings: string[] = [];
+  const vmx = pick(names.filter((n) => /\.vmx$/i.test(n)), null, '.vmx', dir, warnings);
+  const vmxStem = vmx === null ? null : vmx.replace(/\.[^.]*$/, '');
+  let vmsdName = pick(names.filter((n) => /\.vmsd$/i.test(n)), vmxStem, '.vmsd', dir, warnings);
+
+  let vmsd: Vmsd = { entries: [], current: null, warnings: [] };
+  if (vmsdName !== null) {
+    const file = path.join(dir, vmsdName);
+    const bytes = readText(file, warnings);
+    const why = bytes && notTextReason(bytes);
+    if (bytes === null) vmsdName = null;
+    else if (why) {
+      warnings.push(`${file}: not a snapshot database (${why}); ignored`);
+      vmsdName = null;
+    } else {
+      vmsd = parseVmsd(bytes.toString('utf8'), file);
+      warnings.push(...vmsd.warnings);
+    }
+  }
+
+  let vmState: string | null = null;
+  if (vmx !== null) {
+    const file = path.join(dir, vmx);
+    const bytes = readText(file, warnings);
+    const why = bytes && notTextReason(bytes);
+    if (why) warnings.push(`${file}: not a VMware configuration (${why}); ignored`);
+    else if (bytes) vmState = parseDictionary(bytes.toString('utf8')).values.get('checkpoint.vmstate') || null;
+  }
+
+  const pool = new FilePool();
+  const claimed = new Set<string>();
+  const checkpoints: FolderCheckpoint[] = [];
+
+  const open = (cp: Omit<FolderCheckpoint, 'snap' | 'files' | 'hasMemory' | 'modified' | 'problem' | 'directory'>): void => {
+    const entry: FolderCheckpoint = { ...cp, directory: null, files: [], hasMemory: false, modified: null, problem: null, snap: null };
+    checkpoints.push(entry);
+    const file = cp.file;
+    if (file === null) {
+      entry.problem = 'the .vmsd names no checkpoint file';
+      return;
+    }
+    claimed.add(path.resolve(file));
+    entry.files = [path.basename(file)];
+    if (!isFile(file)) {
+      entry.problem = `${path.basename(file)} is missing from the folder`;
+      warnings.push(`${file}: ${cp.kind === 'suspended' ? 'the suspended state the .vmx names' : `snapshot "${cp.displayName}"`} is missing; listed in snapshots.json, not served`);
+      return;
+    }
+    try {
+      const snap = openSnapshot(file, { openFile: (p) => pool.file(p) });
+      entry.modified = snap.metaFile.mtime.toISOString();
+      entry.hasMemory = snap.physmem !== null;
+      if (snap.memoryPath !== null && path.resolve(snap.memoryPath) !== path.resolve(file)) {
+        entry.files.push(path.basename(snap.memoryPath));
+        claimed.add(path.resolve(snap.memoryPath));
+      }
+      if (snap.physmem === null && !hasMemoryOrSibling(snap, file)) {
+        const stem = path.basename(file).replace(/\.[^.]*$/, '');
+        snap.physmemError = `${cp.kind === 'snapshot' ? `snapshot "${cp.displayName}"` : path.basename(file)} holds no guest memory: ${path.basename(file)} has no memory/Memory[0][0] block and no ${stem}.vmem is beside it (a snapshot taken without the VM's memory, or a copy that left the .vmem behind); its metadata is served`;
+      }
+      entry.snap = snap;
+    } catch (err) {
+      if (!(err instanceof VmssError)) throw err;
+      entry.problem = err.message;
+      warnings.push(`${err.message}; listed in snapshots.json, not served`);
+    }
+  };
+
+  try {
+    for (const e of vmsd.entries) {
+      open({
+        kind: 'snapshot', displayName: e.displayName, description: e.description, uid: e.uid, parent: e.parent,
+        created: e.created, file: e.filename === null ? null : resolveNamed(dir, e.filename), disks: e.disks,
+        current: e.uid !== null && e.uid === vmsd.current,
+      });
+    }
+    const base = { description: '', uid: null, created: null, disks: [], current: false };
+    const suspendedParent = vmsd.entries.some((e) => e.uid !== null && e.uid === vmsd.current) ? vmsd.current : null;
+    const unclaimed = (): string[] => names.filter((n) => CHECKPOINT_EXT.test(n) && !claimed.has(path.join(dir, n))).sort();
+    if (vmState !== null) {
+      open({ ...base, kind: 'suspended', displayName: SUSPENDED, parent: suspendedParent, file: resolveNamed(dir, vmState) });
+    } else {
+      // No checkpoint.vmState: the folder's .vmss, the newest when there are several.
+      const vmss = unclaimed().filter((n) => /\.vmss$/i.test(n));
+      const newest = vmss.sort((a, b) => fs.statSync(path.join(dir, b)).mtimeMs - fs.statSync(path.join(dir, a)).mtimeMs)[0];
+      if (newest !== undefined) {
+        if (vmss.length > 1) warnings.push(`${dir} holds ${vmss.length} .vmss files and the .vmx names none; ${newest}, the newest, is the suspended state`);
+        open({ ...base, kind: 'suspended', displayName: SUSPENDED, parent: suspendedParent, file: path.join(dir, newest) });
+      }
+    }
+    const found = unclaimed();
+    if (vmx === null && vmsdName === null) {
+      if (checkpoints.length + found.length === 0) {
+        throw new VmssError(`${dirArg}: not a VM folder: it holds no .vmx, .vmsd, .vmss or .vmsn file`);
+      }
+      warnings.push(`${dir} holds no .vmx or .vmsd: serving the checkpoints found in it, without snapshot names or times`);
+    } else if (found.length > 0) {
+      warnings.push(`${found.join(', ')} ${found.length > 1 ? 'are' : 'is'} in the folder but in neither the .vmsd nor the .vmx: served by file name`);
+    }
+    for (const n of found) open({ ...base, kind: 'found', displayName: n.replace(/\.[^.]*$/, ''), parent: null, file: path.join(dir, n) });
+  } catch (err) {
+    for (const c of checkpoints) c.snap?.close();
+    pool.closeAll();
+    throw err;
+  }
+
+  // Directory names: made safe and unique as tag names are. The root's own files and
+  // `suspended` are reserved (`suspended/` is always the suspended state): a snapshot called so
+  // gets `~2`.
+  const served = checkpoints.filter((c) => c.snap !== null);
+  const reserved = [...ROOT_FILES, SUSPENDED];
+  const others = served.filter((c) => c.kind !== 'suspended');
+  const unique = uniqueNames([...reserved, ...others.map((c) => escapeName(c.displayName))]).slice(reserved.length);
+  others.forEach((c, i) => (c.directory = unique[i] as string));
+  for (const c of served) if (c.kind === 'suspended') c.directory = SUSPENDED;
+
+  const times = served.map((c) => (c.snap as Snapshot).metaFile.mtime.getTime());
+  if (vmsdName !== null) times.push(fs.statSync(path.join(dir, vmsdName)).mtimeMs);
+  const mtime = new Date(times.length > 0 ? Math.max(...times) : fs.statSync(dir).mtimeMs);
+
+  return {
+    dir, vmx, vmsd: vmsdName, checkpoints, warnings, mtime, pool,
+    close: () => {
+      for (const c of checkpoints) c.snap?.close();
+      pool.closeAll();
+    },
+  };
+}

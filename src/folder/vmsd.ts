@@ -1,0 +1,130 @@
+/**
+ * The VM folder's text files: the `.vmx` (configuration) and the `.vmsd` (snapshot database).
+ * Both are `key = "value"` lines; values escape a byte as `|XX` (two hex digits), e.g. `|22`
+ * for a double quote and `|7C` for `|`.
+ */
+
+/** One `.vmsd` entry: a snapshot as VMware recorded it. */
+export interface VmsdEntry {
+  /** N of `snapshotN.*`: the entry's place in the file. */
+  index: number;
+  uid: number | null;
+  /** The `.vmsn`, as written (usually a name relative to the folder). */
+  filename: string | null;
+  /** uid of the parent snapshot; null for a root. */
+  parent: number | null;
+  displayName: string;
+  description: string;
+  /** Creation time, ISO 8601 UTC; null when absent or unusable. */
+  created: string | null;
+  /** `snapshotN.diskK.fileName`, in K order. */
+  disks: string[];
+}
+
+export interface Vmsd {
+  entries: VmsdEntry[];
+  /** `snapshot.current`: the uid of the snapshot the VM runs from. */
+  current: number | null;
+  warnings: string[];
+}
+
+/** A file this size is not a configuration file; larger ones are refused, not read. */
+export const TEXT_MAX = 4 * 1024 * 1024;
+
+const LINE = /^\s*([A-Za-z0-9_.:\-[\]]+)\s*=\s*"(.*)"\s*$/;
+
+function unescapeValue(v: string): string {
+  return v.replace(/\|([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+
+/**
+ * The `key = "value"` lines of a VMware text file, keys lower-cased (VMware reads them without
+ * regard to case). `bad` counts the lines that are neither blank, a comment nor such a pair.
+ */
+export function parseDictionary(text: string): { values: Map<string, string>; bad: number; good: number } {
+  const values = new Map<string, string>();
+  let bad = 0;
+  let good = 0;
+  for (const line of text.split(/\r?\n/)) {
+    if (/^\s*(#.*)?$/.test(line)) continue;
+    const m = LINE.exec(line);
+    if (!m) {
+      bad++;
+      continue;
+    }
+    good++;
+    values.set((m[1] as string).toLowerCase(), unescapeValue(m[2] as string));
+  }
+  return { values, bad, good };
+}
+
+/**
+ * Why `bytes` cannot be a VMware text file (binary data, or too few `key = "value"` lines), or
+ * null when it reads as one. An empty file is one: VMware creates the `.vmsd` empty.
+ */
+export function notTextReason(bytes: Buffer): string | null {
+  if (bytes.includes(0)) return 'it holds binary data (NUL bytes), not key = "value" lines';
+  const { bad, good } = parseDictionary(bytes.toString('utf8'));
+  if (bad > 0 && bad >= good) return `${bad} of its ${bad + good} lines are not key = "value" pairs`;
+  return null;
+}
+
+function int(values: Map<string, string>, key: string): number | null {
+  const v = values.get(key);
+  if (v === undefined || !/^\s*-?\d+\s*$/.test(v)) return null;
+  const n = Number(v);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/**
+ * The creation time from its two halves: VMware stores microseconds since 1970 as two signed
+ * 32-bit numbers, `high * 2^32 + (low mod 2^32)`. Null when a half is missing or the time is not
+ * a representable date.
+ */
+export function decodeCreateTime(high: number | null, low: number | null): string | null {
+  if (high === null || low === null) return null;
+  if (high < -0x8000_0000 || high > 0xffff_ffff || low < -0x8000_0000 || low > 0xffff_ffff) return null;
+  const micros = BigInt(high) * 0x1_0000_0000n + BigInt(((low % 0x1_0000_0000) + 0x1_0000_0000) % 0x1_0000_0000);
+  const ms = Number(micros / 1000n);
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? null : d.toISOString();
+}
+
+/** Parse a `.vmsd`'s text. Entries are those N with any `snapshotN.` key, in N order. */
+export function parseVmsd(text: string, name: string): Vmsd {
+  const { values } = parseDictionary(text);
+  const warnings: string[] = [];
+  const indices = new Set<number>();
+  for (const key of values.keys()) {
+    const m = /^snapshot(\d+)\./.exec(key);
+    if (m) indices.add(Number(m[1]));
+  }
+  const declared = int(values, 'snapshot.numsnapshots');
+  if (declared !== null && declared !== indices.size) {
+    warnings.push(`${name}: snapshot.numSnapshots says ${declared}, the file describes ${indices.size}; the described ones are listed`);
+  }
+  const entries: VmsdEntry[] = [...indices].sort((a, b) => a - b).map((n) => {
+    const k = (s: string): string => `snapshot${n}.${s}`;
+    const disks: string[] = [];
+    for (let d = 0; ; d++) {
+      const f = values.get(k(`disk${d}.filename`));
+      if (f === undefined) break;
+      disks.push(f);
+    }
+    return {
+      index: n,
+      uid: int(values, k('uid')),
+      filename: values.get(k('filename')) ?? null,
+      parent: int(values, k('parent')),
+      displayName: values.get(k('displayname')) ?? `snapshot${n}`,
+      description: values.get(k('description')) ?? '',
+      created: decodeCreateTime(int(values, k('createtimehigh')), int(values, k('createtimelow'))),
+      disks,
+    };
+  });
+  for (const e of entries) {
+    if (e.uid === null) warnings.push(`${name}: snapshot${e.index} has no uid; its place in the tree is unknown`);
+    if (e.filename === null) warnings.push(`${name}: snapshot${e.index} ("${e.displayName}") names no .vmsn file`);
+  }
+  return { entries, current: int(values, 'snapshot.current'), warnings };
+}
