@@ -5,16 +5,23 @@ import { ls } from './commands/ls';
 import { UsageError, VmssError, describeError } from './errors';
 import { infoJsonText, infoText } from './info';
 import { mountCommand } from './mount/command';
+import { KEY_OPTIONS, keyringFrom } from './cli-options';
 import { openSnapshot } from './snapshot';
 
 export const USAGE = `usage:
   vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn or .vmem) read-only at MOUNTPOINT
-  vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT
-  vmssfs ls [--vmem FILE] [-l] SNAPSHOT [DIR]   list the tree without mounting (-l: mode and size)
-  vmssfs cat [--vmem FILE] SNAPSHOT PATH     write one file of the tree to stdout
-  vmssfs extract [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
+  vmssfs info [--json] [--verbose] [--vmem FILE] [KEY OPTIONS] SNAPSHOT
+  vmssfs ls [--vmem FILE] [-l] [KEY OPTIONS] SNAPSHOT [DIR]   list the tree without mounting (-l: mode and size)
+  vmssfs cat [--vmem FILE] [KEY OPTIONS] SNAPSHOT PATH     write one file of the tree to stdout
+  vmssfs extract [--vmem FILE] [KEY OPTIONS] SNAPSHOT OUTDIR [PATH...]
                                              copy files or directories of the tree to OUTDIR/PATH;
                                              no PATH: everything but physmem.lime and physmem.elf
+
+key options (an encrypted VM; every command and the mount take them):
+  --password-file FILE the VM's password is FILE's first line (- reads standard input);
+                       without it, a terminal is asked (no echo)
+  --key HEX            the data file key (64 hex digits) instead of a password
+  --vmx FILE           the VM's .vmx holding encryption.keySafe (default: the one beside SNAPSHOT)
 
 mount options:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
@@ -29,6 +36,7 @@ unmount with: fusermount -u MOUNTPOINT
 `;
 
 type Handler = (args: string[]) => Promise<number>;
+
 
 function parse<T extends ParseArgsConfig['options']>(args: string[], options: T) {
   try {
@@ -51,9 +59,10 @@ const info: Handler = async (args) => {
     json: { type: 'boolean' },
     verbose: { type: 'boolean', short: 'v' },
     vmem: { type: 'string' },
+    ...KEY_OPTIONS,
   });
   if (positionals.length !== 1) throw new UsageError('info takes exactly one SNAPSHOT');
-  const snap = openSnapshot(positionals[0] as string, { vmem: values.vmem });
+  const snap = openSnapshot(positionals[0] as string, { vmem: values.vmem, keys: keyringFrom(values) });
   try {
     await writeOut(values.json ? infoJsonText(snap) : infoText(snap, { verbose: values.verbose }));
   } finally {
@@ -63,24 +72,24 @@ const info: Handler = async (args) => {
 };
 
 const lsCommand: Handler = async (args) => {
-  const { values, positionals } = parse(args, { vmem: { type: 'string' }, long: { type: 'boolean', short: 'l' } });
+  const { values, positionals } = parse(args, { vmem: { type: 'string' }, long: { type: 'boolean', short: 'l' }, ...KEY_OPTIONS });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('ls takes SNAPSHOT and at most one DIR');
-  await ls(positionals[0] as string, positionals[1] ?? '', { vmem: values.vmem, long: values.long }, writeOut);
+  await ls(positionals[0] as string, positionals[1] ?? '', { vmem: values.vmem, long: values.long, keys: keyringFrom(values) }, writeOut);
   return 0;
 };
 
 const catCommand: Handler = async (args) => {
-  const { values, positionals } = parse(args, { vmem: { type: 'string' } });
+  const { values, positionals } = parse(args, { vmem: { type: 'string' }, ...KEY_OPTIONS });
   if (positionals.length !== 2) throw new UsageError('cat takes SNAPSHOT and one PATH');
-  await cat(positionals[0] as string, positionals[1] as string, { vmem: values.vmem });
+  await cat(positionals[0] as string, positionals[1] as string, { vmem: values.vmem, keys: keyringFrom(values) });
   return 0;
 };
 
 const extractCommand: Handler = async (args) => {
-  const { values, positionals } = parse(args, { vmem: { type: 'string' } });
+  const { values, positionals } = parse(args, { vmem: { type: 'string' }, ...KEY_OPTIONS });
   if (positionals.length < 2) throw new UsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs');
   const [snapshot, outDir, ...paths] = positionals as [string, string, ...string[]];
-  await extract(snapshot, outDir, paths, { vmem: values.vmem });
+  await extract(snapshot, outDir, paths, { vmem: values.vmem, keys: keyringFrom(values) });
   return 0;
 };
 

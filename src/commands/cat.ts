@@ -1,3 +1,4 @@
+import type { OpenOptions } from '../snapshot';
 import { VmssError } from '../errors';
 import { CHUNK, lookup, openTree, readChunk } from './common';
 
@@ -6,8 +7,8 @@ import { CHUNK, lookup, openTree, readChunk } from './common';
  * chunk (the stream may still hold the last one) and a wait for 'drain' whenever the stream is
  * full, so memory stays bounded however large the file and however slow the reader.
  */
-export async function cat(snapshot: string, path: string, opts: { vmem?: string }, out: NodeJS.WritableStream = process.stdout): Promise<void> {
-  const t = openTree(snapshot, opts.vmem);
+export async function cat(snapshot: string, path: string, opts: { vmem?: string; keys?: OpenOptions['keys'] }, out: NodeJS.WritableStream = process.stdout): Promise<void> {
+  const t = openTree(snapshot, opts.vmem, opts.keys);
   try {
     const node = lookup(t.tree, path);
     if (node.kind === 'dir') throw new VmssError(`${path}: is a directory`);

@@ -1,6 +1,6 @@
 import { VmssError } from '../errors';
 import { PageCache, SourceReadError } from '../pagecache';
-import { openSnapshot, type Snapshot } from '../snapshot';
+import { openSnapshot, type OpenOptions, type Snapshot } from '../snapshot';
 import { buildTree, type Tree } from '../tree/build';
 import type { FileNode, Node } from '../tree/nodes';
 
@@ -20,8 +20,8 @@ export interface OpenTree {
  * The tree the mount would serve, built the same way (buildTree over a PageCache), for the
  * commands that work without FUSE. Warnings go to stderr as the mount prints them.
  */
-export function openTree(snapshot: string, vmem: string | undefined): OpenTree {
-  const snap = openSnapshot(snapshot, { vmem });
+export function openTree(snapshot: string, vmem: string | undefined, keys?: OpenOptions['keys']): OpenTree {
+  const snap = openSnapshot(snapshot, { vmem, keys });
   try {
     const tree = buildTree(snap, new PageCache({ maxBytes: CACHE_BYTES }));
     for (const w of [...snap.warnings, ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);

@@ -1,3 +1,4 @@
+import type { OpenOptions } from '../snapshot';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
@@ -147,8 +148,8 @@ async function copyNode(item: Item, outDir: string, tree: Tree, progress: Progre
  * to OUTDIR/PATH, keeping its place in the tree, so several PATHs never collide. Without PATH:
  * the whole tree except the derived physmem views. Existing files are overwritten.
  */
-export async function extract(snapshot: string, outDir: string, paths: string[], opts: { vmem?: string }): Promise<void> {
-  const t = openTree(snapshot, opts.vmem);
+export async function extract(snapshot: string, outDir: string, paths: string[], opts: { vmem?: string; keys?: OpenOptions['keys'] }): Promise<void> {
+  const t = openTree(snapshot, opts.vmem, opts.keys);
   try {
     const root = t.tree.root;
     const items: Item[] = paths.length > 0

@@ -1,9 +1,11 @@
+import type { OpenOptions } from '../snapshot';
 import { posix } from 'node:path';
 import type { Node } from '../tree/nodes';
 import { lookup, openTree } from './common';
 
 export interface LsOptions {
   vmem?: string;
+  keys?: OpenOptions['keys'];
   long?: boolean;
 }
 
@@ -17,7 +19,7 @@ function modeText(node: Node): string {
  * with -l, mode and size before each name. A file given as DIR lists just itself, as ls does.
  */
 export async function ls(snapshot: string, dir: string, opts: LsOptions, out: (text: string) => Promise<void>): Promise<void> {
-  const t = openTree(snapshot, opts.vmem);
+  const t = openTree(snapshot, opts.vmem, opts.keys);
   try {
     const node = lookup(t.tree, dir);
     const entries: [string, Node][] = node.kind === 'dir' ? [...node.children] : [[posix.basename(dir), node]];

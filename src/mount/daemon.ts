@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import { VmssError, describeError } from '../errors';
 import { fuseOperations } from '../fuse/adapter';
 import { PageCache } from '../pagecache';
-import { openSnapshot } from '../snapshot';
+import { openSnapshot, type OpenOptions } from '../snapshot';
 import { buildTree } from '../tree/build';
 import { fusermount, mountAt } from './preflight';
 
@@ -17,6 +17,8 @@ export interface ServeOptions {
   /** Extra FUSE options from -o. */
   fuseOptions: string[];
   debug: boolean;
+  /** Key material for an encrypted VM (resolved lazily, or handed over by the parent). */
+  keys?: OpenOptions['keys'];
 }
 
 /** How the daemon tells whoever started it what happened: stderr in the foreground, a pipe when detached. */
@@ -81,7 +83,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => (stop ? stop(sig) : (earlySignal ??= sig)));
   }
-  const snap = openSnapshot(opts.snapshot, { vmem: opts.vmem });
+  const snap = openSnapshot(opts.snapshot, { vmem: opts.vmem, keys: opts.keys });
   for (const w of snap.warnings) report.warning(w);
   if (snap.physmemError) report.warning(`physmem.raw is not served: ${snap.physmemError}`);
   const cache = new PageCache({ maxBytes: opts.cacheMiB * 1024 * 1024 });
