@@ -74,8 +74,6 @@ export class BlockStreamSource implements Source {
   size: number;
   private readonly decoded: LRUCache<number, Buffer>;
   private readonly tails: LRUCache<number, Buffer>;
-  /** Blocks known to decode without history. */
-  private readonly standalone = new Set<number>();
   /** Blocks that failed to decode, with why. */
   private readonly broken = new Map<number, string>();
   private readonly inflight = new Map<number, Promise<Buffer>>();
@@ -167,9 +165,14 @@ export class BlockStreamSource implements Source {
       if (j === 0 || this.tails.has(j - 1)) break;
       const raw = yield j;
       const out = this.decodeOne(j, raw, null);
-      if (out) {
+      // Decoded alone, it can start the chain only if it leaves a whole window behind.
+      if (out && this.tails.has(j)) {
         first = out;
         break;
+      }
+      if (out && j === k) {
+        this.decoded.set(k, out);
+        return out;
       }
       j--;
     }
@@ -193,7 +196,6 @@ export class BlockStreamSource implements Source {
     let out: Buffer;
     if (b.raw) {
       out = raw;
-      this.standalone.add(i);
     } else {
       const h = history ?? Buffer.alloc(0);
       const buf = Buffer.allocUnsafe(h.length + b.size);
@@ -213,10 +215,19 @@ export class BlockStreamSource implements Source {
         this.broken.set(i, `block ${i} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${err.message}`);
         return null;
       }
-      if (!history) this.standalone.add(i);
       out = buf.subarray(h.length);
     }
-    this.tails.set(i, Buffer.from(out.subarray(Math.max(0, out.length - MAX_DISTANCE))));
+    // The window the next block may reach: the last MAX_DISTANCE bytes of the stream so far,
+    // which for short blocks spans several. Decoded alone, a block shorter than the window
+    // leaves no whole window (what came before it is unknown), so it leaves no tail.
+    const prev = history ?? (i === 0 ? Buffer.alloc(0) : null);
+    if (prev) {
+      const need = Math.max(0, MAX_DISTANCE - out.length);
+      const keep = prev.subarray(Math.max(0, prev.length - need));
+      this.tails.set(i, Buffer.concat([keep, out.subarray(Math.max(0, out.length - MAX_DISTANCE))]));
+    } else if (out.length >= MAX_DISTANCE) {
+      this.tails.set(i, Buffer.from(out.subarray(out.length - MAX_DISTANCE)));
+    }
     return out;
   }
 
