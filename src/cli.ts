@@ -10,14 +10,14 @@ import { openSnapshot } from './snapshot';
 
 export const USAGE = `usage:
   vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT (.vmss, .vmsn or .vmem) read-only at MOUNTPOINT
-  vmssfs info [--json] [--verbose] [--vmem FILE] [KEY OPTIONS] SNAPSHOT
-  vmssfs ls [--vmem FILE] [-l] [KEY OPTIONS] SNAPSHOT [DIR]   list the tree without mounting (-l: mode and size)
-  vmssfs cat [--vmem FILE] [KEY OPTIONS] SNAPSHOT PATH     write one file of the tree to stdout
-  vmssfs extract [--vmem FILE] [KEY OPTIONS] SNAPSHOT OUTDIR [PATH...]
+  vmssfs info [--json] [--verbose] [--vmem FILE] SNAPSHOT
+  vmssfs ls [--vmem FILE] [-l] SNAPSHOT [DIR]   list the tree without mounting (-l: mode and size)
+  vmssfs cat [--vmem FILE] SNAPSHOT PATH     write one file of the tree to stdout
+  vmssfs extract [--vmem FILE] SNAPSHOT OUTDIR [PATH...]
                                              copy files or directories of the tree to OUTDIR/PATH;
                                              no PATH: everything but physmem.lime and physmem.elf
 
-key options (an encrypted VM; every command and the mount take them):
+key options, for an encrypted VM (the mount and every command take them):
   --password-file FILE the VM's password is FILE's first line (- reads standard input);
                        without it, a terminal is asked (no echo)
   --key HEX            the data file key (64 hex digits) instead of a password
