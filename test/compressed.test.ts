@@ -142,6 +142,37 @@ describe('compressed memory', function () {
       expect(inner.bytes, 'then block 15 from 14\'s tail').to.equal(src.blocks[15]?.stored);
     });
 
+    it('a first read deep into the stream traces back only the bytes it copies, not the whole stream before it', async () => {
+      // 128 MiB in VMware's 4 MiB blocks, each reaching into its predecessor.
+      const mem = memory(32768);
+      const MB = 1024 * 1024;
+      const { bytes, stats } = compressStream(mem);
+      expect(stats.crossBlock, 'blocks reach into their predecessors').to.be.at.least(31);
+      const inner = new MemorySource('c.vmem', bytes);
+      const src = new BlockStreamSource(inner);
+      inner.bytes = 0;
+      expect((await readAll(src, mem.length - 4096, 4096)).equals(mem.subarray(mem.length - 4096))).to.equal(true);
+      const avg = bytes.length / 32;
+      // Decoding forward from the start would read all 32 blocks.
+      expect(inner.bytes / avg, 'blocks\' worth of stored bytes read').to.be.below(32 / 3);
+      inner.bytes = 0;
+      expect((await readAll(src, 64 * MB + 5, 100)).equals(mem.subarray(64 * MB + 5, 64 * MB + 105))).to.equal(true);
+      expect(inner.bytes / avg, 'another far read: fewer than the 16 blocks before it').to.be.below(16);
+    });
+
+    it('reads in any order, over blocks shorter than the window, match the plaintext', async () => {
+      for (const bs of [4096, 20000, 70000]) {
+        const src = new BlockStreamSource(new MemorySource('c.vmem', compressStream(plain, bs).bytes));
+        let x = bs;
+        for (let i = 0; i < 40; i++) {
+          x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+          const pos = x % plain.length;
+          const len = Math.min(1 + (x >>> 20), plain.length - pos);
+          expect((await readAll(src, pos, len)).equals(plain.subarray(pos, pos + len)), `block size ${bs}, read ${len} at ${pos}`).to.equal(true);
+        }
+      }
+    });
+
     it('a damaged block reads as EIO, and so do blocks decoded through it; the others still read', async () => {
       const bad = Buffer.from(container);
       // Block 5's payload no longer opens with a level-2 literal run.

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, fastLzDecode } from './fastlz';
+import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex, fastLzDecode } from './fastlz';
 import { nextSourceId, type DamagedRange, type Source } from './source';
 
 /** VMware's block: 4 MiB of memory, the last one of a file shorter. */
@@ -149,49 +149,158 @@ export class BlockStreamSource implements Source {
   }
 
   /**
-   * Decode block k, asking for stored bytes by yielding block numbers. Every decoded block's
-   * tail is kept; block k itself is kept whole.
+   * Decode block k, asking for stored bytes by yielding block numbers. The history it needs is
+   * its predecessor's tail when held; else only the history bytes it actually uses are worked
+   * out (reconstructHistory), so a first read deep in the stream costs a few blocks, not the
+   * stream up to there.
    */
   private *plan(k: number): Generator<RawRequest, Buffer, Buffer> {
     const hit = this.decoded.get(k);
     if (hit) return hit;
-    // Walk back to a block that can start: the first block, one whose predecessor's tail is
-    // held, or one that decodes alone.
-    let j = k;
-    let first: Buffer | null = null;
-    for (;;) {
-      const why = this.broken.get(j);
-      if (why) throw this.fail(j === k ? why : `block ${k} depends on block ${j}, which cannot be decoded: ${why}`);
-      if (j === 0 || this.tails.has(j - 1)) break;
-      const raw = yield j;
-      const out = this.decodeOne(j, raw, null);
-      // Decoded alone, it can start the chain only if it leaves a whole window behind.
-      if (out && this.tails.has(j)) {
-        first = out;
-        break;
+    const why = this.broken.get(k);
+    if (why) throw this.fail(why);
+    const b = this.blocks[k] as BlockEntry;
+    const raw = yield k;
+    let history: Buffer | null = null;
+    let partial = false;
+    if (k > 0) {
+      // A raw block needs no history, but with its predecessor's it leaves a whole window.
+      history = this.tails.get(k - 1) ?? null;
+      if (!history && !b.raw) {
+        history = yield* this.reconstructHistory(k, raw);
+        partial = history !== null;
+        // Tracing the bytes back would cost more than decoding forward from the nearest block
+        // whose tail is held (or the start): do that, leaving every tail on the way.
+        if (!history) history = yield* this.decodeForward(k);
       }
-      if (out && j === k) {
-        this.decoded.set(k, out);
-        return out;
-      }
-      j--;
     }
-    let out = first ?? this.decodeOne(j, yield j, j === 0 ? null : (this.tails.get(j - 1) as Buffer));
-    if (!out) throw this.fail(this.broken.get(j) ?? `block ${j} cannot be decoded`);
-    for (let i = j + 1; i <= k; i++) {
-      const tail = this.tails.get(i - 1) as Buffer;
-      out = this.decodeOne(i, yield i, tail);
-      if (!out) throw this.fail(this.broken.get(i) ?? `block ${i} cannot be decoded`);
-    }
+    const out = this.decodeOne(k, raw, history, partial);
+    if (!out) throw this.fail(this.broken.get(k) ?? `block ${k} cannot be decoded`);
     this.decoded.set(k, out);
     return out;
   }
 
   /**
-   * Decode block i with `history` (its predecessor's tail) or none. Returns null when it needs
-   * history it was not given (and records a damaged block as broken).
+   * The stream's last min(MAX_DISTANCE, start) bytes before block k, correct at every position
+   * block k copies from (the rest is left zero: nothing reads it). LZ matches copy bytes
+   * unchanged, so each byte block k copies from before it is, in the end, a literal of some
+   * earlier block: its origin is followed through the blocks' token indexes (no decoding) until
+   * it is a byte a block wrote itself, or lies in a tail or block held.
    */
-  private decodeOne(i: number, raw: Buffer, history: Buffer | null): Buffer | null {
+  private *reconstructHistory(k: number, raw: Buffer): Generator<RawRequest, Buffer | null, Buffer> {
+    const kStart = (this.blocks[k] as BlockEntry).start;
+    // Tracing through a block costs a pass over its stored bytes; decoding forward costs a
+    // decode of each block from the nearest tail held.
+    let from = k - 1;
+    while (from >= 0 && !this.tails.has(from)) from--;
+    const forwardCost = kStart - (from < 0 ? 0 : (this.blocks[from] as BlockEntry).start + (this.blocks[from] as BlockEntry).size);
+    let spent = (this.blocks[k] as BlockEntry).stored;
+    const len = Math.min(MAX_DISTANCE, kStart);
+    const base = kStart - len;
+    /** Stream position → its byte, or the earlier stream position it is a copy of. */
+    const value = new Map<number, number>();
+    const copyOf = new Map<number, number>();
+    let wanted = this.historySources(k, raw, null);
+    while (wanted.length > 0) {
+      const top = wanted[wanted.length - 1] as number;
+      const j = this.blockAt(top);
+      const bj = this.blocks[j] as BlockEntry;
+      const inBlock = wanted.filter((p) => p >= bj.start);
+      wanted = wanted.filter((p) => p < bj.start);
+      const tail = this.tails.get(j);
+      const held = this.decoded.get(j);
+      const tailStart = bj.start + bj.size - (tail?.length ?? 0);
+      if (held) {
+        for (const p of inBlock) value.set(p, held[p - bj.start] as number);
+        continue;
+      }
+      if (tail && inBlock.every((p) => p >= tailStart)) {
+        for (const p of inBlock) value.set(p, tail[p - tailStart] as number);
+        continue;
+      }
+      spent += bj.stored;
+      if (spent > forwardCost) return null;
+      const more = this.historySources(j, yield j, inBlock, value, copyOf);
+      wanted = mergeSorted(wanted, more);
+    }
+    // Copies point to earlier positions, resolved first when walking up.
+    const history = Buffer.alloc(len);
+    const positions = [...new Set([...value.keys(), ...copyOf.keys()])].sort((a, b) => a - b);
+    for (const p of positions) {
+      if (!value.has(p)) value.set(p, value.get(copyOf.get(p) as number) as number);
+      if (p >= base) history[p - base] = value.get(p) as number;
+    }
+    return history;
+  }
+
+  /** Decode the blocks before k from the nearest held tail (or the start); returns k's history. */
+  private *decodeForward(k: number): Generator<RawRequest, Buffer, Buffer> {
+    let j = k - 1;
+    while (j >= 0 && !this.tails.has(j)) j--;
+    for (let i = j + 1; i < k; i++) {
+      const why = this.broken.get(i);
+      if (why) throw this.fail(`block ${k} depends on block ${i}, which cannot be decoded: ${why}`);
+      const out = this.decodeOne(i, yield i, i === 0 ? null : (this.tails.get(i - 1) as Buffer));
+      if (!out) throw this.fail(`block ${k} depends on block ${i}, which cannot be decoded: ${this.broken.get(i) ?? 'damaged'}`);
+    }
+    return this.tails.get(k - 1) as Buffer;
+  }
+
+  /**
+   * Where block j's bytes come from, from its token index (no decoding). With `query` null:
+   * the stream positions before the block that its matches copy. With a query: each queried
+   * position's byte when the block made it itself (into `value`), else the earlier position it
+   * copies (into `copyOf`); returns those earlier positions. Ascending either way.
+   */
+  private historySources(j: number, raw: Buffer, query: number[] | null, value?: Map<number, number>, copyOf?: Map<number, number>): number[] {
+    const b = this.blocks[j] as BlockEntry;
+    if (b.raw) {
+      if (query) for (const p of query) value?.set(p, raw[p - b.start] as number);
+      return [];
+    }
+    let index: TokenIndex;
+    try {
+      index = new TokenIndex(raw, b.size);
+    } catch (err) {
+      if (!(err instanceof FastLzError)) throw err;
+      const why = `block ${j} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${err.message}`;
+      this.broken.set(j, why);
+      throw this.fail(why);
+    }
+    const found: number[] = [];
+    if (query === null) {
+      for (const off of index.historyReads()) found.push(b.start + off);
+    } else {
+      const seen = new Set<number>();
+      for (const p of query) {
+        const o = index.origin(p - b.start);
+        if ('value' in o) {
+          value?.set(p, o.value);
+        } else {
+          const src = b.start + o.before;
+          copyOf?.set(p, src);
+          if (!seen.has(src)) {
+            seen.add(src);
+            found.push(src);
+          }
+        }
+      }
+      found.sort((x, y) => x - y);
+    }
+    if (found.length > 0 && (found[0] as number) < 0) {
+      const why = `block ${j} (stream bytes ${b.start}-${b.start + b.size}) references bytes before the start of the stream`;
+      this.broken.set(j, why);
+      throw this.fail(why);
+    }
+    return found;
+  }
+
+  /**
+   * Decode block i over `history` (the stream's last bytes before it) or none. Returns null when
+   * it cannot be decoded (and records why). A `partial` history is correct only where the block
+   * reads it: the block's own output is exact, but a tail including such history is not kept.
+   */
+  private decodeOne(i: number, raw: Buffer, history: Buffer | null, partial = false): Buffer | null {
     const b = this.blocks[i] as BlockEntry;
     let out: Buffer;
     if (b.raw) {
@@ -203,11 +312,7 @@ export class BlockStreamSource implements Source {
       try {
         const r = fastLzDecode(raw, buf, h.length, buf.length, 0);
         if (r === NEEDS_HISTORY) {
-          if (history || i === 0) {
-            // Given all the history there is and still reaching before it: damage.
-            const why = `block ${i} (stream bytes ${b.start}-${b.start + b.size}) references bytes before ${i === 0 ? 'the start of the stream' : 'the window it can reach'}`;
-            this.broken.set(i, why);
-          }
+          this.broken.set(i, `block ${i} (stream bytes ${b.start}-${b.start + b.size}) references bytes before ${i === 0 || b.start <= h.length ? 'the start of the stream' : 'the window it can reach'}`);
           return null;
         }
       } catch (err) {
@@ -217,16 +322,15 @@ export class BlockStreamSource implements Source {
       }
       out = buf.subarray(h.length);
     }
-    // The window the next block may reach: the last MAX_DISTANCE bytes of the stream so far,
-    // which for short blocks spans several. Decoded alone, a block shorter than the window
-    // leaves no whole window (what came before it is unknown), so it leaves no tail.
-    const prev = history ?? (i === 0 ? Buffer.alloc(0) : null);
-    if (prev) {
-      const need = Math.max(0, MAX_DISTANCE - out.length);
-      const keep = prev.subarray(Math.max(0, prev.length - need));
-      this.tails.set(i, Buffer.concat([keep, out.subarray(Math.max(0, out.length - MAX_DISTANCE))]));
-    } else if (out.length >= MAX_DISTANCE) {
+    // The window the next block may reach: the stream's last MAX_DISTANCE bytes so far, which
+    // for short blocks spans several.
+    if (out.length >= MAX_DISTANCE) {
       this.tails.set(i, Buffer.from(out.subarray(out.length - MAX_DISTANCE)));
+    } else if (!partial && (history || i === 0 || b.raw)) {
+      const prev = history ?? Buffer.alloc(0);
+      if (b.raw && i > 0 && !history) return out;
+      const keep = prev.subarray(Math.max(0, prev.length - (MAX_DISTANCE - out.length)));
+      this.tails.set(i, Buffer.concat([keep, out]));
     }
     return out;
   }
@@ -310,4 +414,16 @@ export class BlockStreamSource implements Source {
   close(): void {
     this.inner.close();
   }
+}
+
+/** Two ascending arrays merged, duplicates dropped. */
+function mergeSorted(a: number[], b: number[]): number[] {
+  const out: number[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const x = j >= b.length || (i < a.length && (a[i] as number) <= (b[j] as number)) ? (a[i++] as number) : (b[j++] as number);
+    if (out[out.length - 1] !== x) out.push(x);
+  }
+  return out;
 }
