@@ -64,7 +64,8 @@ type RawRequest = number;
 export class BlockStreamSource implements Source {
   readonly id = nextSourceId();
   readonly plain = false;
-  readonly readsInPlace = false;
+  /** Decoding is synchronous work on this thread anyway: in place exactly when the layer below reads in place. */
+  readonly readsInPlace: boolean;
   readonly blocks: BlockEntry[] = [];
   readonly damaged: DamagedRange[] = [];
   /** Bytes of the stream its intact chain of headers describes. */
@@ -79,6 +80,7 @@ export class BlockStreamSource implements Source {
   private readonly inflight = new Map<number, Promise<Buffer>>();
 
   constructor(private readonly inner: Source, opts: { cachedBlocks?: number; cachedTails?: number } = {}) {
+    this.readsInPlace = inner.readsInPlace;
     this.decoded = new LRUCache({ max: opts.cachedBlocks ?? DEFAULT_CACHED_BLOCKS });
     this.tails = new LRUCache({ max: opts.cachedTails ?? DEFAULT_CACHED_TAILS });
     const h = Buffer.alloc(HEADER);
