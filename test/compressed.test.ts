@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { compressiblePage } from '../scripts/encrypted-vm';
+import { checkLayers, layerCases, makeLayerBases } from '../scripts/fuzz';
 import { FastLzStream, compressStream } from '../scripts/fastlz';
 import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
 import { FastLzError, NEEDS_HISTORY, fastLzDecode } from '../src/io/fastlz';
@@ -201,6 +202,24 @@ describe('compressed memory', function () {
       const absurd = Buffer.from(container);
       absurd.writeUInt32LE(0xffffffff, 0);
       expect(new BlockStreamSource(new MemorySource('a.vmem', absurd)).blocks, 'an absurd first size').to.have.length(0);
+    });
+  });
+
+  describe('fuzzing the layers with a fixed seed', () => {
+    it('mutated compressed streams and encrypted containers: every read returns bytes or EIO, every refusal is one line naming the file', async () => {
+      let refused = 0;
+      let n = 0;
+      for (const c of layerCases(makeLayerBases(), 20261125, 300)) {
+        n++;
+        try {
+          if ((await checkLayers('case.vmem', c.bytes, c.key)) === 'error') refused++;
+        } catch (err) {
+          expect.fail(`case ${n} (${c.base}: ${c.what}): ${(err as Error).message}`);
+        }
+      }
+      expect(n).to.equal(300);
+      expect(refused, 'some mutations are refused outright').to.be.greaterThan(0);
+      expect(refused, 'most are served').to.be.below(150);
     });
   });
 
