@@ -224,6 +224,24 @@ describe('encrypted VMs', function () {
       expect(await cmpFiles(path.join(out, 'groups', 'cpu', 'rip[0]'), path.join(plainOut, 'groups', 'cpu', 'rip[0]'))).to.equal(null);
     });
 
+    it('a truncated copy of the encrypted .vmem: metadata served, the lost guest-physical range named, reads there fail', async () => {
+      const cut = writeVmFolder(path.join(tmp.dir, 'cut'), { encrypt: true, compress: true, blobPages: 2048, blockSize: 1 << 20,
+        regions: [{ ppn: 0, pageNum: 0, pages: 1024 }, { ppn: 0x1800, pageNum: 1024, pages: 1024 }] });
+      const enc = fs.readFileSync(cut.vmem);
+      fs.writeFileSync(cut.vmem, enc.subarray(0, Math.floor(enc.length / 2)));
+      const meta = cut.meta;
+      const info = await runCli(['info', '--password-file', cut.passwordFile, meta]);
+      expect(info.code, info.stderr).to.equal(0);
+      expect(info.stdout).to.match(/WARNING: guest-physical 0x[0-9a-f]+-0x1c00000 \(\d+ bytes\) cannot be read from .*VM-Snapshot1\.vmem: .*reads there fail with EIO/);
+      const cfg = await runCli(['cat', '--password-file', cut.passwordFile, meta, 'config.vmx']);
+      expect(cfg.code).to.equal(0);
+      expect(cfg.stdout).to.include('displayName');
+      const raw = await runCli(['cat', '--password-file', cut.passwordFile, meta, 'physmem.raw']);
+      expect(raw.code).to.equal(1);
+      expect(raw.stderr.trim().split('\n').filter((l) => !l.includes('warning'))).to.have.length(1);
+      expect(raw.stderr).to.match(/VM-Snapshot1\.vmem: read of \d+ bytes at \d+ failed: EIO/);
+    });
+
     it('the detached daemon gets the key through a pipe: its command line and environment hold no secret; --debug shows none', async () => {
       const { dir, cleanup } = tempDir('vmssfs-mnt-');
       try {
