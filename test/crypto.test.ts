@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { makeKeyChain, encryptFile } from '../scripts/encrypted-vm';
@@ -222,6 +223,28 @@ describe('encrypted VMs', function () {
       expect((await runCli(['extract', vm.plain.path, plainOut, 'config.vmx', 'groups'])).code).to.equal(0);
       expect(await cmpFiles(path.join(out, 'config.vmx'), path.join(plainOut, 'config.vmx'))).to.equal(null);
       expect(await cmpFiles(path.join(out, 'groups', 'cpu', 'rip[0]'), path.join(plainOut, 'groups', 'cpu', 'rip[0]'))).to.equal(null);
+    });
+
+    it('on a terminal, with no password given, asks for it without echoing it (script(1) provides the terminal)', async () => {
+      const bin = path.resolve(__dirname, '..', '..', 'bin', 'vmssfs');
+      const child = spawn('script', ['-qec', `node ${bin} info ${vm.meta}`, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      let typed = false;
+      const done = new Promise<number | null>((resolve) => child.on('close', resolve));
+      child.stdout.on('data', (b: Buffer) => {
+        out += b.toString();
+        // Type only once asked: echo is off by then.
+        if (!typed && out.includes('Password for VM.vmx: ')) {
+          typed = true;
+          child.stdin.write(`${PASSWORD}\n`);
+        }
+      });
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      const code = await done;
+      clearTimeout(timer);
+      expect(code, out).to.equal(0);
+      expect(out).to.include('Encrypted:');
+      expectNoSecret(out, vm, 'the terminal');
     });
 
     it('a truncated copy of the encrypted .vmem: metadata served, the lost guest-physical range named, reads there fail', async () => {

@@ -140,8 +140,9 @@ function promptPassword(question: string): string {
   const tty = fs.openSync('/dev/tty', 'r+');
   const stty = (arg: string): void => void spawnSync('stty', [arg], { stdio: [tty, 'ignore', 'ignore'] });
   try {
-    fs.writeSync(tty, question);
+    // Echo off before the question: whatever is typed once it shows is never echoed.
     stty('-echo');
+    fs.writeSync(tty, question);
     const chunks: Buffer[] = [];
     const b = Buffer.alloc(256);
     for (;;) {
