@@ -9,6 +9,8 @@ const HEADER = 16;
 const DEFAULT_CACHED_BLOCKS = 4;
 /** Tails of decoded blocks kept as starting points (72 KiB each; 256 cover 1 GiB of memory). */
 const DEFAULT_CACHED_TAILS = 512;
+/** Positions traced back for one block at most (a few MiB of bookkeeping); past it, decode forward. */
+const MAX_TRACED = 256 * 1024;
 
 export interface BlockEntry {
   /** Offset of the block's payload in the container. */
@@ -221,7 +223,8 @@ export class BlockStreamSource implements Source {
         continue;
       }
       spent += bj.stored;
-      if (spent > forwardCost) return null;
+      // Past either bound, decoding forward is cheaper, or the bookkeeping would grow too large.
+      if (spent > forwardCost || value.size + copyOf.size > MAX_TRACED) return null;
       const more = this.historySources(j, yield j, inBlock, value, copyOf);
       wanted = mergeSorted(wanted, more);
     }
