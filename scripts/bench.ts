@@ -13,6 +13,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain } from './encrypted-vm';
 import { writeSnapshot, type RegionSpec } from './writer';
 import { writeFolderCheckpoint, vmsdText, type VmsdSnapshotSpec } from './folder-writer';
 
@@ -21,8 +22,10 @@ const BIN = path.join(REPO, 'bin', 'vmssfs');
 const CEILING = path.join(REPO, 'dist', 'scripts', 'ceiling-server.js');
 const ROUNDS = Math.max(3, Number(process.env.BENCH_ROUNDS ?? 5) || 5);
 const RANDOM_READS = Number(process.env.BENCH_RANDOM_READS ?? 20000) || 20000;
-/** Parts to run (comma list of seq, rand, xmount, mount, diff, folder), for tuning; default all. */
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,xmount,mount,diff,folder').split(','));
+/** Parts to run (comma list of seq, rand, xmount, mount, diff, folder, crypto), for tuning; default all. */
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,xmount,mount,diff,folder,crypto').split(','));
+/** Whether any part runs that reads the plain 1 GiB input (crypto, diff and folder make their own). */
+const PLAIN_PARTS = ['seq', 'rand', 'xmount', 'mount'].some((k) => ONLY.has(k));
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const PAGE = 4096;
@@ -321,6 +324,44 @@ function makeInput(dir: string, name: string, bytes: number, sparse: boolean): I
   return { snapshot, vmem, physRanges, blobRanges, physSize: (last.ppn + last.pages) * PAGE };
 }
 
+/**
+ * An encrypted VM with compressed memory, as VMware writes one for a Windows 11 guest: a 1 GiB
+ * plain snapshot of guest-like (compressible) memory, then VM.vmx, VM-Snapshot1.vmsn and a
+ * .vmem compressed in 4 MiB blocks and encrypted. `plain` is the same memory unencrypted.
+ */
+interface CryptoInput { plain: Input; meta: string; passwordFile: string; storedBytes: number }
+
+function makeCryptoInput(dir: string, bytes: number): CryptoInput {
+  const vmDir = path.join(dir, 'encrypted-vm');
+  const meta = path.join(vmDir, 'VM-Snapshot1.vmsn');
+  const passwordFile = path.join(dir, 'password.txt');
+  const stamp = path.join(dir, 'encrypted-vm.done');
+  const regions = layout(bytes);
+  const plainSnap = path.join(dir, 'benchz1g.vmsn');
+  if (!fs.existsSync(stamp)) {
+    const t0 = Date.now();
+    fs.mkdirSync(vmDir, { recursive: true });
+    const w = writeSnapshot(plainSnap, { memory: 'vmem', regions, blobPages: bytes / PAGE, screenshot: false });
+    fillCompressibleMemory(w.vmemPath as string);
+    const chain = makeKeyChain({ password: 'bench-password' });
+    fs.writeFileSync(path.join(vmDir, 'VM.vmx'), chain.vmx);
+    fs.writeFileSync(passwordFile, 'bench-password\n');
+    const z = path.join(dir, 'benchz1g.compressed');
+    compressFile(w.vmemPath as string, z);
+    encryptFile(w.path, meta, chain.key, { version: 1 });
+    encryptFile(z, path.join(vmDir, 'VM-Snapshot1.vmem'), chain.key, { version: 2 });
+    fs.rmSync(z);
+    fs.writeFileSync(stamp, '');
+    process.stdout.write(`  wrote the encrypted, compressed VM (${fmtBytes(bytes)} of memory) in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  }
+  const last = regions[regions.length - 1] as RegionSpec;
+  const plain: Input = {
+    snapshot: plainSnap, vmem: path.join(dir, 'benchz1g.vmem'),
+    physRanges: regions.map((r) => [r.ppn * PAGE, r.pages * PAGE]), blobRanges: [[0, bytes]], physSize: (last.ppn + last.pages) * PAGE,
+  };
+  return { plain, meta, passwordFile, storedBytes: fs.statSync(path.join(vmDir, 'VM-Snapshot1.vmem')).size };
+}
+
 // ---------------------------------------------------------------------------------------------
 // figures
 
@@ -485,6 +526,8 @@ async function main(): Promise<number> {
   let rssPeak = 0;
   let xmountRssPeak = 0;
   let diffRssPeak = 0;
+  let encRssPeak = 0;
+  let encStored = 0;
   try {
     await ensureTools();
     process.stdout.write(`machine: ${machine()}\nrounds: ${ROUNDS} (medians shown; ratios are medians of per-round ratios)\ninputs in ${WORK}\n`);
@@ -493,18 +536,23 @@ async function main(): Promise<number> {
     const tiny = makeInput(WORK, 'bench8m', 8 * MiB, true);
     const diffInputs = ONLY.has('diff') ? makeDiffInputs(WORK) : null;
     const folderInputs = ONLY.has('folder') ? makeFolderInputs(WORK) : null;
+    const enc = ONLY.has('crypto') ? makeCryptoInput(WORK, GiB) : null;
+    encStored = enc?.storedBytes ?? 0;
 
     // The bytes every contender serves: the guest's 1 GiB, the .vmem read straight through.
-    await preRead(big.vmem);
-    const reference = await readSeq(big.vmem, big.blobRanges);
+    if (PLAIN_PARTS) await preRead(big.vmem);
+    const reference = PLAIN_PARTS ? await readSeq(big.vmem, big.blobRanges) : { amount: 0, seconds: 0, digest: '' };
+    const encReference = enc ? await readSeq(enc.plain.vmem, enc.plain.blobRanges) : null;
     for (let round = 1; round <= ROUNDS; round++) {
       process.stdout.write(`round ${round}/${ROUNDS}\n`);
-      await preRead(big.vmem);
+      if (PLAIN_PARTS) {
+        await preRead(big.vmem);
 
-      // (a) the source, straight from the OS page cache
-      const direct = await readSeq(big.vmem, big.blobRanges);
-      checkDigest('direct', reference.digest, direct);
-      s.add('seq.direct', mibps(direct));
+        // (a) the source, straight from the OS page cache
+        const direct = await readSeq(big.vmem, big.blobRanges);
+        checkDigest('direct', reference.digest, direct);
+        s.add('seq.direct', mibps(direct));
+      }
 
       // (b) the binding's ceiling: a file of physmem.raw's size, the same ranges
       let srv: Server;
@@ -601,6 +649,41 @@ async function main(): Promise<number> {
         s.add('folder.all', all);
         s.add('folder.ratio', all / one);
       }
+      // (d) an encrypted VM with compressed memory (decrypted and decompressed as read), against
+      // vmssfs serving the same memory unencrypted; each on a cold mount (fresh daemon).
+      if (enc && encReference) {
+        const pw = ['--password-file', enc.passwordFile];
+        await preRead(path.join(path.dirname(enc.meta), 'VM-Snapshot1.vmem'));
+        srv = await startVmssfs(enc.meta, pw);
+        try {
+          // The last page of memory, first thing after mounting: what a reader deep in the image waits.
+          const lastRange = enc.plain.physRanges[enc.plain.physRanges.length - 1] as [number, number];
+          const far = await reader(['seq', path.join(srv.mnt, srv.file), String(PAGE), `${lastRange[0] + lastRange[1] - PAGE}:${PAGE}`]);
+          s.add('crypto.far', far.seconds * 1000);
+          encRssPeak = Math.max(encRssPeak, srv.peakRss());
+        } finally {
+          await srv.stop();
+        }
+        srv = await startVmssfs(enc.meta, pw);
+        try {
+          const seq = await readSeq(path.join(srv.mnt, srv.file), enc.plain.physRanges);
+          checkDigest('vmssfs encrypted+compressed', encReference.digest, seq);
+          s.add('crypto.seq', seq.amount / seq.seconds / 1e6);
+          encRssPeak = Math.max(encRssPeak, srv.peakRss());
+        } finally {
+          await srv.stop();
+        }
+        await preRead(enc.plain.vmem);
+        srv = await startVmssfs(enc.plain.snapshot);
+        try {
+          const seq = await readSeq(path.join(srv.mnt, srv.file), enc.plain.physRanges);
+          checkDigest('vmssfs plain', encReference.digest, seq);
+          s.add('crypto.plainseq', seq.amount / seq.seconds / 1e6);
+        } finally {
+          await srv.stop();
+        }
+      }
+      if (!PLAIN_PARTS) continue;
 
       for (const k of ['seq', 'rand']) {
         s.add(`${k}.ratio.ceiling`, (s.all(`${k}.vmssfs`).at(-1) as number) / (s.all(`${k}.ceiling`).at(-1) as number));
@@ -634,10 +717,20 @@ async function main(): Promise<number> {
     [`8. mount to first stat, ms (1 | folder of ${FOLDER_SNAPSHOTS}, 64 GiB each)`, '', '', `${f0(s.med('folder.one'))} | ${f0(s.med('folder.all'))}`, '',
       `${f2(s.med('folder.ratio'))} (folder / one)`, '<= 1.5', verdict(s.med('folder.ratio') <= 1.5)],
   ];
+  if (ONLY.has('crypto')) {
+    rows.push(
+      [`6. encrypted+compressed 1 GiB (${fmtBytes(encStored)} stored), cold sequential, MB/s`, '', '', f0(s.med('crypto.seq')), '',
+        `plain vmssfs: ${f0(s.med('crypto.plainseq'))} MB/s`, '>= 400 MB/s', verdict(s.med('crypto.seq') >= 400)],
+      ['7. encrypted+compressed, first read of the last page on a cold mount, ms', '', '', f0(s.med('crypto.far')), '', '', '< 1000 ms', verdict(s.med('crypto.far') < 1000)],
+      ['8. encrypted+compressed daemon peak RSS (VmHWM), MiB', '', '', f0(encRssPeak / MiB), '', '', '< 256 MiB', verdict(encRssPeak < 256 * MiB)],
+    );
+  }
+  if (!PLAIN_PARTS) rows.splice(1, 5);
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
   process.stdout.write('\n' + rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n') + '\n');
   process.stdout.write(`\nper round: ${['seq', 'warm', 'rand'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
   process.stdout.write(`diff per round: cmp ${s.all('diff.cmp').map(f0).join('/')} vmssfs ${s.all('diff.vmssfs').map(f0).join('/')}; folder mount per round: one ${s.all('folder.one').map(f0).join('/')} folder ${s.all('folder.all').map(f0).join('/')}\n`);
+  if (ONLY.has('crypto')) process.stdout.write(`encrypted+compressed per round: seq ${s.all('crypto.seq').map(f0).join('/')} MB/s (plain ${s.all('crypto.plainseq').map(f0).join('/')}), first far read ${s.all('crypto.far').map(f0).join('/')} ms\n`);
   const failed = rows.slice(1).some((r) => r[7] === 'FAIL');
   return failed ? 1 : 0;
 }

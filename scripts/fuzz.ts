@@ -12,10 +12,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { VmssError } from '../src/errors';
 import { openEvidence } from '../src/open';
+import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
+import { EncObjSource } from '../src/io/encobj';
+import { nextSourceId, type Source } from '../src/io/source';
 import { PageCache } from '../src/pagecache';
 import { buildTree } from '../src/tree/build';
 import type { Node } from '../src/tree/nodes';
+import { compressiblePage } from './encrypted-vm';
+import { FastLzStream } from './fastlz';
 import { writeCheckpoint, writeGuestDump, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from './writer';
+import * as crypto from 'node:crypto';
 
 /** xorshift32: deterministic across runs and machines. */
 export class Rng {
@@ -356,6 +362,17 @@ export function saveToCorpus(corpusDir: string, c: FuzzCase, failure: string): s
   return file;
 }
 
+/** A failed source-layer input, kept as `layers/<id>.bin` (with its key in the note) to look at by hand. */
+function saveLayerCase(corpusDir: string, c: LayerCase & { key: Buffer | null }, failure: string): string {
+  const dir = path.join(corpusDir, 'layers');
+  fs.mkdirSync(dir, { recursive: true });
+  const id = createHash('sha256').update(c.bytes).digest('hex').slice(0, 16);
+  const file = path.join(dir, `${id}.bin`);
+  fs.writeFileSync(file, c.bytes);
+  fs.writeFileSync(path.join(dir, `${id}.txt`), `base: ${c.base}\nmutation: ${c.what}\nkey: ${c.key?.toString('hex') ?? 'none'}\nfailure: ${failure}\n`);
+  return file;
+}
+
 /** RSS ceiling for any one input: the bound the hardening issue sets. */
 export const RSS_LIMIT = 200 * 1024 * 1024;
 
@@ -371,6 +388,171 @@ function residentAfterCollection(): number {
     rss = process.memoryUsage().rss;
   }
   return rss;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the decoding layers: encrypted containers and compressed memory streams
+
+/** A Source over bytes in memory, as the layers see a file. */
+class BytesSource implements Source {
+  readonly id = nextSourceId();
+  readonly mtime = new Date(0);
+  readonly plain = true;
+  readonly readsInPlace = true;
+  readonly damaged = [];
+  readonly owner = { uid: 0, gid: 0, mode: 0o444 };
+  readonly identity = { dev: 0, ino: 0 };
+  readonly atimeKept = true;
+  constructor(readonly name: string, private readonly bytes: Buffer) {}
+  get size(): number {
+    return this.bytes.length;
+  }
+  readAtSync(buf: Buffer, position: number): number {
+    if (position >= this.bytes.length) return 0;
+    return this.bytes.copy(buf, 0, position, Math.min(this.bytes.length, position + buf.length));
+  }
+  async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+    return this.readAtSync(buf.subarray(offset, offset + length), position);
+  }
+  close(): void {
+    // nothing held
+  }
+}
+
+/** A layer input to mutate: a compressed stream, plain or inside an encrypted container. */
+export interface LayerBase {
+  name: string;
+  bytes: Buffer;
+  /** Set for an encrypted container: its key. */
+  key: Buffer | null;
+  /** Offsets of headers and their fields (block headers; the container's header fields). */
+  boundaries: number[];
+}
+
+const FUZZ_KEY = Buffer.alloc(32, 0x5a);
+
+/** A compressed stream of guest-like memory in small blocks, and the same inside an encobj container. */
+export function makeLayerBases(): LayerBase[] {
+  const mem = Buffer.alloc(96 * 4096);
+  for (let i = 0; i < 96; i++) compressiblePage(i, mem.subarray(i * 4096, (i + 1) * 4096), (b) => (i >= b ? mem.subarray((i - b) * 4096, (i - b + 1) * 4096) : null));
+  const enc = new FastLzStream();
+  const parts: Buffer[] = [];
+  const boundaries: number[] = [];
+  let at = 0;
+  for (let o = 0, k = 0; o < mem.length; o += 40000, k++) {
+    const b = enc.encodeBlock(mem.subarray(o, Math.min(mem.length, o + 40000)), { raw: k === 3 });
+    boundaries.push(at, at + 4, at + 8, at + 12, at + 16);
+    at += b.length;
+    parts.push(b);
+  }
+  const stream = Buffer.concat(parts);
+  // The container: header, then pages of 4064 data bytes, IV and MAC.
+  const pages = Math.ceil(stream.length / 4064);
+  const box = Buffer.alloc(4096 + pages * 4096);
+  box.writeUInt32LE(0x8943dd9e, 0);
+  box.writeUInt32LE(2, 4);
+  box.writeUInt32LE(4064, 8);
+  box.writeUInt32LE(16, 12);
+  box.writeUInt32LE(16, 16);
+  box.writeBigUInt64LE(BigInt(stream.length), 0x18);
+  for (let p = 0; p < pages; p++) {
+    const iv = Buffer.alloc(16, p & 0xff);
+    const c = crypto.createCipheriv('aes-256-cbc', FUZZ_KEY, iv);
+    c.setAutoPadding(false);
+    const page = Buffer.alloc(4064);
+    stream.copy(page, 0, p * 4064, (p + 1) * 4064);
+    Buffer.concat([c.update(page), c.final()]).copy(box, 4096 + p * 4096);
+    iv.copy(box, 4096 + p * 4096 + 4064);
+  }
+  return [
+    { name: 'compressed-stream', bytes: stream, key: null, boundaries },
+    { name: 'encobj-compressed', bytes: box, key: FUZZ_KEY, boundaries: [0, 4, 8, 12, 16, 0x18, 4096, 4096 + 4064, 8192] },
+  ];
+}
+
+/** A mutated input of the source layers alone (no file name, no companion). */
+export type LayerCase = Pick<FuzzCase, 'base' | 'what' | 'bytes'>;
+
+/** One mutation of a layer input. */
+export function mutateLayer(base: LayerBase, rng: Rng): LayerCase {
+  const bytes = Buffer.from(base.bytes);
+  const at = rng.int(4) === 0 ? rng.int(bytes.length) : rng.pick(base.boundaries);
+  switch (rng.int(5)) {
+    case 0: {
+      const len = rng.int(bytes.length);
+      return { base: base.name, what: `truncated to ${len}`, bytes: bytes.subarray(0, len) };
+    }
+    case 1: {
+      const v = rng.pick(ABSURD);
+      if (at + 4 <= bytes.length) bytes.writeUInt32LE(v % 2 ** 32, at);
+      return { base: base.name, what: `u32 ${v % 2 ** 32} at ${at}`, bytes };
+    }
+    case 2: {
+      const v = rng.pick(ABSURD);
+      if (at + 8 <= bytes.length) patch64(bytes, at, v);
+      return { base: base.name, what: `u64 ${v} at ${at}`, bytes };
+    }
+    case 3: {
+      const n = 1 + rng.int(16);
+      for (let i = 0; i < n; i++) bytes[rng.int(bytes.length)] ^= 1 + rng.int(255);
+      return { base: base.name, what: `${n} random bytes flipped`, bytes };
+    }
+    default: {
+      const len = 1 + rng.int(4096);
+      const from = rng.int(Math.max(1, bytes.length - len));
+      const to = rng.int(Math.max(1, bytes.length - len));
+      Buffer.from(bytes.subarray(from, from + len)).copy(bytes, to);
+      return { base: base.name, what: `spliced ${len} bytes from ${from} to ${to}`, bytes };
+    }
+  }
+}
+
+/** The layer cases a seed produces: bases round-robin, one mutation each. */
+export function* layerCases(bases: LayerBase[], seed: number, count: number): Generator<LayerCase & { key: Buffer | null }> {
+  const rng = new Rng(seed);
+  for (let i = 0; i < count; i++) {
+    const b = bases[i % bases.length] as LayerBase;
+    yield { ...mutateLayer(b, rng), key: b.key };
+  }
+}
+
+/**
+ * Open the layers over `bytes` as vmssfs would and read all of the result, in order and out of
+ * order, sync and async: every read returns bytes or fails with EIO, opening fails only with a
+ * one-line VmssError, and the whole case stays within the time limit.
+ */
+export async function checkLayers(name: string, bytes: Buffer, key: Buffer | null): Promise<'served' | 'error'> {
+  const t0 = Date.now();
+  let src: Source = new BytesSource(name, bytes);
+  try {
+    if (key) src = EncObjSource.open(src, key);
+    if (looksLikeBlockStream(src)) src = new BlockStreamSource(src);
+  } catch (err) {
+    if (err instanceof VmssError && !err.message.includes('\n') && err.message.includes(name)) return 'error';
+    throw new Error(`unexpected ${(err as Error).name}: ${(err as Error).message}`);
+  }
+  const check = (err: unknown): void => {
+    const e = err as NodeJS.ErrnoException;
+    if (e?.code !== 'EIO' || !e.message.includes(name)) throw new Error(`read failed without EIO naming the file: ${e?.message ?? String(err)}`);
+  };
+  const buf = Buffer.alloc(16 * 1024);
+  const size = Math.min(src.size, 64 * 1024 * 1024);
+  const positions = [...Array(Math.ceil(size / buf.length)).keys()].map((i) => i * buf.length);
+  for (const pos of [...positions, ...positions.reverse()]) {
+    if (Date.now() - t0 > CASE_WATCHDOG_MS) throw new Error(`took over ${CASE_WATCHDOG_MS} ms`);
+    try {
+      await src.read(buf, 0, buf.length, pos);
+    } catch (err) {
+      check(err);
+    }
+    try {
+      src.readAtSync(buf.subarray(0, 100), pos + 7);
+    } catch (err) {
+      check(err);
+    }
+  }
+  src.close();
+  return 'served';
 }
 
 async function main(): Promise<number> {
@@ -411,8 +593,25 @@ async function main(): Promise<number> {
       `fuzz: seed ${seed}, ${iterations} cases from ${bases.length} bases: ${iterations - errors} served, ${errors} refused with one-line errors; ` +
         `slowest ${slowest} ms, peak RSS ${Math.round(peakRss / 1048576)} MiB`,
     );
+    // The decoding layers: a quarter as many cases again.
+    const layerBases = makeLayerBases();
+    let layerFailures = 0;
+    const layerCount = Math.ceil(iterations / 4);
+    for (const c of layerCases(layerBases, seed, layerCount)) {
+      try {
+        await checkLayers('case.vmem', c.bytes, c.key);
+        const rss = residentAfterCollection();
+        peakRss = Math.max(peakRss, rss);
+        if (rss > RSS_LIMIT) throw new Error(`RSS ${Math.round(rss / 1048576)} MiB`);
+      } catch (err) {
+        layerFailures++;
+        const saved = saveLayerCase(corpus, c, (err as Error).message);
+        console.log(`FAIL layer ${c.base}: ${c.what}: ${(err as Error).message} -> ${path.relative(process.cwd(), saved)}`);
+      }
+    }
+    console.log(`layers: ${layerCount} cases (compressed streams, encrypted containers), ${layerFailures} failed`);
     console.log(`${iterations - failures} passed, ${failures} failed`);
-    return failures === 0 ? 0 : 1;
+    return failures + layerFailures === 0 ? 0 : 1;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -9,12 +9,15 @@ import { UsageError, VmssError, describeError } from './errors';
 import { mountCommand } from './mount/command';
 import { openEvidence, type OpenOptions } from './open';
 import { OutputClosed, stdoutOutput } from './output';
+import { KEY_OPTIONS, keyringFrom } from './cli-options';
 import { FOLDER_VMEM, isDirectory, openFolder } from './folder/folder';
 import { snapshotsJsonText, snapshotsText } from './folder/report';
 
 const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
   --assume-flat    when the memory group is lost or damaged (layout unknown), serve the memory
                    file as memory from address 0 anyway (reported as a warning)
+  --password-file FILE, --key HEX, --vmx FILE
+                   key material for an encrypted VM (see vmssfs --help)
 `;
 
 /** Each command's own usage: what `vmssfs CMD --help` prints, and what follows a usage error of CMD. */
@@ -75,6 +78,12 @@ options of every command:
   --assume-flat        when the memory group is lost or damaged (layout unknown), serve the
                        memory file as memory from address 0 anyway (reported as a warning)
 
+key options, for an encrypted VM (the mount and every command take them):
+  --password-file FILE the VM's password is FILE's first line (- reads standard input);
+                       without it, a terminal is asked (no echo)
+  --key HEX            the data file key (64 hex digits) instead of a password
+  --vmx FILE           the VM's .vmx holding encryption.keySafe (default: the one beside SNAPSHOT)
+
 mount options:
   -f, --foreground     stay attached (default: return once mounted, like sshfs)
   --debug              log every FUSE operation, and the page cache's counts at unmount,
@@ -117,10 +126,10 @@ export function writeOut(text: string | Buffer): Promise<void> {
 }
 
 /** Options every command takes to open its evidence: one place, so the commands cannot drift apart. */
-const EVIDENCE = { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' } } as const;
+const EVIDENCE = { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' }, ...KEY_OPTIONS } as const;
 
-function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean }): OpenOptions {
-  return { vmem: values.vmem, assumeFlat: values['assume-flat'] };
+function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean; 'password-file'?: string; key?: string; vmx?: string }): OpenOptions {
+  return { vmem: values.vmem, assumeFlat: values['assume-flat'], keys: keyringFrom(values) };
 }
 
 const info: Handler = async (args) => {

@@ -1,16 +1,7 @@
 import type { CpuState } from './cpu';
 import type { Checkpoint } from './format/checkpoint';
-import type { SourceFile } from './io/source';
+import type { Source } from './io/source';
 import type { SegmentMap, Run } from './runmap';
-
-/**
- * What the layers above read an evidence file through: a SourceFile, or a pooled one that a VM
- * folder opens on demand (io/pool.ts).
- */
-export type EvidenceFile = Pick<
-  SourceFile,
-  'id' | 'name' | 'size' | 'mtime' | 'readsInPlace' | 'readAtSync' | 'read' | 'close' | 'basename' | 'owner' | 'identity' | 'atimeKept'
->;
 
 /** Guest-physical memory as served: runs into one memory file, holes between them. */
 export interface PhysMem {
@@ -18,7 +9,7 @@ export interface PhysMem {
   size: number;
   map: SegmentMap<Run>;
   /** The file the runs read from: the checkpoint itself, or the memory file beside it. */
-  file: EvidenceFile;
+  file: Source;
 }
 
 /**
@@ -28,7 +19,7 @@ export interface PhysMem {
  */
 export interface Evidence {
   /** The file the user named (or its metadata file): it dates the tree. */
-  metaFile: EvidenceFile;
+  metaFile: Source;
   /** Path of the file the memory runs read from, when memory is served. */
   memoryPath: string | null;
   physmem: PhysMem | null;

@@ -3,7 +3,11 @@
  * bytes → format (parseCheckpoint) → run map (openSnapshot's physmem) → page cache → tree.
  */
 export { VmssError } from './errors';
-export { SourceFile, BufferSource, type RandomAccess } from './io/source';
+export { SourceFile, BufferSource, type RandomAccess, type Source } from './io/source';
+export { openSource, type KeySupplier } from './io/open';
+export { EncObjSource } from './io/encobj';
+export { BlockStreamSource } from './io/blockstream';
+export { Keyring, type KeyOptions, type EncryptionInfo } from './crypto/keyring';
 export { parseCheckpoint, findGroup, findTag, tagUint, tagValueText, type Checkpoint, type Group } from './format/checkpoint';
 export { MAGICS } from './format/header';
 export { tagLabel, type Tag } from './format/tags';

@@ -2,7 +2,7 @@ import { vcpuJson } from './cpu';
 import { magicName, tagValueText, tagPath } from './format/checkpoint';
 import { hex } from './format/header';
 import type { Tag } from './format/tags';
-import type { Snapshot } from './snapshot';
+import type { CompressionSummary, EncryptionSummary, Snapshot } from './snapshot';
 
 /** The machine contract of `vmssfs info --json` and of the mount's metadata.json. */
 export interface InfoJson {
@@ -12,6 +12,10 @@ export interface InfoJson {
   memoryFile: string | null;
   physmem: { size: number; runs: { physAddr: number; fileOffset: number; length: number; file: string }[] } | null;
   physmemError: string | null;
+  /** Present only when a file was decrypted: cipher, rounds, which .vmx; never a password or key. */
+  encryption?: EncryptionSummary;
+  /** Present only when the memory file is VMware's compressed block container. */
+  compression?: CompressionSummary;
   warnings: string[];
   /** Each vCPU's registers as the checkpoint holds them (0x-hex strings), as physmem.elf serves them. */
   vcpus: ReturnType<typeof vcpuJson>[];
@@ -54,6 +58,8 @@ export function infoJson(s: Snapshot): InfoJson {
       runs: s.physmem.map.segments.map((r) => ({ physAddr: r.start, fileOffset: r.fileOffset, length: r.length, file: s.physmem!.file.name })),
     },
     physmemError: s.physmemError,
+    ...(s.encryption ? { encryption: s.encryption } : {}),
+    ...(s.compression ? { compression: s.compression } : {}),
     warnings: s.warnings,
     vcpus: s.cpuState().vcpus.map(vcpuJson),
     groups: cp.groups.map((g) => ({
@@ -155,6 +161,15 @@ export function infoText(s: Snapshot, opts: { verbose?: boolean } = {}): string 
     out.push(`Physical memory: ${hex(s.physmem.size)} bytes in ${s.physmem.map.segments.length} runs`);
   } else {
     out.push(`Physical memory: not served: ${s.physmemError ?? 'unknown reason'}`);
+  }
+  if (s.encryption) {
+    const e = s.encryption;
+    const how = e.keyFrom === '--key' ? 'with the data file key given (--key)' : `with the key safe of ${e.vmx} (${e.cipher}, ${e.rounds} PBKDF2 rounds) and the password`;
+    out.push(`Encrypted: ${e.files.join(', ')} decrypted ${how}`);
+  }
+  if (s.compression) {
+    const c = s.compression;
+    out.push(`Compressed memory: ${c.file} holds ${c.blocks} blocks, ${c.storedBytes} bytes stored, ${c.decompressedBytes} bytes decompressed (FastLZ level 2)`);
   }
   if (s.warnings.length > 0) {
     for (const w of s.warnings) out.push(`WARNING: ${w}`);

@@ -3,18 +3,25 @@ import * as path from 'node:path';
 import { VmssError } from './errors';
 import { parseCheckpoint, findGroup, findTag, type Checkpoint } from './format/checkpoint';
 import { hex } from './format/header';
-import { atimeWarning, SourceFile } from './io/source';
-import type { Evidence, EvidenceFile, PhysMem } from './evidence';
+import { atimeWarning, type Source } from './io/source';
+import type { Evidence, PhysMem } from './evidence';
 import { checkpointCpuState } from './format/cpustate';
 import { infoJsonText, infoText } from './info';
 import { buildRuns, expectedBlobSize, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
 import { tagLabel, type Tag } from './format/tags';
+import { ENCOBJ_MAGIC } from './io/encobj';
+import { openSource, type KeySupplier, type OpenedSource } from './io/open';
+import type { EncryptionInfo } from './crypto/keyring';
 
-export type { EvidenceFile, PhysMem } from './evidence';
+export type { PhysMem } from './evidence';
 
 /** A checkpoint opened for serving: parsed metadata plus, when it can be served, its physical memory. */
 export interface Snapshot extends Evidence {
   checkpoint: Checkpoint;
+  /** Set when a file had to be decrypted: how the key was found, and which files. Never a secret. */
+  encryption: EncryptionSummary | null;
+  /** Set when the memory file is VMware's compressed block container. */
+  compression: CompressionSummary | null;
 }
 
 export interface OpenOptions {
@@ -26,7 +33,23 @@ export interface OpenOptions {
    */
   assumeFlat?: boolean;
   /** How to open evidence files (default SourceFile.open); a VM folder passes its descriptor pool's. */
-  openFile?: (path: string) => EvidenceFile;
+  openFile?: (path: string) => Source;
+  /** Where an encrypted file's key comes from; without it an encrypted file is refused. */
+  keys?: KeySupplier & { readonly info: EncryptionInfo | null };
+}
+
+export interface EncryptionSummary extends EncryptionInfo {
+  /** The files that were decrypted. */
+  files: string[];
+}
+
+export interface CompressionSummary {
+  file: string;
+  blocks: number;
+  /** Bytes of the container its blocks occupy (headers included). */
+  storedBytes: number;
+  /** Bytes of memory they decompress to. */
+  decompressedBytes: number;
 }
 
 const VMEM = /\.vmem$/i;
@@ -99,15 +122,40 @@ function plainMemoryTag(cp: Checkpoint): Tag | undefined {
   return mem.tags.find((t) => t.name === 'Memory' && t.indices.length === 0 && t.block);
 }
 
+/**
+ * The files of the snapshot `arg` that are encrypted (the metadata and its memory file), found
+ * by their first bytes without opening anything else: what the mount command checks before it
+ * starts its daemon, to ask for the password while it still has the terminal.
+ */
+export function encryptedFiles(arg: string, opts: OpenOptions = {}): string[] {
+  const paths = resolvePaths(arg, opts);
+  const candidates = [paths.meta, paths.vmem ?? withExt(paths.meta, '.vmem')];
+  return candidates.filter((f) => {
+    let fd: number | null = null;
+    try {
+      fd = fs.openSync(f, 'r');
+      const b = Buffer.alloc(4);
+      return fs.readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32LE(0) === ENCOBJ_MAGIC;
+    } catch {
+      return false;
+    } finally {
+      if (fd !== null) fs.closeSync(fd);
+    }
+  });
+}
+
 /** Open and parse a snapshot given as .vmss, .vmsn or .vmem. Throws VmssError when the metadata is unusable. */
 export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
   const paths = resolvePaths(arg, opts);
-  const openFile = opts.openFile ?? SourceFile.open;
-  const metaFile = openFile(paths.meta);
-  let memFile: EvidenceFile | null = null;
+  const keys = opts.keys ?? null;
+  const meta = openSource(paths.meta, { keys, memory: false, openFile: opts.openFile });
+  const metaFile = meta.source;
+  const decrypted: string[] = meta.encrypted ? [paths.meta] : [];
+  let mem: OpenedSource | null = null;
+  let memFile: Source | null = null;
   try {
-    const checkpoint = parseCheckpoint(metaFile);
-    const warnings = [...checkpoint.warnings, ...paths.notes];
+    const checkpoint = parseDecrypted(meta);
+    const warnings = [...damageNotes(metaFile), ...checkpoint.warnings, ...paths.notes];
     let physmem: PhysMem | null = null;
     let physmemError: string | null = null;
     let memoryPath: string | null = null;
@@ -136,7 +184,9 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
         warnings.push(`the checkpoint holds its own ${memoryLabel} block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
       }
       try {
-        memFile = openFile(vmemPath);
+        mem = openSource(vmemPath, { keys, memory: true, openFile: opts.openFile });
+        memFile = mem.source;
+        if (mem.encrypted) decrypted.push(vmemPath);
         memoryPath = vmemPath;
         blob = { offset: 0, length: memFile.size, wholeFile: true };
       } catch (err) {
@@ -174,6 +224,9 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
       if (runs) {
         const map = new SegmentMap(runs);
         physmem = { size: map.end, map, file: memFile };
+        // Memory past a broken chain of compressed blocks exists but cannot be decoded: EIO there.
+        if (mem?.stream) mem.stream.coverDamaged(map.segments.reduce((a, m) => Math.max(a, m.fileOffset + m.length), 0));
+        warnings.push(...damagedPhysical(memFile, map));
         for (const m of missingRanges(map.segments, memFile.size)) {
           warnings.push(
             `guest-physical ${hex(m.start)}-${hex(m.start + m.length)} (${m.length} bytes) lies beyond the end of ${memFile.name} (${memFile.size} bytes): truncated copy; it reads as zeros`,
@@ -189,8 +242,14 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
       const w = atimeWarning(f);
       if (w) warnings.push(w);
     }
+    const info = keys?.info ?? null;
+    const stream = physmem && mem?.stream ? mem.stream : null;
     const snap: Snapshot = {
       checkpoint, metaFile, memoryPath: physmem ? memoryPath : null, physmem, physmemError, warnings,
+      encryption: decrypted.length > 0 && info ? { ...info, files: decrypted } : null,
+      compression: stream && memoryPath
+        ? { file: memoryPath, blocks: stream.blocks.length, storedBytes: stream.storedSize, decompressedBytes: stream.decodedSize }
+        : null,
       cpuState: () => checkpointCpuState(checkpoint, metaFile),
       infoText: (shown, o) => infoText({ ...snap, warnings: [...shown] }, o),
       infoJsonText: (shown) => infoJsonText({ ...snap, warnings: [...shown] }),
@@ -205,4 +264,42 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     if (memFile && memFile !== metaFile) memFile.close();
     throw err;
   }
+}
+
+/** Parse a checkpoint; a decrypted file that is not one was most likely decrypted with the wrong key. */
+function parseDecrypted(opened: OpenedSource): Checkpoint {
+  try {
+    return parseCheckpoint(opened.source);
+  } catch (err) {
+    if (opened.encrypted && err instanceof VmssError) {
+      throw new VmssError(`${opened.source.name}: decrypted, it is not a VMware checkpoint: the key is wrong (check --key or --vmx)`);
+    }
+    throw err;
+  }
+}
+
+/** The damage a source found at open, as warnings (for the metadata file, whose bytes are parsed). */
+function damageNotes(src: Source): string[] {
+  return src.damaged.map((d) => `${src.name}: ${d.why}`);
+}
+
+/**
+ * The memory file's damaged ranges, as guest-physical ranges the analyst can look up: reads
+ * there fail with EIO.
+ */
+function damagedPhysical(src: Source, map: SegmentMap<Run>): string[] {
+  const out: string[] = [];
+  for (const d of src.damaged) {
+    let hit = false;
+    for (const r of map.segments) {
+      const s = Math.max(d.start, r.fileOffset);
+      const e = Math.min(d.end, r.fileOffset + r.length);
+      if (s >= e) continue;
+      hit = true;
+      const p = r.start + (s - r.fileOffset);
+      out.push(`guest-physical ${hex(p)}-${hex(p + (e - s))} (${e - s} bytes) cannot be read from ${src.name}: ${d.why}; reads there fail with EIO`);
+    }
+    if (!hit) out.push(`${src.name}: ${d.why}`);
+  }
+  return out;
 }

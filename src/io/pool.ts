@@ -1,15 +1,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
-import { errnoText, onLocalFilesystem, openReadOnly } from './source';
+import { errnoText, nextSourceId, onLocalFilesystem, openReadOnly, type DamagedRange, type Source } from './source';
 
 const O_NOATIME = (fs.constants as Record<string, number>).O_NOATIME ?? 0;
 
-/**
- * Ids of pooled files sit above those SourceFile hands out (which count from 1), so both kinds
- * can share one page cache: its keys are id * 2^32 + chunk, so ids stay below 2^21.
- */
-let nextId = 1 << 20;
 
 /** Descriptors a pool keeps open at most (more are opened while pinned by reads in flight). */
 export const DEFAULT_MAX_OPEN = 32;
@@ -67,8 +62,11 @@ export class FilePool {
  * One evidence file of a pool: what SourceFile offers (positional reads, sync and async), with
  * the descriptor opened on demand. Reads in flight pin it, so it is never closed under them.
  */
-export class PooledFile {
-  readonly id = nextId++;
+export class PooledFile implements Source {
+  readonly id = nextSourceId();
+  /** No descriptor is held for good: what reads descriptors directly (the native path) must leave it alone. */
+  readonly plain = false;
+  readonly damaged: readonly DamagedRange[] = [];
   readonly size: number;
   readonly mtime: Date;
   readonly readsInPlace: boolean;

@@ -26,6 +26,47 @@ export class SourceReadFailed extends VmssError {
   }
 }
 
+/** A byte range of a source that cannot be produced: reads there fail with EIO. */
+export interface DamagedRange {
+  start: number;
+  end: number;
+  /** Why, in words for the analyst (names no secret). */
+  why: string;
+}
+
+/**
+ * What the layers above read from: an evidence file as it lies on disk (SourceFile), or a layer
+ * decoding one (an encrypted container, a compressed memory stream). It satisfies both the
+ * parser (RandomAccess) and the page cache (ChunkSource).
+ */
+export interface Source extends RandomAccess {
+  /** Small integer unique per open source: part of the page cache's key. */
+  readonly id: number;
+  readonly mtime: Date;
+  /**
+   * True only for a file on disk read as is. Decoded sources are false, and have no `fd`:
+   * anything that reads a file descriptor directly must leave them to their own read().
+   */
+  readonly plain: boolean;
+  /** See ChunkSource.readsInPlace; decoded sources say false. */
+  readonly readsInPlace: boolean;
+  /** Asynchronous positional read; short only at end of data; rejects with code EIO in damage. */
+  read(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
+  /** Ranges known at open to be unreadable (a truncated container, a broken block chain). */
+  readonly damaged: readonly DamagedRange[];
+  /** Facts of the file on disk beneath every layer: whose it is, which it is, whether reads keep its atime. */
+  readonly owner: { uid: number; gid: number; mode: number };
+  readonly identity: { dev: number; ino: number };
+  readonly atimeKept: boolean;
+  close(): void;
+}
+
+let lastSourceId = 0;
+/** Ids are shared by every kind of source, so that stacked layers never collide in the cache. */
+export function nextSourceId(): number {
+  return ++lastSourceId;
+}
+
 // O_NOATIME keeps reads from touching the evidence's access time. The kernel allows it only to
 // the file's owner (or CAP_FOWNER), so fall back to a plain read-only open when refused.
 const O_NOATIME = (fs.constants as Record<string, number>).O_NOATIME ?? 0;
@@ -34,10 +75,11 @@ const O_NOATIME = (fs.constants as Record<string, number>).O_NOATIME ?? 0;
  * An evidence file opened read-only. Metadata parsing uses the sync reads; the page cache uses
  * `read`, which goes through libuv's thread pool so the event loop stays free while the disk works.
  */
-export class SourceFile implements RandomAccess {
+export class SourceFile implements Source {
   /** Small stable number used as the page cache key prefix. */
   readonly id: number;
-  private static nextId = 1;
+  readonly plain = true;
+  readonly damaged: readonly DamagedRange[] = [];
 
   private constructor(
     readonly name: string,
@@ -56,7 +98,7 @@ export class SourceFile implements RandomAccess {
      */
     readonly atimeKept: boolean,
   ) {
-    this.id = SourceFile.nextId++;
+    this.id = nextSourceId();
   }
 
   static open(file: string): SourceFile {

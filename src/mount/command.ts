@@ -3,7 +3,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { optionErrorText } from '../args';
+import { KEY_OPTIONS, keyringFrom } from '../cli-options';
+import { Keyring, type KeyHandoff } from '../crypto/keyring';
 import { UsageError, VmssError, describeError } from '../errors';
+import { encryptedFiles } from '../snapshot';
 import { serve, type Reporter, type ServeOptions } from './daemon';
 import { openLog, safeWriter } from './log';
 import { MAX_OPTION_BYTES, parseUserOptions } from './options';
@@ -13,6 +16,8 @@ import { checkMountpoint, fusermount, staleMessage } from './preflight';
 type DaemonMessage = { type: 'warning'; text: string } | { type: 'ready' } | { type: 'error'; text: string };
 
 const READY_FD = 3;
+/** The daemon reads its key from this pipe, never from its arguments or environment. */
+const KEYS_FD = 4;
 
 function parseMountArgs(argv: string[]) {
   let parsed;
@@ -30,8 +35,10 @@ function parseMountArgs(argv: string[]) {
         o: { type: 'string', short: 'o', multiple: true },
         'clear-stale': { type: 'boolean' },
         log: { type: 'string' },
+        ...KEY_OPTIONS,
         // Internal: set on the detached daemon by the command that spawned it.
         'daemon-child': { type: 'boolean' },
+        'keys-from-parent': { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -54,6 +61,7 @@ function parseMountArgs(argv: string[]) {
     cacheMiB,
     fuseOptions,
     debug: values.debug ?? false,
+    keys: values['keys-from-parent'] ? Keyring.fromHandoff(readHandoff()) : keyringFrom(values),
   };
   return { serveOpts, values };
 }
@@ -102,7 +110,22 @@ export async function mountCommand(argv: string[]): Promise<number> {
     if (values.log !== undefined) process.stderr.write(`vmssfs: warning: --log is not used with ${values.debug ? '--debug' : '-f'}: the log goes to stderr\n`);
     exitWhenServed(await serveInForeground(serveOpts));
   }
-  return startDaemon(serveOpts, values.log);
+  // The password is asked here, while this process has the terminal; the daemon gets the key.
+  const encrypted = encryptedFiles(serveOpts.snapshot, { vmem: serveOpts.vmem });
+  const keys = serveOpts.keys as Keyring;
+  if (encrypted.length > 0) keys.dataKey(encrypted[0] as string);
+  return startDaemon(serveOpts, values.log, keys.handoff());
+}
+
+/** The key the parent wrote to KEYS_FD (JSON, then end of file). */
+function readHandoff(): KeyHandoff {
+  try {
+    const h = JSON.parse(fs.readFileSync(KEYS_FD, 'utf8')) as KeyHandoff;
+    fs.closeSync(KEYS_FD);
+    return h;
+  } catch {
+    throw new VmssError('the daemon did not receive its key from the mount command');
+  }
 }
 
 /**
@@ -145,7 +168,7 @@ function foregroundReporter(write: (text: string) => void): Reporter {
  * Start the daemon as a detached copy of this command and wait until it says the filesystem is
  * mounted (exit 0) or why it is not (exit 1). Its warnings are printed here.
  */
-function startDaemon(serveOpts: ServeOptions, logFile: string | undefined): Promise<number> {
+function startDaemon(serveOpts: ServeOptions, logFile: string | undefined, handoff: KeyHandoff | null): Promise<number> {
   const bin = path.resolve(__dirname, '..', '..', '..', 'bin', 'vmssfs');
   // Absolute paths: the daemon runs from / so that it never holds the caller's directory busy.
   const args = [bin, serveOpts.snapshot, serveOpts.mountpoint, '--daemon-child', '--cache-size', String(serveOpts.cacheMiB)];
@@ -154,8 +177,17 @@ function startDaemon(serveOpts: ServeOptions, logFile: string | undefined): Prom
   if (serveOpts.debug) args.push('--debug');
   for (const o of serveOpts.fuseOptions) args.push('-o', o);
   if (logFile) args.push('--log', path.resolve(logFile));
+  if (handoff) args.push('--keys-from-parent');
   // stderr is read until the daemon is mounted or has failed: libfuse says there why it refused.
-  const child = spawn(process.execPath, args, { cwd: '/', detached: true, stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+  // The key, when there is one, goes down its own pipe: never the command line or the environment.
+  const child = spawn(process.execPath, args, {
+    cwd: '/', detached: true, stdio: ['ignore', 'ignore', 'pipe', 'pipe', handoff ? 'pipe' : 'ignore'],
+  });
+  if (handoff) {
+    const keyPipe = child.stdio[KEYS_FD] as NodeJS.WritableStream;
+    keyPipe.on('error', () => undefined);
+    keyPipe.end(JSON.stringify(handoff));
+  }
   return new Promise((resolve) => {
     let buffered = '';
     let libfuseSaid = '';

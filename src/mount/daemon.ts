@@ -6,10 +6,11 @@ import { FOLDER_VMEM, isDirectory, openFolder } from '../folder/folder';
 import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { fuseOperations } from '../fuse/adapter';
 import { PageCache } from '../pagecache';
-import type { EvidenceFile } from '../evidence';
+import type { Source } from '../io/source';
 import { openEvidence } from '../open';
 import { buildTree, type Tree } from '../tree/build';
 import { fittedMountOptions, optionString, parseUserOptions, type UserOptions } from './options';
+import type { OpenOptions } from '../snapshot';
 import { fusermount, mountAt } from './preflight';
 
 export interface ServeOptions {
@@ -24,7 +25,9 @@ export interface ServeOptions {
   fuseOptions: string[];
   debug: boolean;
   /** Called with the opened evidence files before anything is mounted or logged (the log is checked against them). */
-  onSources?(sources: readonly EvidenceFile[]): void;
+  onSources?(sources: readonly Source[]): void;
+  /** Key material for an encrypted VM (resolved lazily, or handed over by the parent). */
+  keys?: OpenOptions['keys'];
 }
 
 /** How the daemon tells whoever started it what happened: stderr in the foreground, a pipe when detached. */
@@ -66,8 +69,8 @@ function currentMounter(): Mounter {
  * mounts could read the evidence only through an ACL or a capability (the modes would lock them
  * out of their own mount): then they own the tree.
  */
-export function treeModes(sources: readonly EvidenceFile[], user: UserOptions, mounter: Mounter = currentMounter()): { uid: number; gid: number; file: number; dir: number } {
-  const first = sources[0] as EvidenceFile;
+export function treeModes(sources: readonly Source[], user: UserOptions, mounter: Mounter = currentMounter()): { uid: number; gid: number; file: number; dir: number } {
+  const first = sources[0] as Source;
   let mode = 0o444;
   for (const s of sources) mode &= s.owner.mode;
   const othersRead = (mode & 0o004) !== 0;
@@ -95,7 +98,7 @@ interface Served {
   /** The path the user named: the mount's fsname. */
   source: string;
   /** Every evidence file read: the tree grants no more than they do, and a log is never one of them. */
-  files: EvidenceFile[];
+  files: Source[];
   warnings: string[];
   close(): void;
 }
@@ -114,7 +117,7 @@ function openServed(opts: ServeOptions, cache: PageCache): Served {
       throw err;
     }
   }
-  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat });
+  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys });
   try {
     const tree = buildTree(snap, cache);
     const warnings = [...snap.warnings, ...(snap.physmemError ? [`physmem.raw is not served: ${snap.physmemError}`] : []), ...(tree.notes ?? [])];
@@ -125,7 +128,7 @@ function openServed(opts: ServeOptions, cache: PageCache): Served {
   }
 }
 
-function evidenceFiles(e: { metaFile: EvidenceFile; physmem: { file: EvidenceFile } | null }): EvidenceFile[] {
+function evidenceFiles(e: { metaFile: Source; physmem: { file: Source } | null }): Source[] {
   return e.physmem && e.physmem.file !== e.metaFile ? [e.metaFile, e.physmem.file] : [e.metaFile];
 }
 

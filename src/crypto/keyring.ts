@@ -1,0 +1,162 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { VmssError } from '../errors';
+import { dataFileKeyFromVmx, parseKeySafe, parseVmx, unlockKeySafe } from './keysafe';
+
+/** What the user gave to open an encrypted VM (all optional; nothing is read until needed). */
+export interface KeyOptions {
+  /** File whose first line is the password; '-' is standard input. */
+  passwordFile?: string;
+  /** The data files' key as hex (32 bytes, or the 64 of dataFileKey of which the first 32 count). */
+  key?: string;
+  /** The VM's .vmx holding encryption.keySafe. */
+  vmx?: string;
+  /** Ask on the terminal (no echo) when nothing else gave a password. */
+  prompt?: boolean;
+}
+
+/** What info and metadata.json say about the decryption: never the password or a key. */
+export interface EncryptionInfo {
+  /** How the key was obtained. */
+  keyFrom: 'password' | '--key';
+  /** The .vmx whose key safe was opened (absent with --key). */
+  vmx?: string;
+  cipher?: string;
+  rounds?: number;
+}
+
+/** The resolved key, as the mount command hands it to its daemon over a pipe. */
+export interface KeyHandoff {
+  key: string;
+  info: EncryptionInfo;
+}
+
+/**
+ * Resolves the data files' key once, on first need, from the options: --key directly, or the
+ * key chain of the .vmx opened with the password (from --password-file or a prompt).
+ */
+export class Keyring {
+  private resolved: { key: Buffer; info: EncryptionInfo } | null = null;
+
+  constructor(private readonly opts: KeyOptions = {}) {}
+
+  /** A keyring that already holds the key (the daemon's, from its parent). */
+  static fromHandoff(h: KeyHandoff): Keyring {
+    const k = new Keyring();
+    k.resolved = { key: Buffer.from(h.key, 'hex'), info: h.info };
+    return k;
+  }
+
+  handoff(): KeyHandoff | null {
+    return this.resolved && { key: this.resolved.key.toString('hex'), info: this.resolved.info };
+  }
+
+  /** Set once a key was needed and found. */
+  get info(): EncryptionInfo | null {
+    return this.resolved?.info ?? null;
+  }
+
+  /** The AES-256-CBC key for the encrypted file `file`. Throws VmssError naming the way out. */
+  dataKey(file: string): Buffer {
+    if (!this.resolved) this.resolved = this.resolve(file);
+    return this.resolved.key;
+  }
+
+  private resolve(file: string): { key: Buffer; info: EncryptionInfo } {
+    if (this.opts.key !== undefined) {
+      const hex = this.opts.key.trim();
+      if (!/^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(hex)) throw new VmssError('--key takes the data file key as 64 (or 128) hex digits');
+      return { key: Buffer.from(hex.slice(0, 64), 'hex'), info: { keyFrom: '--key' } };
+    }
+    const vmxPath = this.opts.vmx !== undefined ? path.resolve(this.opts.vmx) : findVmx(file);
+    if (vmxPath === null) {
+      throw new VmssError(`${file} is encrypted (VMware encobj), and no .vmx holding encryption.keySafe is beside it: give the VM's .vmx with --vmx FILE and its password with --password-file FILE, or the data file key with --key HEX`);
+    }
+    let text: string;
+    try {
+      text = fs.readFileSync(vmxPath, 'utf8');
+    } catch (err) {
+      throw new VmssError(`${vmxPath}: cannot read the .vmx given with --vmx (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    const vmx = parseVmx(text);
+    const safe = vmx.get('encryption.keysafe');
+    const data = vmx.get('encryption.data');
+    if (!safe || !data) throw new VmssError(`${vmxPath}: holds no encryption.keySafe and encryption.data: not the .vmx of an encrypted VM (give the right one with --vmx)`);
+    const ks = parseKeySafe(safe, vmxPath);
+    const password = this.password(file, vmxPath);
+    const configKey = unlockKeySafe(ks, password, vmxPath);
+    const key = dataFileKeyFromVmx(data, configKey, vmxPath);
+    return { key, info: { keyFrom: 'password', vmx: vmxPath, cipher: ks.cipher, rounds: ks.rounds } };
+  }
+
+  private password(file: string, vmxPath: string): string {
+    if (this.opts.passwordFile !== undefined) return readPasswordFile(this.opts.passwordFile);
+    if (this.opts.prompt && process.stdin.isTTY) return promptPassword(`Password for ${path.basename(vmxPath)}: `);
+    throw new VmssError(`${file} is encrypted (VMware encobj, key safe in ${vmxPath}): give its password with --password-file FILE (- for standard input), or the data file key with --key HEX (and another .vmx with --vmx FILE)`);
+  }
+}
+
+/** The one .vmx in `file`'s folder holding encryption.keySafe; null when none; an error when several. */
+export function findVmx(file: string): string | null {
+  const dir = path.dirname(path.resolve(file));
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return null;
+  }
+  const found: string[] = [];
+  for (const n of names.filter((x) => /\.vmx$/i.test(x)).sort()) {
+    const p = path.join(dir, n);
+    try {
+      // A .vmx is a few KiB; anything large is not one.
+      if (fs.statSync(p).size > 4 * 1024 * 1024) continue;
+      if (parseVmx(fs.readFileSync(p, 'utf8')).has('encryption.keysafe')) found.push(p);
+    } catch {
+      // unreadable: not a candidate
+    }
+  }
+  if (found.length > 1) {
+    throw new VmssError(`${file} is encrypted, and several .vmx files beside it hold a key safe (${found.map((f) => path.basename(f)).join(', ')}): choose one with --vmx FILE`);
+  }
+  return found[0] ?? null;
+}
+
+function readPasswordFile(file: string): string {
+  let text: string;
+  try {
+    text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new VmssError(`${file === '-' ? 'standard input' : file}: cannot read the password file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  const line = text.split(/\r?\n/)[0] ?? '';
+  if (line === '') throw new VmssError(`${file === '-' ? 'standard input' : file}: the password file's first line is empty`);
+  return line;
+}
+
+/** Read a line from the terminal with echo off (stty), restoring it whatever happens. */
+function promptPassword(question: string): string {
+  const tty = fs.openSync('/dev/tty', 'r+');
+  const stty = (arg: string): void => void spawnSync('stty', [arg], { stdio: [tty, 'ignore', 'ignore'] });
+  try {
+    // Echo off before the question: whatever is typed once it shows is never echoed.
+    stty('-echo');
+    fs.writeSync(tty, question);
+    const chunks: Buffer[] = [];
+    const b = Buffer.alloc(256);
+    for (;;) {
+      const n = fs.readSync(tty, b, 0, b.length, null);
+      if (n <= 0) break;
+      chunks.push(Buffer.from(b.subarray(0, n)));
+      if (b.subarray(0, n).includes(0x0a)) break;
+    }
+    const line = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
+    if (line === '') throw new VmssError('no password was typed');
+    return line;
+  } finally {
+    stty('echo');
+    fs.writeSync(tty, '\n');
+    fs.closeSync(tty);
+  }
+}
