@@ -171,6 +171,7 @@ export function openFolder(dirArg: string): VmFolder {
     }
     try {
       const snap = openSnapshot(file, { openFile: (p) => pool.file(p) });
+      pool.releaseIdle();
       entry.modified = snap.metaFile.mtime.toISOString();
       entry.hasMemory = snap.physmem !== null;
       if (snap.memoryPath !== null && path.resolve(snap.memoryPath) !== path.resolve(file)) {

@@ -53,6 +53,14 @@ export class FilePool {
     this.open.delete(f);
   }
 
+  /**
+   * Close every descriptor no read holds: opening a checkpoint reads the first bytes of its
+   * memory file (is it encrypted, compressed?), and a folder mount must not keep them all open.
+   */
+  releaseIdle(): void {
+    for (const f of [...this.open.keys()]) if (f.releaseDescriptor()) this.open.delete(f);
+  }
+
   closeAll(): void {
     for (const f of [...this.open.keys()]) f.close();
   }
