@@ -9,6 +9,7 @@ import { UsageError, VmssError, describeError } from './errors';
 import { mountCommand } from './mount/command';
 import { openEvidence, type OpenOptions } from './open';
 import { OutputClosed, stdoutOutput } from './output';
+import { docPieces } from './textdoc';
 import { FOLDER_VMEM, isDirectory, openFolder } from './folder/folder';
 import { snapshotsJsonText, snapshotsText } from './folder/report';
 
@@ -129,7 +130,8 @@ const info: Handler = async (args) => {
   if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, values.vmem);
   const snap = openEvidence(positionals[0] as string, evidenceOptions(values));
   try {
-    await writeOut(values.json ? snap.infoJsonText(snap.warnings) : snap.infoText(snap.warnings, { verbose: values.verbose }));
+    const doc = values.json ? snap.infoJsonDoc(snap.warnings) : snap.infoTextDoc(snap.warnings, { verbose: values.verbose });
+    for (const piece of docPieces(doc)) await writeOut(piece);
   } finally {
     snap.close();
   }
