@@ -10,6 +10,7 @@ import { mountCommand } from './mount/command';
 import { openEvidence, type OpenOptions } from './open';
 import { OutputClosed, stdoutOutput } from './output';
 import { KEY_OPTIONS, keyringFrom } from './cli-options';
+import { docPieces } from './textdoc';
 import { FOLDER_VMEM, isDirectory, openFolder } from './folder/folder';
 import { snapshotsJsonText, snapshotsText } from './folder/report';
 
@@ -138,7 +139,8 @@ const info: Handler = async (args) => {
   if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, values.vmem);
   const snap = openEvidence(positionals[0] as string, evidenceOptions(values));
   try {
-    await writeOut(values.json ? snap.infoJsonText(snap.warnings) : snap.infoText(snap.warnings, { verbose: values.verbose }));
+    const doc = values.json ? snap.infoJsonDoc(snap.warnings) : snap.infoTextDoc(snap.warnings, { verbose: values.verbose });
+    for (const piece of docPieces(doc)) await writeOut(piece);
   } finally {
     snap.close();
   }

@@ -2,6 +2,7 @@ import type { CpuState } from './cpu';
 import type { Checkpoint } from './format/checkpoint';
 import type { Source } from './io/source';
 import type { SegmentMap, Run } from './runmap';
+import type { TextDoc } from './textdoc';
 
 /** Guest-physical memory as served: runs into one memory file, holes between them. */
 export interface PhysMem {
@@ -35,5 +36,11 @@ export interface Evidence {
   infoText(warnings: readonly string[], opts?: { verbose?: boolean }): string;
   /** metadata.json (`vmssfs info --json`), showing `warnings` as its warnings. */
   infoJsonText(warnings: readonly string[]): string;
+  /**
+   * The same two texts as documents made a unit at a time (textdoc.ts): what `vmssfs info` writes
+   * out and the mount serves, so that a checkpoint at the tag cap is never held as one string.
+   */
+  infoTextDoc(warnings: readonly string[], opts?: { verbose?: boolean }): TextDoc;
+  infoJsonDoc(warnings: readonly string[]): TextDoc;
   close(): void;
 }

@@ -6,6 +6,7 @@ import { guestCpuState, guestRuns, readGuestDump, RELEASE, type GuestDump } from
 import { hex } from './format/header';
 import { SourceFile } from './io/source';
 import { missingRanges, SegmentMap } from './runmap';
+import { wholeDoc } from './textdoc';
 
 const PAGE = 4096;
 
@@ -70,6 +71,9 @@ export function openGuestDump(file: string, opts: GuestOpenOptions = {}): GuestD
       dump, metaFile, memoryPath: physmem ? vmemPath : null, physmem, physmemError, warnings, checkpoint: null, cpuState,
       infoText: (shown) => guestInfoText(ev, shown),
       infoJsonText: (shown) => JSON.stringify(guestInfoJson(ev, shown), null, 2) + '\n',
+      // A guest dump's texts are short: one unit each.
+      infoTextDoc: (shown) => wholeDoc(ev.infoText(shown)),
+      infoJsonDoc: (shown) => wholeDoc(ev.infoJsonText(shown)),
       close: () => {
         metaFile.close();
         memFile?.close();

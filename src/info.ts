@@ -3,6 +3,7 @@ import { magicName, tagValueText, tagPath } from './format/checkpoint';
 import { hex } from './format/header';
 import type { Tag } from './format/tags';
 import type { CompressionSummary, EncryptionSummary, Snapshot } from './snapshot';
+import { docText, groupedDoc, type TextDoc } from './textdoc';
 
 /** The machine contract of `vmssfs info --json` and of the mount's metadata.json. */
 export interface InfoJson {
@@ -72,28 +73,35 @@ export function infoJson(s: Snapshot): InfoJson {
 }
 
 /**
- * The JSON document as text: indented like JSON.stringify(doc, null, 2), but one line per tag.
- * A checkpoint holds tens of thousands of tags; a tag per line keeps the text a third the size
- * and greppable, and it is built line by line instead of as one large object first.
+ * The JSON document: indented like JSON.stringify(doc, null, 2), but one line per tag. A
+ * checkpoint holds tens of thousands of tags; a tag per line keeps the text a third the size and
+ * greppable, and it is made a line at a time instead of as one large object first.
  */
-export function infoJsonText(s: Snapshot): string {
+export function infoJsonDoc(s: Snapshot): TextDoc {
+  const groups = s.checkpoint.groups;
   // Everything but the groups, as JSON.stringify indents it (undefined members are left out).
-  const head = { ...infoJson({ ...s, checkpoint: { ...s.checkpoint, groups: [] } }), groups: undefined };
-  const lines: string[] = [JSON.stringify(head, null, 2).replace(/\n}$/, ','), '  "groups": ['];
-  s.checkpoint.groups.forEach((g, gi) => {
-    lines.push('    {');
-    lines.push(`      "name": ${JSON.stringify(g.name)},`);
-    lines.push(`      "tagsOffset": ${g.tagsOffset},`);
-    lines.push(`      "size": ${JSON.stringify(g.size)},`);
-    lines.push(g.tags.length === 0 ? '      "tags": []' : '      "tags": [');
-    g.tags.forEach((t, ti) => {
-      lines.push(`        ${JSON.stringify(tagJson(t))}${ti < g.tags.length - 1 ? ',' : ''}`);
-    });
-    if (g.tags.length > 0) lines.push('      ]');
-    lines.push(gi < s.checkpoint.groups.length - 1 ? '    },' : '    }');
+  const head = { ...infoJson({ ...s, warnings: [...s.warnings], checkpoint: { ...s.checkpoint, groups: [] } }), groups: undefined };
+  const headText = JSON.stringify(head, null, 2).replace(/\n}$/, ',') + '\n  "groups": [\n';
+  return groupedDoc({
+    head: () => headText,
+    counts: groups.map((g) => g.tags.length),
+    open: (gi) => {
+      const g = groups[gi] as (typeof groups)[number];
+      return `    {\n      "name": ${JSON.stringify(g.name)},\n      "tagsOffset": ${g.tagsOffset},\n      "size": ${JSON.stringify(g.size)},\n`
+        + (g.tags.length === 0 ? '      "tags": []\n' : '      "tags": [\n');
+    },
+    tag: (gi, ti) => {
+      const tags = (groups[gi] as (typeof groups)[number]).tags;
+      return `        ${JSON.stringify(tagJson(tags[ti] as Tag))}${ti < tags.length - 1 ? ',' : ''}\n`;
+    },
+    close: (gi) => ((groups[gi] as (typeof groups)[number]).tags.length > 0 ? '      ]\n' : '') + (gi < groups.length - 1 ? '    },\n' : '    }\n'),
+    tail: () => '  ]\n}\n',
   });
-  lines.push('  ]', '}');
-  return lines.join('\n') + '\n';
+}
+
+/** The JSON document as one string. */
+export function infoJsonText(s: Snapshot): string {
+  return docText(infoJsonDoc(s));
 }
 
 /** Verbose hexdumps stop here per tag: a multi-MiB video RAM block helps nobody on a terminal. */
@@ -120,59 +128,72 @@ function isMemoryTag(group: string, tag: Tag): boolean {
  * The text form, in the layout of Volatility's vmwareinfo (see the reference article): header,
  * run table, one row per tag (1/2-byte values decimal, 4/8-byte hex), then warnings.
  */
-export function infoText(s: Snapshot, opts: { verbose?: boolean } = {}): string {
+export function infoTextDoc(s: Snapshot, opts: { verbose?: boolean } = {}): TextDoc {
   const cp = s.checkpoint;
-  const out: string[] = [];
-  out.push(`Magic: ${hex(cp.magic)} (Version ${cp.version})`);
-  out.push(`Group count: ${hex(cp.groups.length)}`);
-  out.push('');
-  out.push('File Offset PhysMem Offset Size      ');
-  out.push('----------- -------------- ----------');
-  for (const r of s.physmem?.map.segments ?? []) {
-    out.push(`${hex(r.fileOffset, 9)} ${hex(r.start, 12)} ${hex(r.length, 8)}`);
-  }
-  out.push('');
-  out.push(`DataOffset   DataSize ${'Name'.padEnd(50)} Value`);
-  out.push(`---------- ---------- ${'-'.repeat(49)} -----`);
-  for (const g of cp.groups) {
-    for (const t of g.tags) {
-      // DataOffset and DataSize share 21 columns, so an offset past 4 GiB (the article's
-      // 0x180011963) eats into the size's padding and the name and value keep their columns.
-      const offset = hex(t.dataOffset, 8);
-      const size = hex(t.size);
-      out.push(`${offset} ${size.padStart(Math.max(size.length, 20 - offset.length))} ${tagPath(g.name, t).padEnd(50)} ${tagValueText(t) ?? ''}`);
-      if (opts.verbose && tagValueText(t) === null && !isMemoryTag(g.name, t) && t.size > 0) {
-        // A block of a truncated copy is dumped as far as the file goes, never padded with zeros.
-        const present = t.inline ? t.size : Math.max(0, Math.min(t.size, s.metaFile.size - t.dataOffset));
-        const data = Buffer.alloc(Math.min(present, HEXDUMP_LIMIT));
-        if (t.inline) t.inline.copy(data);
-        else s.metaFile.readAtSync(data, t.dataOffset);
-        out.push(...hexdump(data, t.dataOffset));
-        if (data.length < present) out.push(`[${present - data.length} more bytes not shown]`);
-        if (present < t.size) out.push(`[${t.size - present} bytes missing: past the end of the file (truncated copy)]`);
-      }
-    }
-  }
+  const head: string[] = [
+    `Magic: ${hex(cp.magic)} (Version ${cp.version})`,
+    `Group count: ${hex(cp.groups.length)}`,
+    '',
+    'File Offset PhysMem Offset Size      ',
+    '----------- -------------- ----------',
+  ];
+  for (const r of s.physmem?.map.segments ?? []) head.push(`${hex(r.fileOffset, 9)} ${hex(r.start, 12)} ${hex(r.length, 8)}`);
+  head.push('', `DataOffset   DataSize ${'Name'.padEnd(50)} Value`, `---------- ---------- ${'-'.repeat(49)} -----`);
   // Beyond vmwareinfo: what the file is and whether its memory can be served.
-  out.push('');
-  out.push(`File: ${cp.file} (${cp.fileSize} bytes, magic ${magicName(cp.magic)})`);
+  const tail: string[] = ['', `File: ${cp.file} (${cp.fileSize} bytes, magic ${magicName(cp.magic)})`];
   if (s.physmem) {
-    out.push(`Memory file: ${s.physmem.file.name}`);
-    out.push(`Physical memory: ${hex(s.physmem.size)} bytes in ${s.physmem.map.segments.length} runs`);
+    tail.push(`Memory file: ${s.physmem.file.name}`, `Physical memory: ${hex(s.physmem.size)} bytes in ${s.physmem.map.segments.length} runs`);
   } else {
-    out.push(`Physical memory: not served: ${s.physmemError ?? 'unknown reason'}`);
+    tail.push(`Physical memory: not served: ${s.physmemError ?? 'unknown reason'}`);
   }
   if (s.encryption) {
     const e = s.encryption;
     const how = e.keyFrom === '--key' ? 'with the data file key given (--key)' : `with the key safe of ${e.vmx} (${e.cipher}, ${e.rounds} PBKDF2 rounds) and the password`;
-    out.push(`Encrypted: ${e.files.join(', ')} decrypted ${how}`);
+    tail.push(`Encrypted: ${e.files.join(', ')} decrypted ${how}`);
   }
   if (s.compression) {
     const c = s.compression;
-    out.push(`Compressed memory: ${c.file} holds ${c.blocks} blocks, ${c.storedBytes} bytes stored, ${c.decompressedBytes} bytes decompressed (FastLZ level 2)`);
+    tail.push(`Compressed memory: ${c.file} holds ${c.blocks} blocks, ${c.storedBytes} bytes stored, ${c.decompressedBytes} bytes decompressed (FastLZ level 2)`);
   }
-  if (s.warnings.length > 0) {
-    for (const w of s.warnings) out.push(`WARNING: ${w}`);
-  }
-  return out.join('\n') + '\n';
+  for (const w of s.warnings) tail.push(`WARNING: ${w}`);
+  const lines = (l: string[]): string => l.join('\n') + '\n';
+  const headText = lines(head);
+  const tailText = lines(tail);
+
+  const row = (g: string, t: Tag): string => {
+    // DataOffset and DataSize share 21 columns, so an offset past 4 GiB (the article's
+    // 0x180011963) eats into the size's padding and the name and value keep their columns.
+    const offset = hex(t.dataOffset, 8);
+    const size = hex(t.size);
+    const value = tagValueText(t);
+    const out = [`${offset} ${size.padStart(Math.max(size.length, 20 - offset.length))} ${tagPath(g, t).padEnd(50)} ${value ?? ''}`];
+    if (opts.verbose && value === null && !isMemoryTag(g, t) && t.size > 0) {
+      // A block of a truncated copy is dumped as far as the file goes, never padded with zeros.
+      const inline = t.inline;
+      const present = inline ? t.size : Math.max(0, Math.min(t.size, s.metaFile.size - t.dataOffset));
+      const data = Buffer.alloc(Math.min(present, HEXDUMP_LIMIT));
+      if (inline) inline.copy(data);
+      else s.metaFile.readAtSync(data, t.dataOffset);
+      out.push(...hexdump(data, t.dataOffset));
+      if (data.length < present) out.push(`[${present - data.length} more bytes not shown]`);
+      if (present < t.size) out.push(`[${t.size - present} bytes missing: past the end of the file (truncated copy)]`);
+    }
+    return lines(out);
+  };
+  return groupedDoc({
+    head: () => headText,
+    counts: cp.groups.map((g) => g.tags.length),
+    open: () => '',
+    tag: (gi, ti) => {
+      const g = cp.groups[gi] as (typeof cp.groups)[number];
+      return row(g.name, g.tags[ti] as Tag);
+    },
+    close: () => '',
+    tail: () => tailText,
+  });
+}
+
+/** The text form as one string. */
+export function infoText(s: Snapshot, opts: { verbose?: boolean } = {}): string {
+  return docText(infoTextDoc(s, opts));
 }

@@ -6,7 +6,7 @@ import { hex } from './format/header';
 import { atimeWarning, type Source } from './io/source';
 import type { Evidence, PhysMem } from './evidence';
 import { checkpointCpuState } from './format/cpustate';
-import { infoJsonText, infoText } from './info';
+import { infoJsonDoc, infoJsonText, infoText, infoTextDoc } from './info';
 import { buildRuns, expectedBlobSize, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
 import { tagLabel, type Tag } from './format/tags';
 import { ENCOBJ_MAGIC } from './io/encobj';
@@ -253,6 +253,8 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
       cpuState: () => checkpointCpuState(checkpoint, metaFile),
       infoText: (shown, o) => infoText({ ...snap, warnings: [...shown] }, o),
       infoJsonText: (shown) => infoJsonText({ ...snap, warnings: [...shown] }),
+      infoTextDoc: (shown, o) => infoTextDoc({ ...snap, warnings: [...shown] }, o),
+      infoJsonDoc: (shown) => infoJsonDoc({ ...snap, warnings: [...shown] }),
       close: () => {
         metaFile.close();
         if (memFile && memFile !== metaFile) memFile.close();

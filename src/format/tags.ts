@@ -33,11 +33,92 @@ export interface Tag {
 /** Size fields 62 (compressed block) and 63 (plain block); below 62 the value is inline. */
 const SIZE_COMPRESSED = 62;
 
-/** Shared across a file's groups so a garbage stream cannot allocate without bound. */
+/**
+ * Shared across a file's groups so a garbage stream cannot allocate without bound: the tag count
+ * left, and the storage every tag of the file shares (names, indices, inline values).
+ */
 export interface TagBudget {
   left: number;
+  store?: TagStore;
 }
 export const MAX_TAGS_PER_FILE = 250_000;
+
+/**
+ * The bytes a file's tags hold, packed: each tag's indices (u32 each) and inline value sit in one
+ * growing buffer, and each distinct name is one string. A tag of its own Buffer, index array and
+ * name string cost about 400 bytes of heap; at the 250,000-tag cap that alone was 100 MiB.
+ */
+export class TagStore {
+  bytes = Buffer.allocUnsafe(64 * 1024);
+  used = 0;
+  private readonly names = new Map<string, string>();
+
+  /** Where `data` now sits in `bytes`. */
+  put(data: Buffer): number {
+    if (this.used + data.length > this.bytes.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.bytes.length * 2, this.used + data.length));
+      this.bytes.copy(grown, 0, 0, this.used);
+      this.bytes = grown;
+    }
+    const at = this.used;
+    data.copy(this.bytes, at);
+    this.used += data.length;
+    return at;
+  }
+
+  /** The one string for a name: real files repeat a few thousand names across their tags. */
+  name(bytes: Buffer): string {
+    const decoded = bytes.toString('utf8');
+    const known = this.names.get(decoded);
+    if (known !== undefined) return known;
+    this.names.set(decoded, decoded);
+    return decoded;
+  }
+}
+
+const BLOCK = 1;
+const COMPRESSED = 2;
+
+/**
+ * A parsed tag: numbers and a reference into its file's TagStore. `indices` and `inline` are made
+ * when asked for (a fresh array and a view of the store each time), so a tag holds no objects
+ * of its own.
+ */
+class StoredTag implements Tag {
+  constructor(
+    readonly name: string,
+    readonly headerOffset: number,
+    readonly dataOffset: number,
+    readonly size: number,
+    readonly memSize: number,
+    /** BLOCK | COMPRESSED, and the index count from bit 2. */
+    private readonly bits: number,
+    private readonly store: TagStore,
+    /** Offset in the store of the indices, then the inline value. */
+    private readonly at: number,
+  ) {}
+
+  get block(): boolean {
+    return (this.bits & BLOCK) !== 0;
+  }
+
+  get compressed(): boolean {
+    return (this.bits & COMPRESSED) !== 0;
+  }
+
+  get indices(): number[] {
+    const n = this.bits >> 2;
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) out.push(this.store.bytes.readUInt32LE(this.at + 4 * i));
+    return out;
+  }
+
+  get inline(): Buffer | null {
+    if (this.block) return null;
+    const from = this.at + 4 * (this.bits >> 2);
+    return this.store.bytes.subarray(from, from + this.size);
+  }
+}
 
 export interface StreamResult {
   tags: Tag[];
@@ -57,6 +138,7 @@ export function tagLabel(tag: Pick<Tag, 'name' | 'indices'>): string {
  */
 export function readTagStream(src: RandomAccess, version: number, group: GroupEntry, budget: TagBudget): StreamResult {
   const warnings: string[] = [];
+  const store = (budget.store ??= new TagStore());
   const where = `group "${group.name}"`;
   const tags: Tag[] = [];
   if (group.tagsOffset >= src.size) {
@@ -101,13 +183,14 @@ export function readTagStream(src: RandomAccess, version: number, group: GroupEn
     }
     const nameBytes = cur.take(nameLength);
     if (!nameBytes) return truncated();
-    const name = nameBytes.toString('utf8');
+    const name = store.name(nameBytes);
     const indexCount = flags >> 6;
-    const indices: number[] = [];
+    // The indices are copied to the store at once: the next take() may move the cursor's window.
+    let at = store.used;
     if (indexCount > 0) {
-      const raw = cur.take(4 * indexCount);
-      if (!raw) return truncated();
-      for (let i = 0; i < indexCount; i++) indices.push(raw.readUInt32LE(4 * i));
+      const rawIndices = cur.take(4 * indexCount);
+      if (!rawIndices) return truncated();
+      at = store.put(rawIndices);
     }
     const sizeField = flags & 0x3f;
     budget.left--;
@@ -116,10 +199,8 @@ export function readTagStream(src: RandomAccess, version: number, group: GroupEn
       const dataOffset = cur.pos;
       const value = cur.take(sizeField);
       if (!value) return truncated();
-      tags.push({
-        name, indices, headerOffset, dataOffset, size: sizeField, memSize: sizeField,
-        block: false, compressed: false, inline: Buffer.from(value),
-      });
+      store.put(value);
+      tags.push(new StoredTag(name, headerOffset, dataOffset, sizeField, sizeField, indexCount << 2, store, at));
       continue;
     }
 
@@ -128,6 +209,8 @@ export function readTagStream(src: RandomAccess, version: number, group: GroupEn
     const size = readUint(head, 0, blockWidth);
     const memSize = readUint(head, blockWidth, blockWidth);
     const padding = head.readUInt16LE(2 * blockWidth);
+    const indices: number[] = [];
+    for (let i = 0; i < indexCount; i++) indices.push(store.bytes.readUInt32LE(at + 4 * i));
     const label = `${group.name}/${tagLabel({ name, indices })}`;
     if (size === null || memSize === null) {
       warnings.push(`${label}: block at ${hex(headerOffset)} claims an absurd size; stream abandoned, kept ${tags.length} tags`);
@@ -135,11 +218,7 @@ export function readTagStream(src: RandomAccess, version: number, group: GroupEn
     }
     if (!cur.skip(padding)) return truncated();
     const dataOffset = cur.pos;
-    const tag: Tag = {
-      name, indices, headerOffset, dataOffset, size, memSize,
-      block: true, compressed: sizeField === SIZE_COMPRESSED, inline: null,
-    };
-    tags.push(tag);
+    tags.push(new StoredTag(name, headerOffset, dataOffset, size, memSize, (indexCount << 2) | BLOCK | (sizeField === SIZE_COMPRESSED ? COMPRESSED : 0), store, at));
     if (!cur.skip(size)) {
       // Keep the tag: its bytes that exist are still evidence. Where the file ends first, the
       // missing tail reads as zeros, and this warning is what says so.

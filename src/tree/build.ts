@@ -3,10 +3,11 @@ import { findTag, type Checkpoint } from '../format/checkpoint';
 import type { Tag } from '../format/tags';
 import { tagLabel } from '../format/tags';
 import type { PageCache } from '../pagecache';
+import type { TextDoc } from '../textdoc';
 import { elfView } from '../views/elf';
 import { limeView, type View } from '../views/lime';
 import { escapeName, uniqueNames } from './names';
-import { BytesFile, ExtentFile, type DirNode, type FileNode, type Node } from './nodes';
+import { BytesFile, DocFile, ExtentFile, type DirNode, type FileNode, type Node } from './nodes';
 import { TagFile } from './tagfile';
 
 /** The read-only tree a snapshot presents, independent of how it is served (FUSE, ls/cat/extract). */
@@ -35,6 +36,11 @@ class Builder {
 
   bytes(data: Buffer): FileNode {
     return new BytesFile(this.ino(), data);
+  }
+
+  /** Generated text (info.txt, metadata.json), made again when read. */
+  text(doc: TextDoc): FileNode {
+    return new DocFile(this.ino(), doc);
   }
 
   /** A block tag's stored bytes, served lazily from the snapshot file through the cache. */
@@ -117,8 +123,8 @@ export function buildTree(snap: Evidence, cache: PageCache, opts: BuildOptions =
   const physmem = b.physmem();
   const config = cp && b.configVmx(cp);
   const screenshot = cp && b.screenshot(cp);
-  const infoTxt = b.bytes(Buffer.from(snap.infoText(warnings)));
-  const metadata = b.bytes(Buffer.from(snap.infoJsonText(warnings)));
+  const infoTxt = b.text(snap.infoTextDoc(warnings));
+  const metadata = b.text(snap.infoJsonDoc(warnings));
   const groups = cp && b.groups(cp);
   add('physmem.raw', physmem);
   add('physmem.lime', b.view(lime));

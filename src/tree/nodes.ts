@@ -1,5 +1,6 @@
 import type { ChunkSource, PageCache } from '../pagecache';
 import { SegmentMap, type Segment } from '../runmap';
+import { PIECE_CHARS, unitsText, type TextDoc } from '../textdoc';
 
 /**
  * A regular file of the tree: it answers its size and reads. How its bytes are made (held in
@@ -47,6 +48,63 @@ export class BytesFile implements FileNode {
   async read(dst: Buffer, position: number, length: number): Promise<number> {
     const n = clamp(this.data.length, position, length);
     if (n > 0) this.data.copy(dst, 0, position, position + n);
+    return n;
+  }
+}
+
+/**
+ * A generated text file (info.txt, metadata.json) that is not kept: its size and where every
+ * piece of about PIECE_CHARS starts are found once, and a read makes the pieces it touches again
+ * (the last one is kept, for readers that go forward in small steps). At the tag cap the texts
+ * are 50 MiB that the daemon would otherwise hold for the life of the mount.
+ */
+export class DocFile implements FileNode {
+  readonly kind = 'file';
+  readonly size: number;
+  /** Piece k holds units [units[k], units[k+1]) and starts at byte offsets[k]. */
+  private readonly units: number[] = [];
+  private readonly offsets: number[] = [];
+  private last: { piece: number; bytes: Buffer } | null = null;
+
+  constructor(readonly ino: number, private readonly doc: TextDoc) {
+    let bytes = 0;
+    let chars = PIECE_CHARS;
+    for (let i = 0; i < doc.units; i++) {
+      if (chars >= PIECE_CHARS) {
+        this.units.push(i);
+        this.offsets.push(bytes);
+        chars = 0;
+      }
+      const u = doc.unit(i);
+      chars += u.length;
+      bytes += Buffer.byteLength(u);
+    }
+    this.units.push(doc.units);
+    this.size = bytes;
+  }
+
+  private piece(k: number): Buffer {
+    if (this.last?.piece !== k) {
+      this.last = { piece: k, bytes: Buffer.from(unitsText(this.doc, this.units[k] as number, this.units[k + 1] as number)) };
+    }
+    return this.last.bytes;
+  }
+
+  async read(dst: Buffer, position: number, length: number): Promise<number> {
+    const n = clamp(this.size, position, length);
+    // The last piece starting at or before position; then on across pieces.
+    let lo = 0;
+    let hi = this.offsets.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if ((this.offsets[mid] as number) <= position) lo = mid;
+      else hi = mid - 1;
+    }
+    for (let done = 0, k = lo; done < n; k++) {
+      const piece = this.piece(k);
+      const from = position + done - (this.offsets[k] as number);
+      done += piece.copy(dst, done, from, Math.min(piece.length, from + n - done));
+    }
     return n;
   }
 }
