@@ -22,6 +22,11 @@ export interface ChunkSource {
    * daemon.
    */
   readonly readsInPlace?: boolean;
+  /**
+   * False for a decoding layer (decryption, decompression): most of its read is decoding on this
+   * thread, so its time says nothing about the disk and is not taken as a sign of a slow one.
+   */
+  readonly plain?: boolean;
 }
 
 /** An underlying read failed (EIO from a bad sector, a vanished share, a file that shrank). */
@@ -275,6 +280,7 @@ export class PageCache {
   }
 
   private noteSyncTime(src: ChunkSource, ns: number): void {
+    if (src.plain === false) return;
     const sp = this.speedOf(src);
     sp.slowRun = ns > SLOW_SYNC_READ_NS ? sp.slowRun + 1 : 0;
     if (ns > STUCK_READ_NS || sp.slowRun >= SLOW_RUN) this.markSlow(src, sp, ns);

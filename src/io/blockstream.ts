@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
+import { DecodingLayer } from './layer';
 import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex, fastLzDecode } from './fastlz';
-import { nextSourceId, type DamagedRange, type Source } from './source';
+import { type DamagedRange, type Source } from './source';
 
 /** VMware's block: 4 MiB of memory, the last one of a file shorter. */
 const MAX_BLOCK = 0x400000;
@@ -63,21 +64,7 @@ type RawRequest = number;
  * reaches back decodes by itself) and otherwise walking back to the nearest block that can start
  * the chain, then decoding forward.
  */
-export class BlockStreamSource implements Source {
-  readonly id = nextSourceId();
-  readonly plain = false;
-  // The file on disk beneath decides who may read what this layer decodes.
-  get owner(): Source['owner'] {
-    return this.inner.owner;
-  }
-  get identity(): Source['identity'] {
-    return this.inner.identity;
-  }
-  get atimeKept(): boolean {
-    return this.inner.atimeKept;
-  }
-  /** Decoding is synchronous work on this thread anyway: in place exactly when the layer below reads in place. */
-  readonly readsInPlace: boolean;
+export class BlockStreamSource extends DecodingLayer implements Source {
   readonly blocks: BlockEntry[] = [];
   readonly damaged: DamagedRange[] = [];
   /** Bytes of the stream its intact chain of headers describes. */
@@ -91,8 +78,8 @@ export class BlockStreamSource implements Source {
   private readonly broken = new Map<number, string>();
   private readonly inflight = new Map<number, Promise<Buffer>>();
 
-  constructor(private readonly inner: Source, opts: { cachedBlocks?: number; cachedTails?: number } = {}) {
-    this.readsInPlace = inner.readsInPlace;
+  constructor(inner: Source, opts: { cachedBlocks?: number; cachedTails?: number } = {}) {
+    super(inner);
     this.decoded = new LRUCache({ max: opts.cachedBlocks ?? DEFAULT_CACHED_BLOCKS });
     this.tails = new LRUCache({ max: opts.cachedTails ?? DEFAULT_CACHED_TAILS });
     const h = Buffer.alloc(HEADER);
@@ -124,14 +111,6 @@ export class BlockStreamSource implements Source {
       // beyond it is reported by coverDamaged().
       this.damaged.push({ start, end: start, why: `${why}; the stream is decodable only up to byte ${start}` });
     }
-  }
-
-  get name(): string {
-    return this.inner.name;
-  }
-
-  get mtime(): Date {
-    return this.inner.mtime;
   }
 
   /**
@@ -426,9 +405,6 @@ export class BlockStreamSource implements Source {
     return done;
   }
 
-  close(): void {
-    this.inner.close();
-  }
 }
 
 /** Two ascending arrays merged, duplicates dropped. */

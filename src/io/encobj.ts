@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
+import { DecodingLayer } from './layer';
 import { VmssError } from '../errors';
-import { nextSourceId, type DamagedRange, type Source } from './source';
+import { type DamagedRange, type Source } from './source';
 
 /** First four bytes of an encrypted VMware data file (`encobj`), little-endian. */
 export const ENCOBJ_MAGIC = 0x8943dd9e;
@@ -42,29 +43,15 @@ export function parseEncObjHeader(name: string, head: Buffer): EncObjHeader {
  * ‖ IV ‖ MAC, decrypted one at a time when read. Logical byte L lies in page L / 4064, so a
  * random read costs the pages it touches, never a prefix of the file.
  */
-export class EncObjSource implements Source {
-  readonly id = nextSourceId();
-  readonly plain = false;
-  // The file on disk beneath decides who may read what this layer decodes.
-  get owner(): Source['owner'] {
-    return this.inner.owner;
-  }
-  get identity(): Source['identity'] {
-    return this.inner.identity;
-  }
-  get atimeKept(): boolean {
-    return this.inner.atimeKept;
-  }
-  /** Decoding is synchronous work on this thread anyway: in place exactly when the file below reads in place. */
-  readonly readsInPlace: boolean;
+export class EncObjSource extends DecodingLayer implements Source {
   readonly size: number;
   readonly damaged: DamagedRange[] = [];
   /** Whole pages present in the file. */
   private readonly pages: number;
   private readonly lru = new Map<number, Buffer>();
 
-  private constructor(private readonly inner: Source, private readonly key: Buffer, readonly header: EncObjHeader) {
-    this.readsInPlace = inner.readsInPlace;
+  private constructor(inner: Source, private readonly key: Buffer, readonly header: EncObjHeader) {
+    super(inner);
     this.pages = Math.max(0, Math.floor((inner.size - HEADER) / 4096));
     const present = this.pages * 4064;
     const logical = header.logicalSize;
@@ -85,14 +72,6 @@ export class EncObjSource implements Source {
     const got = inner.readAtSync(head, 0);
     const h = parseEncObjHeader(inner.name, head.subarray(0, got));
     return new EncObjSource(inner, key, h);
-  }
-
-  get name(): string {
-    return this.inner.name;
-  }
-
-  get mtime(): Date {
-    return this.inner.mtime;
   }
 
   private decryptPage(raw: Buffer, dst: Buffer, dstOffset: number): void {
@@ -189,8 +168,5 @@ export class EncObjSource implements Source {
     return plain;
   }
 
-  close(): void {
-    this.inner.close();
-  }
 }
 

@@ -1,0 +1,37 @@
+import { nextSourceId, type Source } from './source';
+
+/**
+ * What every decoding layer (decryption, decompression) shares: it is never a plain file (no
+ * descriptor to read directly), and the file beneath it answers for its name, its time, who may
+ * read it and whether it can be read in place (decoding is synchronous work on this thread either
+ * way). Closing the layer closes what it wraps.
+ */
+export abstract class DecodingLayer {
+  readonly id = nextSourceId();
+  readonly plain = false;
+  readonly readsInPlace: boolean;
+
+  constructor(protected readonly inner: Source) {
+    this.readsInPlace = inner.readsInPlace;
+  }
+
+  get name(): string {
+    return this.inner.name;
+  }
+  get mtime(): Date {
+    return this.inner.mtime;
+  }
+  get owner(): Source['owner'] {
+    return this.inner.owner;
+  }
+  get identity(): Source['identity'] {
+    return this.inner.identity;
+  }
+  get atimeKept(): boolean {
+    return this.inner.atimeKept;
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+}
