@@ -22,6 +22,12 @@ export interface ChunkSource {
    * daemon.
    */
   readonly readsInPlace?: boolean;
+  /**
+   * A descriptor whose bytes are the source's bytes as they are (no decoding) on a local
+   * filesystem, so native code may pread it on any thread (src/fuse/native.ts). Sources that
+   * decrypt, decompress or may hang leave it undefined and stay on the JavaScript path.
+   */
+  readonly plainFd?: number;
 }
 
 /** An underlying read failed (EIO from a bad sector, a vanished share, a file that shrank). */

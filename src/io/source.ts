@@ -55,6 +55,11 @@ export class SourceFile implements RandomAccess {
     return new SourceFile(file, fd, st.size, st.mtime, onLocalFilesystem(file));
   }
 
+  /** Plain bytes on a local filesystem: the native read path may pread the descriptor itself. */
+  get plainFd(): number | undefined {
+    return this.readsInPlace ? this.fd : undefined;
+  }
+
   readAtSync(buf: Buffer, position: number): number {
     let done = 0;
     while (done < buf.length) {

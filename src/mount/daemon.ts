@@ -1,8 +1,10 @@
 import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { VmssError, describeError } from '../errors';
 import { fuseOperations } from '../fuse/adapter';
+import { prepareNative, type NativeReads } from '../fuse/native';
 import { PageCache } from '../pagecache';
 import { openSnapshot } from '../snapshot';
 import { buildTree } from '../tree/build';
@@ -63,6 +65,11 @@ class VmssFuse extends Fuse {
   }
 }
 
+function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(os.constants.errno)) if (value === errno) return name;
+  return `errno ${errno}`;
+}
+
 function runFusermount(args: string[]): Promise<boolean> {
   return new Promise((resolve) => {
     execFile(fusermount(), args, { timeout: 10_000 }, (err) => resolve(!err));
@@ -93,11 +100,23 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     log: report.log,
     debug: opts.debug,
   });
-  const fuse = new VmssFuse(opts.mountpoint, ops, mountOptions(fs.realpathSync(snap.metaFile.name), opts.fuseOptions));
+  // Plain local evidence is read by our libfuse module on libfuse's threads; when the addon
+  // cannot load, everything is read here, and the user is told once.
+  const prepared = prepareNative(tree);
+  const native: NativeReads | null = 'reason' in prepared ? null : prepared;
+  if ('reason' in prepared) {
+    if (process.env.VMSSFS_NATIVE !== '0') report.warning(`native reads unavailable (${prepared.reason}): every read goes through JavaScript`);
+    if (opts.debug) report.log(`native reads off: ${prepared.reason}`);
+  } else if (opts.debug) {
+    report.log(`native reads on for ${prepared.paths.length} files (${prepared.paths.slice(0, 3).join(', ')}${prepared.paths.length > 3 ? ', ...' : ''})`);
+  }
+  const options = [...mountOptions(fs.realpathSync(snap.metaFile.name), opts.fuseOptions), ...(native?.fuseOptions ?? [])];
+  const fuse = new VmssFuse(opts.mountpoint, ops, options);
 
   await new Promise<void>((resolve, reject) => {
     fuse.mount((err) => {
       if (!err) return resolve();
+      native?.discard();
       const why = err.message === 'fuse failed' ? 'libfuse or the kernel refused the mount (libfuse prints its reason on stderr: run with -f to see it)' : err.message;
       reject(new VmssError(`${opts.mountpoint}: cannot mount: ${why}`));
     });
@@ -112,6 +131,12 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
       if (opts.debug) {
         const st = cache.stats;
         report.log(`page cache: ${st.hits} hits, ${st.misses} chunk misses (${st.shared} shared, ${st.prefetched} read ahead), ${st.direct} reads straight from the source`);
+      }
+      if (native) {
+        // Failed native reads are answered EIO in C, which cannot write our log: they are told here.
+        const c = native.counts();
+        if (opts.debug) report.log(`native reads: ${c.reads} served (${c.bytes} bytes), ${c.errors} failed`);
+        if (c.errors > 0) report.log(`${c.errors} native reads answered EIO (last: ${errnoName(c.lastErrno)})`);
       }
       snap.close();
       resolve(code);

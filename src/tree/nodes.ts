@@ -16,6 +16,11 @@ export interface FileNode {
    * n, as a plain number when the bytes are there at once (no promise on the hot path).
    */
   read(dst: Buffer, position: number, length: number): number | Promise<number>;
+  /**
+   * The file as extents (zeros between them), sorted and apart, when that is how its bytes are
+   * made; `read` serves exactly these. The native read path is built from them (src/fuse/native.ts).
+   */
+  readonly extents?: readonly Extent[];
 }
 
 export interface DirNode {
@@ -63,6 +68,10 @@ export class ExtentFile implements FileNode {
     private readonly cache: PageCache,
   ) {
     this.map = new SegmentMap(extents);
+  }
+
+  get extents(): readonly Extent[] {
+    return this.map.segments;
   }
 
   read(dst: Buffer, position: number, length: number): number | Promise<number> {
