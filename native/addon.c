@@ -37,6 +37,7 @@
 typedef struct pending {
   unsigned id;
   readmap *map;
+  napi_threadsafe_function on_error;
   struct pending *next;
 } pending;
 
@@ -44,12 +45,13 @@ static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
 static pending *pending_list;
 static unsigned next_id = 1;
 
-static unsigned pending_add(readmap *m) {
+static unsigned pending_add(readmap *m, napi_threadsafe_function on_error) {
   pending *p = malloc(sizeof *p);
   if (p == NULL) return 0;
   pthread_mutex_lock(&pending_lock);
   p->id = next_id++;
   p->map = m;
+  p->on_error = on_error;
   p->next = pending_list;
   pending_list = p;
   unsigned id = p->id;
@@ -57,30 +59,50 @@ static unsigned pending_add(readmap *m) {
   return id;
 }
 
-/* Remove and return the map with this id (NULL when there is none). */
-static readmap *pending_take(unsigned id) {
-  readmap *m = NULL;
+/* Remove and return the entry with this id (NULL when there is none); the caller frees it. */
+static pending *pending_take(unsigned id) {
+  pending *found = NULL;
   pthread_mutex_lock(&pending_lock);
   for (pending **pp = &pending_list; *pp != NULL; pp = &(*pp)->next) {
     if ((*pp)->id == id) {
-      pending *p = *pp;
-      *pp = p->next;
-      m = p->map;
-      free(p);
+      found = *pp;
+      *pp = found->next;
       break;
     }
   }
   pthread_mutex_unlock(&pending_lock);
-  return m;
+  return found;
 }
 
 /* ---- the libfuse module -------------------------------------------------------------------- */
 
-/* The module's private data: the map, and the filesystem below (fuse-native's handlers). */
+/* The module's private data: the map, the filesystem below (fuse-native's handlers), and the
+ * JavaScript function that logs failed reads. */
 typedef struct {
   readmap *map;
   struct fuse_fs *next;
+  napi_threadsafe_function on_error;
 } native_fs;
+
+/* A failed read on its way to the JavaScript log. */
+typedef struct {
+  char path[4096];
+  int64_t offset;
+  uint64_t size;
+  rm_error why;
+} error_report;
+
+/* Queue a failed read for the log; never blocks a worker. When the queue is full (a flood of
+ * errors) the report is dropped: the read is still answered EIO and counted. */
+static void report_error(native_fs *n, const char *path, int64_t offset, size_t size, const rm_error *why) {
+  error_report *r = malloc(sizeof *r);
+  if (r == NULL) return;
+  snprintf(r->path, sizeof r->path, "%s", path);
+  r->offset = offset;
+  r->size = size;
+  r->why = *why;
+  if (napi_call_threadsafe_function(n->on_error, r, napi_tsfn_nonblocking) != napi_ok) free(r);
+}
 
 static native_fs *self(void) {
   return fuse_get_context()->private_data;
@@ -90,7 +112,10 @@ static int nat_read(const char *path, char *buf, size_t size, off_t off, struct 
   native_fs *n = self();
   const rm_file *f = path != NULL ? readmap_find(n->map, path) : NULL;
   if (f == NULL) return fuse_fs_read(n->next, path, buf, size, off, fi);
-  return readmap_read(n->map, f, buf, size, (int64_t)off);
+  rm_error why = { 0 };
+  int rc = readmap_read(n->map, f, buf, size, (int64_t)off, &why);
+  if (rc < 0 && why.length > 0) report_error(n, path, (int64_t)off, size, &why);
+  return rc;
 }
 
 static void *nat_init(struct fuse_conn_info *conn) {
@@ -103,6 +128,7 @@ static void nat_destroy(void *data) {
   native_fs *n = data;
   fuse_fs_destroy(n->next);
   readmap_free(n->map);
+  napi_release_threadsafe_function(n->on_error, napi_tsfn_release);
   free(n);
 }
 
@@ -257,23 +283,25 @@ static struct fuse_fs *nat_factory(struct fuse_args *args, struct fuse_fs *below
   }
   nat_opts o = { 0 };
   if (fuse_opt_parse(args, &o, nat_opt_spec, NULL) == -1) return NULL;
-  readmap *m = pending_take(o.map_id);
-  if (m == NULL) {
+  pending *p = pending_take(o.map_id);
+  if (p == NULL) {
     fprintf(stderr, "vmssfs native: no read map %u\n", o.map_id);
     return NULL;
   }
   native_fs *n = malloc(sizeof *n);
-  if (n == NULL) {
-    readmap_free(m);
-    return NULL;
+  struct fuse_fs *fs = NULL;
+  if (n != NULL) {
+    n->map = p->map;
+    n->next = below[0];
+    n->on_error = p->on_error;
+    fs = fuse_fs_new(&nat_ops, sizeof nat_ops, n);
   }
-  n->map = m;
-  n->next = below[0];
-  struct fuse_fs *fs = fuse_fs_new(&nat_ops, sizeof nat_ops, n);
   if (fs == NULL) {
-    readmap_free(m);
+    readmap_free(p->map);
+    napi_release_threadsafe_function(p->on_error, napi_tsfn_release);
     free(n);
   }
+  free(p);
   return fs;
 }
 
@@ -424,14 +452,39 @@ static int build_files(napi_env env, napi_value spec, readmap *m) {
   return 1;
 }
 
-/* prepare({sources, files}) -> id for the vmssfs_map= option. */
+static void set_number(napi_env env, napi_value obj, const char *key, double value) {
+  napi_value v;
+  if (napi_create_double(env, value, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+/* On the JavaScript thread: hand a failed read to the log function as
+ * {path, offset, size, source, errno, position, length}. */
+static void call_on_error(napi_env env, napi_value fn, void *context, void *data) {
+  (void)context;
+  error_report *r = data;
+  napi_value obj, path, undefined;
+  if (env != NULL && napi_create_object(env, &obj) == napi_ok && napi_create_string_utf8(env, r->path, NAPI_AUTO_LENGTH, &path) == napi_ok &&
+      napi_get_undefined(env, &undefined) == napi_ok) {
+    napi_set_named_property(env, obj, "path", path);
+    set_number(env, obj, "offset", (double)r->offset);
+    set_number(env, obj, "size", (double)r->size);
+    set_number(env, obj, "source", (double)r->why.source);
+    set_number(env, obj, "errno", (double)r->why.errnum);
+    set_number(env, obj, "position", (double)r->why.position);
+    set_number(env, obj, "length", (double)r->why.length);
+    napi_call_function(env, undefined, fn, 1, &obj, NULL);
+  }
+  free(r);
+}
+
+/* prepare({sources, files}, onError) -> id for the vmssfs_map= option. */
 static napi_value js_prepare(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_valuetype t;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok ||
-      t != napi_object) {
-    napi_throw_type_error(env, NULL, "vmssfs native: prepare needs a map description");
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_valuetype t, tf;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || napi_typeof(env, argv[0], &t) != napi_ok ||
+      t != napi_object || napi_typeof(env, argv[1], &tf) != napi_ok || tf != napi_function) {
+    napi_throw_type_error(env, NULL, "vmssfs native: prepare needs a map description and an error callback");
     return NULL;
   }
   readmap *m = calloc(1, sizeof *m);
@@ -443,9 +496,20 @@ static napi_value js_prepare(napi_env env, napi_callback_info info) {
     readmap_free(m);
     return NULL;
   }
-  unsigned id = pending_add(m);
+  napi_value name;
+  napi_threadsafe_function on_error;
+  if (napi_create_string_utf8(env, "vmssfs native read error", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, argv[1], NULL, name, 64, 1, NULL, NULL, NULL, call_on_error, &on_error) != napi_ok) {
+    readmap_free(m);
+    fail(env, "vmssfs native: cannot create the error callback");
+    return NULL;
+  }
+  /* The callback must not keep the daemon's event loop alive. */
+  napi_unref_threadsafe_function(env, on_error);
+  unsigned id = pending_add(m, on_error);
   if (id == 0) {
     readmap_free(m);
+    napi_release_threadsafe_function(on_error, napi_tsfn_release);
     fail(env, "vmssfs native: out of memory");
     return NULL;
   }
@@ -460,13 +524,15 @@ static napi_value js_discard(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint32_t id = 0;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 1 && napi_get_value_uint32(env, argv[0], &id) == napi_ok)
-    readmap_free(pending_take(id));
+  {
+    pending *p = pending_take(id);
+    if (p != NULL) {
+      readmap_free(p->map);
+      napi_release_threadsafe_function(p->on_error, napi_tsfn_release);
+      free(p);
+    }
+  }
   return NULL;
-}
-
-static void set_number(napi_env env, napi_value obj, const char *key, double value) {
-  napi_value v;
-  if (napi_create_double(env, value, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
 }
 
 /* counts() -> {reads, bytes, errors, lastErrno}, over every mount of this process. */

@@ -52,7 +52,7 @@ const rm_file *readmap_find(const readmap *m, const char *path) {
  * back whole: a short read means the file shrank under us, and zeros there would misreport the
  * evidence, so it fails (-EIO). The part past that size is zeros, as the parse warnings said.
  */
-static int read_source(const rm_source *s, uint64_t pos, char *dst, size_t len) {
+static int read_source(const rm_source *s, uint64_t pos, char *dst, size_t len, rm_error *why) {
   size_t expected = 0;
   if (pos < s->size) expected = (s->size - pos < len) ? (size_t)(s->size - pos) : len;
   size_t done = 0;
@@ -61,10 +61,16 @@ static int read_source(const rm_source *s, uint64_t pos, char *dst, size_t len) 
     ssize_t n = pread(s->fd, dst + done, expected - done, (off_t)(pos + done));
     if (n < 0) {
       if (errno == EINTR) continue;
+      why->errnum = errno;
+      why->position = pos + done;
+      why->length = expected - done;
       count_error(errno);
       return -EIO;
     }
     if (n == 0) {
+      why->errnum = 0;
+      why->position = pos;
+      why->length = expected;
       count_error(EIO);
       return -EIO;
     }
@@ -86,7 +92,7 @@ static size_t first_extent(const rm_file *f, uint64_t pos) {
   return lo;
 }
 
-int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset) {
+int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why) {
   if (offset < 0) return -EINVAL;
   uint64_t pos = (uint64_t)offset;
   if (pos >= f->size || size == 0) return 0;
@@ -115,7 +121,8 @@ int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int
     if (e->bytes != NULL) {
       memcpy(buf + done, e->bytes + within, (size_t)take);
     } else {
-      int rc = read_source(&m->sources[e->source], e->src_offset + within, buf + done, (size_t)take);
+      why->source = e->source;
+      int rc = read_source(&m->sources[e->source], e->src_offset + within, buf + done, (size_t)take, why);
       if (rc < 0) return rc;
     }
     done += take;

@@ -51,12 +51,21 @@ typedef struct {
   int last_errno;        /* errno of the last failed read (EIO for a file that shrank) */
 } rm_counts;
 
+/* Why a read failed, for the log: errnum 0 means the source came back short (it shrank). */
+typedef struct {
+  int errnum;
+  uint32_t source;
+  uint64_t position;     /* in the source */
+  uint64_t length;
+} rm_error;
+
 /* The file served at `path`, or NULL when JavaScript serves it. */
 const rm_file *readmap_find(const readmap *m, const char *path);
 
 /* Fill buf with up to `size` bytes of `f` at `offset`, as a FUSE read: the number of bytes
- * (0 past the end), or -EIO when a source fails or comes back short. Counted. */
-int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset);
+ * (0 past the end), or -EIO when a source fails or comes back short (counted, and *why says
+ * what failed). */
+int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why);
 
 /* Sort the files by path; 0, or -1 when two files share a path. */
 int readmap_index(readmap *m);

@@ -34,8 +34,20 @@ export interface NativeCounts {
   lastErrno: number;
 }
 
+/** A read the addon answered EIO: which file and request, which source bytes failed and how. */
+export interface NativeReadError {
+  path: string;
+  offset: number;
+  size: number;
+  source: number;
+  /** 0 when the source came back short: it shrank since it was opened. */
+  errno: number;
+  position: number;
+  length: number;
+}
+
 interface NativeAddon {
-  prepare(spec: NativeSpec): number;
+  prepare(spec: NativeSpec, onError: (e: NativeReadError) => void): number;
   discard(id: number): void;
   counts(): NativeCounts;
 }
@@ -81,8 +93,9 @@ export function loadNative(env: NodeJS.ProcessEnv = process.env): LoadResult {
 }
 
 /** The files of the tree that can be served natively, with their FUSE paths. */
-export function nativeSpec(tree: Tree): NativeSpec {
+export function nativeSpec(tree: Tree): { spec: NativeSpec; sources: ChunkSource[] } {
   const spec: NativeSpec = { sources: [], files: [] };
+  const sources: ChunkSource[] = [];
   const sourceIndex = new Map<ChunkSource, number>();
   const sourceOf = (src: ChunkSource): number | null => {
     const fd = src.plainFd;
@@ -91,6 +104,7 @@ export function nativeSpec(tree: Tree): NativeSpec {
     if (i === undefined) {
       i = spec.sources.length;
       spec.sources.push({ fd, size: src.size });
+      sources.push(src);
       sourceIndex.set(src, i);
     }
     return i;
@@ -119,7 +133,22 @@ export function nativeSpec(tree: Tree): NativeSpec {
     if (extents) spec.files.push({ path: at, size: node.size, extents });
   };
   walk(tree.root, '');
-  return spec;
+  return { spec, sources };
+}
+
+/** The log line for a failed native read, worded as the JavaScript path words its own. */
+export function describeNativeError(e: NativeReadError, sources: readonly ChunkSource[]): string {
+  const src = sources[e.source];
+  const name = src?.name ?? `source ${e.source}`;
+  const why = e.errno === 0
+    ? `${name}: file shrank since it was opened (${src?.size ?? '?'} bytes then, ends before ${e.position + e.length} now)`
+    : `${name}: read of ${e.length} bytes at ${e.position} failed: ${errnoName(e.errno)}`;
+  return `read ${e.path} at ${e.offset} (+${e.size}): ${why}: answered EIO`;
+}
+
+export function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(os.constants.errno)) if (value === errno) return name;
+  return `errno ${errno}`;
 }
 
 /** One mount's native reads: the FUSE options that switch them on, and their counts. */
@@ -134,16 +163,16 @@ export interface NativeReads {
 }
 
 /**
- * Prepare the native reads of a tree, or say why the JavaScript path serves everything (null
- * and a reason). The addon dups the descriptors: they stay open until libfuse is done with the
- * mount, whatever JavaScript closes.
+ * Prepare the native reads of a tree, or say why the JavaScript path serves everything. The
+ * addon dups the descriptors: they stay open until libfuse is done with the mount, whatever
+ * JavaScript closes. Failed reads reach `log` as the adapter's own failed reads do.
  */
-export function prepareNative(tree: Tree, env: NodeJS.ProcessEnv = process.env): NativeReads | { reason: string } {
+export function prepareNative(tree: Tree, log: (line: string) => void, env: NodeJS.ProcessEnv = process.env): NativeReads | { reason: string } {
   const lib = loadNative(env);
   if (!lib.addon) return { reason: lib.reason };
   const addon = lib.addon;
-  const spec = nativeSpec(tree);
-  const id = addon.prepare(spec);
+  const { spec, sources } = nativeSpec(tree);
+  const id = addon.prepare(spec, (e) => log(describeNativeError(e, sources)));
   return {
     fuseOptions: ['modules=vmssfs', `vmssfs_map=${id}`],
     paths: spec.files.map((f) => f.path),

@@ -1,10 +1,9 @@
 import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { VmssError, describeError } from '../errors';
 import { fuseOperations } from '../fuse/adapter';
-import { prepareNative, type NativeReads } from '../fuse/native';
+import { errnoName, prepareNative, type NativeReads } from '../fuse/native';
 import { PageCache } from '../pagecache';
 import { openSnapshot } from '../snapshot';
 import { buildTree } from '../tree/build';
@@ -65,11 +64,6 @@ class VmssFuse extends Fuse {
   }
 }
 
-function errnoName(errno: number): string {
-  for (const [name, value] of Object.entries(os.constants.errno)) if (value === errno) return name;
-  return `errno ${errno}`;
-}
-
 function runFusermount(args: string[]): Promise<boolean> {
   return new Promise((resolve) => {
     execFile(fusermount(), args, { timeout: 10_000 }, (err) => resolve(!err));
@@ -102,7 +96,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   });
   // Plain local evidence is read by our libfuse module on libfuse's threads; when the addon
   // cannot load, everything is read here, and the user is told once.
-  const prepared = prepareNative(tree);
+  const prepared = prepareNative(tree, report.log);
   const native: NativeReads | null = 'reason' in prepared ? null : prepared;
   if ('reason' in prepared) {
     if (process.env.VMSSFS_NATIVE !== '0') report.warning(`native reads unavailable (${prepared.reason}): every read goes through JavaScript`);
