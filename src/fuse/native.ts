@@ -157,6 +157,8 @@ export interface NativeReads {
   readonly fuseOptions: string[];
   /** Paths served natively. */
   readonly paths: string[];
+  /** The addon's file. */
+  readonly file: string;
   /** The map was not taken by a mount (the mount failed): free it. */
   discard(): void;
   counts(): NativeCounts;
@@ -176,6 +178,7 @@ export function prepareNative(tree: Tree, log: (line: string) => void, env: Node
   return {
     fuseOptions: ['modules=vmssfs', `vmssfs_map=${id}`],
     paths: spec.files.map((f) => f.path),
+    file: lib.file,
     discard: () => addon.discard(id),
     counts: () => addon.counts(),
   };

@@ -102,7 +102,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     if (process.env.VMSSFS_NATIVE !== '0') report.warning(`native reads unavailable (${prepared.reason}): every read goes through JavaScript`);
     if (opts.debug) report.log(`native reads off: ${prepared.reason}`);
   } else if (opts.debug) {
-    report.log(`native reads on for ${prepared.paths.length} files (${prepared.paths.slice(0, 3).join(', ')}${prepared.paths.length > 3 ? ', ...' : ''})`);
+    report.log(`native reads on (${prepared.file}) for ${prepared.paths.length} files (${prepared.paths.slice(0, 3).join(', ')}${prepared.paths.length > 3 ? ', ...' : ''})`);
   }
   const options = [...mountOptions(fs.realpathSync(snap.metaFile.name), opts.fuseOptions), ...(native?.fuseOptions ?? [])];
   const fuse = new VmssFuse(opts.mountpoint, ops, options);
