@@ -43,8 +43,9 @@ $(NATIVE): $(NATIVE_SRC) | deps compiler
 
 native: $(NATIVE)
 
-# The same addon built with AddressSanitizer, in its own directory (the suite mounts with it once).
-native-asan: $(NATIVE_SRC) | deps compiler
+# The same addon built with AddressSanitizer, in its own directory (the suite mounts with it once;
+# no deps here: the suite runs after `make build`, and must not reinstall node_modules under itself).
+native-asan: $(NATIVE_SRC) | compiler
 	rm -rf native/build-asan && mkdir -p native/build-asan && cp $(NATIVE_SRC) native/build-asan/
 	cd native/build-asan && NODE_PATH=$(CURDIR)/node_modules npm run -s --prefix $(CURDIR) build:native-asan
 
