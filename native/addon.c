@@ -8,9 +8,11 @@
  * unchanged through the fuse_fs_* forwarders.
  *
  * JavaScript side (src/fuse/native.ts):
- *   prepare(spec) -> id   builds a readmap from the tree's extents; the mount then names it with
+ *   prepare(spec, onError) -> id
+ *                         builds a readmap from the tree's extents; the mount then names it with
  *                         the options "modules=vmssfs,vmssfs_map=<id>"; the module's factory,
- *                         called inside fuse_new, takes it over.
+ *                         called inside fuse_new, takes it over. onError(report) is called on the
+ *                         JavaScript thread for each failed read, for the log.
  *   discard(id)           frees a map no mount took (the mount failed).
  *   counts()              {reads, bytes, errors, lastErrno} for --debug.
  * The module closes the map's descriptors in its destroy, which libfuse calls once every request
