@@ -174,7 +174,13 @@ export function prepareNative(tree: Tree, log: (line: string) => void, env: Node
   if (!lib.addon) return { reason: lib.reason };
   const addon = lib.addon;
   const { spec, sources } = nativeSpec(tree);
-  const id = addon.prepare(spec, (e) => log(describeNativeError(e, sources)));
+  let id: number;
+  try {
+    id = addon.prepare(spec, (e) => log(describeNativeError(e, sources)));
+  } catch (err) {
+    // The addon checks every number it is given; a refusal leaves the JavaScript path in charge.
+    return { reason: `the addon refused the read map: ${err instanceof Error ? err.message : String(err)}` };
+  }
   return {
     fuseOptions: ['modules=vmssfs', `vmssfs_map=${id}`],
     paths: spec.files.map((f) => f.path),
