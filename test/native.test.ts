@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from '../scripts/writer';
-import { loadNative, nativeSpec } from '../src/fuse/native';
+import { loadNative, nativeSpec, type NativeSpec } from '../src/fuse/native';
 import type { ChunkSource } from '../src/pagecache';
 import { PageCache } from '../src/pagecache';
 import { openSnapshot } from '../src/snapshot';
@@ -54,6 +54,49 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
   it('is built and loads (make build builds native/)', () => {
     const lib = loadNative({});
     expect(lib.addon, 'reason' in lib ? lib.reason : '').to.not.equal(null);
+  });
+
+  describe('the addon checks every number it is given', () => {
+    it('refuses bad descriptors, sizes, offsets, extents, bytes and paths, one clear error each', () => {
+      const lib = loadNative({});
+      if (!lib.addon) throw new Error('addon not loaded');
+      const addon = lib.addon;
+      const file = scratch.named('source.bin');
+      fs.writeFileSync(file, Buffer.alloc(8192, 7));
+      const fd = fs.openSync(file, 'r');
+      try {
+        const good = (): NativeSpec => ({
+          sources: [{ fd, size: 8192 }],
+          files: [{ path: '/a', size: 10_000, extents: [{ start: 0, length: 16, bytes: Buffer.alloc(16) }, { start: 100, length: 8000, source: 0, sourceOffset: 0 }] }],
+        });
+        const id = addon.prepare(good(), () => undefined);
+        expect(id).to.be.a('number').above(0);
+        addon.discard(id);
+        const bad: [string, (s: NativeSpec) => void, RegExp][] = [
+          ['a closed descriptor', (s) => ((s.sources[0] as { fd: number }).fd = 1 << 20), /descriptor is not open/],
+          ['a negative size', (s) => ((s.sources[0] as { size: number }).size = -1), /size = -1 is not an integer/],
+          ['a fractional size', (s) => ((s.files[0] as { size: number }).size = 10.5), /size = 10.5 is not an integer/],
+          ['a size past 2^53', (s) => ((s.files[0] as { size: number }).size = 2 ** 60), /is not an integer/],
+          ['a size that is not a number', (s) => ((s.files[0] as unknown as { size: string }).size = '10'), /size is not a number/],
+          ['an extent past the end of its file', (s) => ((s.files[0]?.extents[1] as { length: number }).length = 9_950), /length = 9950 is not an integer in \[0, 9900\]/],
+          ['overlapping extents', (s) => ((s.files[0]?.extents[1] as { start: number }).start = 10), /sorted and apart/],
+          ['an empty extent', (s) => ((s.files[0]?.extents[0] as { length: number }).length = 0), /non-empty/],
+          ['bytes of another length', (s) => ((s.files[0]?.extents[0] as { bytes: Buffer }).bytes = Buffer.alloc(15)), /Buffer of its length/],
+          ['a source that does not exist', (s) => ((s.files[0]?.extents[1] as { source: number }).source = 1), /source = 1 is not an integer in \[0, 0\]/],
+          ['a path without a leading /', (s) => ((s.files[0] as { path: string }).path = 'a'), /must start with \//],
+          ['two files with one path', (s) => s.files.push({ ...(s.files[0] as NativeSpec['files'][0]) }), /share a path/],
+        ];
+        for (const [what, spoil, message] of bad) {
+          const spec = good();
+          spoil(spec);
+          expect(() => addon.prepare(spec, () => undefined), what).to.throw(message);
+        }
+        expect(() => addon.prepare({} as NativeSpec, () => undefined)).to.throw(/sources is not an array/);
+        expect(() => (addon.prepare as (s: NativeSpec) => number)(good())).to.throw(/error callback/);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
   });
 
   describe('what goes native: derived from the tree\'s extents', () => {
