@@ -13,7 +13,7 @@ import type { Node } from '../src/tree/nodes';
 import { isMounted, TestMount } from './helpers/mount';
 import { REPO, SAMPLE, scratchDir } from './helpers/paths';
 import { readRange, sha256File } from './helpers/read';
-import { runCommand } from './helpers/run';
+import { runCli, runCommand } from './helpers/run';
 
 const PAGE = 4096;
 const HELPERS = path.join(__dirname, 'helpers');
@@ -307,6 +307,23 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
         await m.unmount();
       }
       expect(m.stderr).to.not.match(/native reads: \d+ served/);
+    });
+
+    it('as a detached daemon, tells the starting command once on its stderr', async () => {
+      const w = writeSnapshot(scratch.file(), LAYOUT);
+      const bogus = scratch.named('also-not-an-addon.node');
+      fs.writeFileSync(bogus, '');
+      const mnt = scratch.named('daemon-mnt');
+      fs.mkdirSync(mnt);
+      try {
+        const r = await runCli([w.path, mnt], { env: { ...process.env, VMSSFS_NATIVE_ADDON: bogus } });
+        expect(r.code, r.stderr).to.equal(0);
+        expect(r.stderr.trim().split('\n')).to.have.length(1);
+        expect(r.stderr).to.match(/^vmssfs: warning: native reads unavailable \(.*also-not-an-addon\.node.*\): every read goes through JavaScript\n$/);
+        expect(await readRange(path.join(mnt, 'physmem.raw'), 0, PAGE)).to.deep.equal(w.readPhys(0, PAGE));
+      } finally {
+        if (await isMounted(mnt)) await runCommand('fusermount', ['-u', mnt]);
+      }
     });
 
     it('says nothing on stderr when the native path is turned off on purpose (VMSSFS_NATIVE=0)', async () => {
