@@ -1,5 +1,6 @@
-// `make bench`: side-by-side read figures for vmssfs against a direct read of the source, the
-// FUSE binding's ceiling (scripts/ceiling-server.ts) and xmount, with PASS/FAIL per target.
+// `make bench`: side-by-side read figures for vmssfs (native read path, and the JavaScript path
+// with VMSSFS_NATIVE=0) against a direct read of the source, the FUSE binding's ceiling
+// (scripts/ceiling-server.ts), xmount and yara over the source, with PASS/FAIL per target.
 // See docs/performance.md for what is measured, why it is fair, and the figures.
 //
 //   node dist/scripts/bench.js            (BENCH_ROUNDS=N rounds, default 5; BENCH_DIR=dir to
@@ -22,10 +23,12 @@ const BIN = path.join(REPO, 'bin', 'vmssfs');
 const CEILING = path.join(REPO, 'dist', 'scripts', 'ceiling-server.js');
 const ROUNDS = Math.max(3, Number(process.env.BENCH_ROUNDS ?? 5) || 5);
 const RANDOM_READS = Number(process.env.BENCH_RANDOM_READS ?? 20000) || 20000;
-/** Parts to run (comma list of seq, rand, xmount, mount, diff, folder, crypto), for tuning; default all. */
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,xmount,mount,diff,folder,crypto').split(','));
+/** Parts to run (comma list of seq, rand, rand4, yara, xmount, mount, diff, folder, crypto), for tuning; default all. */
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,rand4,yara,xmount,mount,diff,folder,crypto').split(','));
 /** Whether any part runs that reads the plain 1 GiB input (crypto, diff and folder make their own). */
-const PLAIN_PARTS = ['seq', 'rand', 'xmount', 'mount'].some((k) => ONLY.has(k));
+const PLAIN_PARTS = ['seq', 'rand', 'rand4', 'yara', 'xmount', 'mount'].some((k) => ONLY.has(k));
+/** The JavaScript read path, for the native-versus-JavaScript figures. */
+const JS_PATH = { ...process.env, VMSSFS_NATIVE: '0' };
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const PAGE = 4096;
@@ -122,6 +125,7 @@ int main(int argc, char **argv) {
 interface Ran { code: number | null; stdout: string; stderr: string }
 
 function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Ran> {
+  // (yara runs through here too: its wall time is the figure)
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
     let stdout = '';
@@ -153,6 +157,30 @@ const rangeArg = (ranges: Ranges): string => ranges.map(([o, l]) => `${o}:${l}`)
 const readSeq = (file: string, ranges: Ranges): Promise<ReadResult> => reader(['seq', file, String(MiB), rangeArg(ranges)]);
 const readRandom = (file: string, ranges: Ranges, seed: number): Promise<ReadResult> =>
   reader(['rand', file, String(RANDOM_READS), String(seed), rangeArg(ranges)]);
+
+/** Four random readers at once (seeds differ, so they touch mostly different pages): reads/s of all four. */
+async function readRandom4(file: string, ranges: Ranges, round: number): Promise<{ rate: number; digests: string[] }> {
+  const t0 = process.hrtime.bigint();
+  const rs = await Promise.all([1, 2, 3, 4].map((i) => readRandom(file, ranges, round * 10 + i)));
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { rate: rs.reduce((a, r) => a + r.amount, 0) / seconds, digests: rs.map((r) => r.digest) };
+}
+
+/** Rules a forensic scan would run: literal, wide, hex with a jump, a regex; nothing in the bench data matches. */
+const YARA_RULES = String.raw`
+rule bench_literals { strings: $a = "Mimikatz sekurlsa" ascii wide nocase $b = "-----BEGIN RSA PRIVATE KEY-----" condition: any of them }
+rule bench_hex { strings: $mz = { 4D 5A 90 00 03 00 00 00 04 00 [4-16] FF FF 00 00 } $elf = { 7F 45 4C 46 02 01 01 [9] 03 00 3E 00 } condition: any of them }
+rule bench_regex { strings: $url = /https?:\/\/[a-z0-9.-]{4,40}\.(onion|bit)\/[A-Za-z0-9]{8}/ condition: $url }
+`;
+
+/** Wall time of one yara scan of `file` (which must finish cleanly); its output, file names removed. */
+async function yaraScan(rules: string, file: string): Promise<{ seconds: number; out: string }> {
+  const t0 = process.hrtime.bigint();
+  const r = await run('yara', ['-s', rules, file], { timeoutMs: 600_000 });
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.code !== 0) throw new Error(`yara ${file} failed: ${r.stderr.trim()}`);
+  return { seconds, out: r.stdout.split(file).join('FILE') };
+}
 
 // ---------------------------------------------------------------------------------------------
 // servers: every one a child process, every one unmounted and killed in a finally
@@ -227,9 +255,9 @@ async function waitMounted(mnt: string, file: string, exited: () => boolean, wha
 }
 
 /** A FUSE server of ours as a child process (in the foreground, so its pid is the child's), once mounted. */
-async function startNodeServer(name: 'vmssfs' | 'ceiling', args: (mnt: string) => string[]): Promise<Server> {
+async function startNodeServer(name: 'vmssfs' | 'ceiling', args: (mnt: string) => string[], env?: NodeJS.ProcessEnv): Promise<Server> {
   const mnt = freshMountpoint(name);
-  const child = spawn(process.execPath, args(mnt), { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, args(mnt), { stdio: ['ignore', 'ignore', 'inherit'], env: env ?? process.env });
   let exited = false;
   child.on('exit', () => (exited = true));
   const s = new Server(name, mnt, 'physmem.raw', child.pid ?? -1, true);
@@ -242,8 +270,8 @@ async function startNodeServer(name: 'vmssfs' | 'ceiling', args: (mnt: string) =
   return s;
 }
 
-function startVmssfs(snapshot: string, extra: string[] = []): Promise<Server> {
-  return startNodeServer('vmssfs', (mnt) => [BIN, snapshot, mnt, '-f', ...extra]);
+function startVmssfs(snapshot: string, env?: NodeJS.ProcessEnv, extra: string[] = []): Promise<Server> {
+  return startNodeServer('vmssfs', (mnt) => [BIN, snapshot, mnt, '-f', ...extra], env);
 }
 
 function startCeiling(size: number): Promise<Server> {
@@ -297,9 +325,10 @@ async function stopAll(): Promise<void> {
 
 interface Input { snapshot: string; vmem: string; physRanges: Ranges; blobRanges: Ranges; physSize: number }
 
-/** Two regions like a real guest: the first below 4 GiB (at most 3 GiB of it), the rest at 4 GiB. */
-function layout(bytes: number): RegionSpec[] {
+/** Two regions like a real guest: the first below 4 GiB (at most 3 GiB of it), the rest at 4 GiB; or one from 0. */
+function layout(bytes: number, flat = false): RegionSpec[] {
   const pages = bytes / PAGE;
+  if (flat) return [{ ppn: 0, pageNum: 0, pages }];
   const low = Math.min(pages / 2, (3 * GiB) / PAGE);
   return [
     { ppn: 0, pageNum: 0, pages: low },
@@ -307,10 +336,10 @@ function layout(bytes: number): RegionSpec[] {
   ];
 }
 
-function makeInput(dir: string, name: string, bytes: number, sparse: boolean): Input {
+function makeInput(dir: string, name: string, bytes: number, sparse: boolean, flat = false): Input {
   const snapshot = path.join(dir, `${name}.vmsn`);
   const vmem = path.join(dir, `${name}.vmem`);
-  const regions = layout(bytes);
+  const regions = layout(bytes, flat);
   const stamp = path.join(dir, `${name}.done`);
   if (!fs.existsSync(stamp)) {
     const t0 = Date.now();
@@ -538,6 +567,9 @@ async function main(): Promise<number> {
     const folderInputs = ONLY.has('folder') ? makeFolderInputs(WORK) : null;
     const enc = ONLY.has('crypto') ? makeCryptoInput(WORK, GiB) : null;
     encStored = enc?.storedBytes ?? 0;
+    const flat = makeInput(WORK, 'bench512m-flat', 512 * MiB, false, true);
+    const rules = path.join(WORK, 'bench.yar');
+    fs.writeFileSync(rules, YARA_RULES);
 
     // The bytes every contender serves: the guest's 1 GiB, the .vmem read straight through.
     if (PLAIN_PARTS) await preRead(big.vmem);
@@ -574,28 +606,46 @@ async function main(): Promise<number> {
         }
       }
 
-      // vmssfs: physmem.raw's two runs (the 1 GiB of real bytes), cold then warm
-      if (ONLY.has('seq')) {
-        srv = await startVmssfs(big.snapshot);
+      // vmssfs: physmem.raw's two runs (the 1 GiB of real bytes), cold then warm; native path,
+      // then the JavaScript path (VMSSFS_NATIVE=0)
+      for (const [tag, env] of [['vmssfs', undefined], ['js', JS_PATH]] as const) {
+        if (!ONLY.has('seq')) break;
+        srv = await startVmssfs(big.snapshot, env);
         try {
           const cold = await readSeq(path.join(srv.mnt, srv.file), big.physRanges);
-          checkDigest('vmssfs', reference.digest, cold);
-          s.add('seq.vmssfs', mibps(cold));
+          checkDigest(tag, reference.digest, cold);
+          s.add(`seq.${tag}`, mibps(cold));
           const warm = await readSeq(path.join(srv.mnt, srv.file), big.physRanges);
-          checkDigest('vmssfs warm', reference.digest, warm);
-          s.add('warm.vmssfs', mibps(warm));
-          rssPeak = Math.max(rssPeak, srv.peakRss());
+          checkDigest(`${tag} warm`, reference.digest, warm);
+          s.add(`warm.${tag}`, mibps(warm));
+          if (tag === 'vmssfs') rssPeak = Math.max(rssPeak, srv.peakRss());
         } finally {
           await srv.stop();
         }
       }
       let vmssfsRand: ReadResult | null = null;
-      if (ONLY.has('rand')) {
-        srv = await startVmssfs(big.snapshot);
+      for (const [tag, env] of [['vmssfs', undefined], ['js', JS_PATH]] as const) {
+        if (!ONLY.has('rand')) break;
+        srv = await startVmssfs(big.snapshot, env);
         try {
-          vmssfsRand = await readRandom(path.join(srv.mnt, srv.file), big.physRanges, round);
-          s.add('rand.vmssfs', perSec(vmssfsRand));
-          rssPeak = Math.max(rssPeak, srv.peakRss());
+          const r = await readRandom(path.join(srv.mnt, srv.file), big.physRanges, round);
+          if (vmssfsRand && r.digest !== vmssfsRand.digest) throw new Error('the native and JavaScript paths served different bytes on random reads');
+          vmssfsRand ??= r;
+          s.add(`rand.${tag}`, perSec(r));
+          if (tag === 'vmssfs') rssPeak = Math.max(rssPeak, srv.peakRss());
+        } finally {
+          await srv.stop();
+        }
+      }
+      let vmssfsRand4: string[] | null = null;
+      for (const [tag, env] of [['vmssfs', undefined], ['js', JS_PATH]] as const) {
+        if (!ONLY.has('rand4')) break;
+        srv = await startVmssfs(big.snapshot, env);
+        try {
+          const r = await readRandom4(path.join(srv.mnt, srv.file), big.physRanges, round);
+          if (vmssfsRand4 && r.digests.join() !== vmssfsRand4.join()) throw new Error('the native and JavaScript paths served different bytes to four readers');
+          vmssfsRand4 ??= r.digests;
+          s.add(`rand4.${tag}`, r.rate);
         } finally {
           await srv.stop();
         }
@@ -622,6 +672,34 @@ async function main(): Promise<number> {
           s.add('rand.xmount', perSec(xr));
         } finally {
           await srv.stop();
+        }
+      }
+      if (ONLY.has('xmount') && ONLY.has('rand4')) {
+        srv = await startXmount(big.vmem);
+        try {
+          const xr = await readRandom4(path.join(srv.mnt, srv.file), big.blobRanges, round);
+          if (vmssfsRand4 && xr.digests.join() !== vmssfsRand4.join()) throw new Error('xmount and vmssfs served different bytes to four readers');
+          s.add('rand4.xmount', xr.rate);
+        } finally {
+          await srv.stop();
+        }
+      }
+
+      // (d) yara over a freshly mounted physmem.raw (one run from 0: the same bytes as the .vmem)
+      // against yara over the .vmem itself, from the OS page cache
+      if (ONLY.has('yara')) {
+        await preRead(flat.vmem);
+        const onSource = await yaraScan(rules, flat.vmem);
+        s.add('yara.source', onSource.seconds);
+        for (const [tag, env] of [['vmssfs', undefined], ['js', JS_PATH]] as const) {
+          srv = await startVmssfs(flat.snapshot, env);
+          try {
+            const onMount = await yaraScan(rules, path.join(srv.mnt, srv.file));
+            if (onMount.out !== onSource.out) throw new Error(`yara found different things through the mount (${tag})`);
+            s.add(`yara.${tag}`, onMount.seconds);
+          } finally {
+            await srv.stop();
+          }
         }
       }
 
@@ -654,7 +732,7 @@ async function main(): Promise<number> {
       if (enc && encReference) {
         const pw = ['--password-file', enc.passwordFile];
         await preRead(path.join(path.dirname(enc.meta), 'VM-Snapshot1.vmem'));
-        srv = await startVmssfs(enc.meta, pw);
+        srv = await startVmssfs(enc.meta, undefined, pw);
         try {
           // The last page of memory, first thing after mounting: what a reader deep in the image waits.
           const lastRange = enc.plain.physRanges[enc.plain.physRanges.length - 1] as [number, number];
@@ -664,7 +742,7 @@ async function main(): Promise<number> {
         } finally {
           await srv.stop();
         }
-        srv = await startVmssfs(enc.meta, pw);
+        srv = await startVmssfs(enc.meta, undefined, pw);
         try {
           const seq = await readSeq(path.join(srv.mnt, srv.file), enc.plain.physRanges);
           checkDigest('vmssfs encrypted+compressed', encReference.digest, seq);
@@ -685,11 +763,14 @@ async function main(): Promise<number> {
       }
       if (!PLAIN_PARTS) continue;
 
-      for (const k of ['seq', 'rand']) {
-        s.add(`${k}.ratio.ceiling`, (s.all(`${k}.vmssfs`).at(-1) as number) / (s.all(`${k}.ceiling`).at(-1) as number));
-        s.add(`${k}.ratio.xmount`, (s.all(`${k}.vmssfs`).at(-1) as number) / (s.all(`${k}.xmount`).at(-1) as number));
+      const last = (k: string): number => s.all(k).at(-1) ?? NaN;
+      for (const k of ['seq', 'warm', 'rand', 'rand4']) {
+        s.add(`${k}.ratio.ceiling`, last(`${k}.vmssfs`) / last(`${k}.ceiling`));
+        s.add(`${k}.ratio.xmount`, last(`${k}.vmssfs`) / last(`${k}.xmount`));
+        s.add(`${k}.ratio.js`, last(`${k}.vmssfs`) / last(`${k}.js`));
       }
-      s.add('warm.ratio.xmount', (s.all('warm.vmssfs').at(-1) as number) / (s.all('warm.xmount').at(-1) as number));
+      s.add('yara.ratio', last('yara.vmssfs') / last('yara.source'));
+      s.add('yara.ratio.js', last('yara.js') / last('yara.source'));
       s.add('mount.ratio', (s.all('mount.64g').at(-1) as number) / (s.all('mount.8m').at(-1) as number));
     }
   } finally {
@@ -700,38 +781,43 @@ async function main(): Promise<number> {
   const f0 = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '-');
   const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
   const verdict = (ok: boolean): string => (ok ? 'PASS' : 'FAIL');
+  const vs = (k: string): string => `${f2(s.med(`${k}.ratio.xmount`))}x xmount, ${f2(s.med(`${k}.ratio.js`))}x JS path`;
   const rows: string[][] = [
-    ['figure', 'direct', 'ceiling', 'vmssfs', 'xmount', 'ratio', 'target', ''],
-    ['1. cold sequential, MiB/s', f0(s.med('seq.direct')), f0(s.med('seq.ceiling')), f0(s.med('seq.vmssfs')), f0(s.med('seq.xmount')),
-      `${f2(s.med('seq.ratio.ceiling'))}x ceiling (${f2(s.med('seq.ratio.xmount'))}x xmount)`, '>= 0.85x ceiling', verdict(s.med('seq.ratio.ceiling') >= 0.85)],
-    ['2. warm re-read, MiB/s', '', f0(s.med('warm.ceiling')), f0(s.med('warm.vmssfs')), f0(s.med('warm.xmount')),
-      `${f2(s.med('warm.ratio.xmount'))}x xmount`, '>= 0.8x xmount', verdict(s.med('warm.ratio.xmount') >= 0.8)],
-    ['3. random 4 KiB first touch, reads/s', '', f0(s.med('rand.ceiling')), f0(s.med('rand.vmssfs')), f0(s.med('rand.xmount')),
-      `${f2(s.med('rand.ratio.ceiling'))}x ceiling (${f2(s.med('rand.ratio.xmount'))}x xmount)`, '>= 0.85x ceiling', verdict(s.med('rand.ratio.ceiling') >= 0.85)],
-    ['4. mount to first stat, ms (8 MiB | 64 GiB)', '', '', `${f0(s.med('mount.8m'))} | ${f0(s.med('mount.64g'))}`, '',
+    ['figure', 'direct', 'ceiling', 'vmssfs', 'vmssfs JS', 'xmount', 'ratio (vmssfs)', 'target', ''],
+    ['1. cold sequential, MiB/s', f0(s.med('seq.direct')), f0(s.med('seq.ceiling')), f0(s.med('seq.vmssfs')), f0(s.med('seq.js')), f0(s.med('seq.xmount')),
+      vs('seq'), '>= 1.0x xmount', verdict(s.med('seq.ratio.xmount') >= 1.0)],
+    ['2. warm re-read, MiB/s', '', f0(s.med('warm.ceiling')), f0(s.med('warm.vmssfs')), f0(s.med('warm.js')), f0(s.med('warm.xmount')),
+      vs('warm'), '>= 0.8x xmount', verdict(s.med('warm.ratio.xmount') >= 0.8)],
+    ['3. random 4 KiB first touch, 1 reader, reads/s', '', f0(s.med('rand.ceiling')), f0(s.med('rand.vmssfs')), f0(s.med('rand.js')), f0(s.med('rand.xmount')),
+      vs('rand'), '>= 1.0x xmount', verdict(s.med('rand.ratio.xmount') >= 1.0)],
+    ['4. random 4 KiB first touch, 4 readers, reads/s', '', '', f0(s.med('rand4.vmssfs')), f0(s.med('rand4.js')), f0(s.med('rand4.xmount')),
+      vs('rand4'), '>= 1.3x xmount', verdict(s.med('rand4.ratio.xmount') >= 1.3)],
+    ['5. yara, fresh mount vs the source, s', f2(s.med('yara.source')), '', f2(s.med('yara.vmssfs')), f2(s.med('yara.js')), '',
+      `${f2(s.med('yara.ratio'))}x source (JS path ${f2(s.med('yara.ratio.js'))}x)`, '<= 1.1x source', verdict(s.med('yara.ratio') <= 1.1)],
+    ['6. mount to first stat, ms (8 MiB | 64 GiB)', '', '', `${f0(s.med('mount.8m'))} | ${f0(s.med('mount.64g'))}`, '', '',
       `${f2(s.med('mount.ratio'))} (64 GiB / 8 MiB)`, '<= 1.5', verdict(s.med('mount.ratio') <= 1.5)],
-    ['5. daemon peak RSS (VmHWM), MiB', '', '', f0(rssPeak / MiB), f0(xmountRssPeak / MiB), '', '< 256 MiB', verdict(rssPeak < 256 * MiB)],
-    ['6. diff of two 1 GiB checkpoints, ms (cmp | vmssfs)', '', '', `${f0(s.med('diff.cmp'))} | ${f0(s.med('diff.vmssfs'))}`, '',
+    ['7. daemon peak RSS (VmHWM), MiB', '', '', f0(rssPeak / MiB), '', f0(xmountRssPeak / MiB), '', '< 256 MiB', verdict(rssPeak < 256 * MiB)],
+    ['8. diff of two 1 GiB checkpoints, ms (cmp | vmssfs)', '', '', `${f0(s.med('diff.cmp'))} | ${f0(s.med('diff.vmssfs'))}`, '', '',
       `${f2(s.med('diff.ratio'))}x cmp`, '<= 1.5x cmp', verdict(s.med('diff.ratio') <= 1.5)],
-    ['7. diff peak RSS, MiB', '', '', f0(diffRssPeak / MiB), '', '', '< 128 MiB', verdict(diffRssPeak < 128 * MiB)],
-    [`8. mount to first stat, ms (1 | folder of ${FOLDER_SNAPSHOTS}, 64 GiB each)`, '', '', `${f0(s.med('folder.one'))} | ${f0(s.med('folder.all'))}`, '',
+    ['9. diff peak RSS, MiB', '', '', f0(diffRssPeak / MiB), '', '', '', '< 128 MiB', verdict(diffRssPeak < 128 * MiB)],
+    [`10. mount to first stat, ms (1 | folder of ${FOLDER_SNAPSHOTS}, 64 GiB each)`, '', '', `${f0(s.med('folder.one'))} | ${f0(s.med('folder.all'))}`, '', '',
       `${f2(s.med('folder.ratio'))} (folder / one)`, '<= 1.5', verdict(s.med('folder.ratio') <= 1.5)],
   ];
   if (ONLY.has('crypto')) {
     rows.push(
-      [`6. encrypted+compressed 1 GiB (${fmtBytes(encStored)} stored), cold sequential, MB/s`, '', '', f0(s.med('crypto.seq')), '',
+      [`11. encrypted+compressed 1 GiB (${fmtBytes(encStored)} stored), cold sequential, MB/s`, '', '', f0(s.med('crypto.seq')), '', '',
         `plain vmssfs: ${f0(s.med('crypto.plainseq'))} MB/s`, '>= 400 MB/s', verdict(s.med('crypto.seq') >= 400)],
-      ['7. encrypted+compressed, first read of the last page on a cold mount, ms', '', '', f0(s.med('crypto.far')), '', '', '< 1000 ms', verdict(s.med('crypto.far') < 1000)],
-      ['8. encrypted+compressed daemon peak RSS (VmHWM), MiB', '', '', f0(encRssPeak / MiB), '', '', '< 256 MiB', verdict(encRssPeak < 256 * MiB)],
+      ['12. encrypted+compressed, first read of the last page on a cold mount, ms', '', '', f0(s.med('crypto.far')), '', '', '', '< 1000 ms', verdict(s.med('crypto.far') < 1000)],
+      ['13. encrypted+compressed daemon peak RSS (VmHWM), MiB', '', '', f0(encRssPeak / MiB), '', '', '', '< 256 MiB', verdict(encRssPeak < 256 * MiB)],
     );
   }
-  if (!PLAIN_PARTS) rows.splice(1, 5);
+  if (!PLAIN_PARTS) rows.splice(1, 7);
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
   process.stdout.write('\n' + rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n') + '\n');
-  process.stdout.write(`\nper round: ${['seq', 'warm', 'rand'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
+  process.stdout.write(`\nper round: ${['seq', 'warm', 'rand', 'rand4'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} js ${s.all(`${k}.js`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; yara source ${s.all('yara.source').map(f2).join('/')} vmssfs ${s.all('yara.vmssfs').map(f2).join('/')} js ${s.all('yara.js').map(f2).join('/')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
   process.stdout.write(`diff per round: cmp ${s.all('diff.cmp').map(f0).join('/')} vmssfs ${s.all('diff.vmssfs').map(f0).join('/')}; folder mount per round: one ${s.all('folder.one').map(f0).join('/')} folder ${s.all('folder.all').map(f0).join('/')}\n`);
   if (ONLY.has('crypto')) process.stdout.write(`encrypted+compressed per round: seq ${s.all('crypto.seq').map(f0).join('/')} MB/s (plain ${s.all('crypto.plainseq').map(f0).join('/')}), first far read ${s.all('crypto.far').map(f0).join('/')} ms\n`);
-  const failed = rows.slice(1).some((r) => r[7] === 'FAIL');
+  const failed = rows.slice(1).some((r) => r[8] === 'FAIL');
   return failed ? 1 : 0;
 }
 

@@ -27,6 +27,12 @@ export interface ChunkSource {
    * thread, so its time says nothing about the disk and is not taken as a sign of a slow one.
    */
   readonly plain?: boolean;
+  /**
+   * A descriptor whose bytes are the source's bytes as they are (no decoding) on a local
+   * filesystem, so native code may pread it on any thread (src/fuse/native.ts). Sources that
+   * decrypt, decompress or may hang leave it undefined and stay on the JavaScript path.
+   */
+  readonly plainFd?: number;
 }
 
 /** An underlying read failed (EIO from a bad sector, a vanished share, a file that shrank). */

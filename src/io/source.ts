@@ -122,6 +122,11 @@ export class SourceFile implements Source {
     );
   }
 
+  /** Plain bytes on a local filesystem: the native read path may pread the descriptor itself. */
+  get plainFd(): number | undefined {
+    return this.readsInPlace ? this.fd : undefined;
+  }
+
   readAtSync(buf: Buffer, position: number): number {
     let done = 0;
     while (done < buf.length) {

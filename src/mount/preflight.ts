@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import { VmssError } from '../errors';
 
 export interface MountEntry {
+  /** major:minor of the mount's device, as /sys/class/bdi names it. */
+  device: string;
   mountPoint: string;
   fsType: string;
   source: string;
@@ -19,7 +21,7 @@ export function parseMountinfo(text: string): MountEntry[] {
     const fields = line.split(' ');
     const dash = fields.indexOf('-');
     if (fields.length < 5 || dash < 0) continue;
-    out.push({ mountPoint: unescapeMountField(fields[4] as string), fsType: fields[dash + 1] ?? '', source: unescapeMountField(fields[dash + 2] ?? '') });
+    out.push({ device: fields[2] as string, mountPoint: unescapeMountField(fields[4] as string), fsType: fields[dash + 1] ?? '', source: unescapeMountField(fields[dash + 2] ?? '') });
   }
   return out;
 }

@@ -22,6 +22,11 @@ export interface FileNode {
    * n, as a plain number when the bytes are there at once (no promise on the hot path).
    */
   read(dst: Buffer, position: number, length: number): number | Promise<number>;
+  /**
+   * The file as extents (zeros between them), sorted and apart, when that is how its bytes are
+   * made; `read` serves exactly these. The native read path is built from them (src/fuse/native.ts).
+   */
+  readonly extents?: readonly Extent[];
 }
 
 export interface DirNode {
@@ -128,6 +133,10 @@ export class ExtentFile implements FileNode {
   ) {
     this.map = new SegmentMap(extents);
     this.storedBytes = extents.reduce((sum, e) => sum + e.length, 0);
+  }
+
+  get extents(): readonly Extent[] {
+    return this.map.segments;
   }
 
   read(dst: Buffer, position: number, length: number): number | Promise<number> {

@@ -1,7 +1,7 @@
 import { tagValueText } from '../format/checkpoint';
 import type { Tag } from '../format/tags';
 import type { ChunkSource, PageCache } from '../pagecache';
-import type { FileNode } from './nodes';
+import type { Extent, FileNode } from './nodes';
 
 /**
  * A tag's file, made from the parsed tag on demand: a checkpoint holds tens of thousands of tags,
@@ -44,6 +44,12 @@ export class TagFile implements FileNode {
       ['user.vmss.size', String(t.size)],
       ['user.vmss.flags', t.block ? (t.compressed ? 'block,compressed' : 'block') : 'inline'],
     ]);
+  }
+
+  /** A block is one extent of the snapshot file (what read serves); inline values have none. */
+  get extents(): readonly Extent[] | undefined {
+    const t = this.tag;
+    return t.block ? [{ start: 0, length: t.size, source: this.source, sourceOffset: t.dataOffset }] : undefined;
   }
 
   async read(dst: Buffer, position: number, length: number): Promise<number> {

@@ -27,10 +27,13 @@ export class TestMount {
     child.stderr?.on('data', (b: Buffer) => (this.stderr += b.toString()));
   }
 
-  /** Mount `snapshot` with extra CLI args; resolves once the kernel shows the mount. */
-  static async start(snapshot: string, args: string[] = []): Promise<TestMount> {
+  /**
+   * Mount `snapshot` with extra CLI args (and extra environment, e.g. VMSSFS_NATIVE=0); resolves
+   * once the kernel shows the mount.
+   */
+  static async start(snapshot: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestMount> {
     const { dir, cleanup } = tempDir('vmssfs-mnt-');
-    const child = spawn(process.execPath, [BIN, snapshot, dir, '-f', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, snapshot, dir, '-f', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     const m = new TestMount(dir, child, cleanup);
     const deadline = Date.now() + 15_000;
     let exitCode: number | null | undefined;
@@ -51,6 +54,19 @@ export class TestMount {
 
   get pid(): number {
     return this.child.pid as number;
+  }
+
+  /**
+   * Whether the daemon's stderr shows `re`, waiting a while for it: lines about failed native
+   * reads reach the log from libfuse's threads through the event loop, just after the reply.
+   */
+  async stderrShows(re: RegExp, timeoutMs = 10_000): Promise<boolean> {
+    const end = Date.now() + timeoutMs;
+    while (!re.test(this.stderr)) {
+      if (Date.now() > end) return false;
+      await sleep(20);
+    }
+    return true;
   }
 
   /** Wait for the daemon to exit by itself; returns its exit code (null = killed by a signal). */

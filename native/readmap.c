@@ -1,0 +1,149 @@
+/* The native read: see readmap.h. */
+#define _GNU_SOURCE
+#include "readmap.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Counts shared by every worker thread: relaxed atomics, they only feed --debug. */
+static uint64_t count_reads, count_bytes, count_errors;
+static int last_errno;
+
+static void count_error(int err) {
+  __atomic_fetch_add(&count_errors, 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&last_errno, err, __ATOMIC_RELAXED);
+}
+
+void readmap_counts(rm_counts *out) {
+  out->reads = __atomic_load_n(&count_reads, __ATOMIC_RELAXED);
+  out->bytes = __atomic_load_n(&count_bytes, __ATOMIC_RELAXED);
+  out->errors = __atomic_load_n(&count_errors, __ATOMIC_RELAXED);
+  out->last_errno = __atomic_load_n(&last_errno, __ATOMIC_RELAXED);
+}
+
+static int by_path(const void *a, const void *b) {
+  return strcmp(((const rm_file *)a)->path, ((const rm_file *)b)->path);
+}
+
+int readmap_index(readmap *m) {
+  if (m->n_files > 1) qsort(m->files, m->n_files, sizeof *m->files, by_path);
+  for (size_t i = 1; i < m->n_files; i++)
+    if (strcmp(m->files[i - 1].path, m->files[i].path) == 0) return -1;
+  return 0;
+}
+
+const rm_file *readmap_find(const readmap *m, const char *path) {
+  size_t lo = 0, hi = m->n_files;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(path, m->files[mid].path);
+    if (c == 0) return &m->files[mid];
+    if (c < 0) hi = mid;
+    else lo = mid + 1;
+  }
+  return NULL;
+}
+
+/*
+ * Read [pos, pos+len) of source s into dst. The part within the size at open time must come
+ * back whole: a short read means the file shrank under us, and zeros there would misreport the
+ * evidence, so it fails (-EIO). The part past that size is zeros, as the parse warnings said.
+ */
+static int read_source(const rm_source *s, uint64_t pos, char *dst, size_t len, rm_error *why) {
+  size_t expected = 0;
+  if (pos < s->size) expected = (s->size - pos < len) ? (size_t)(s->size - pos) : len;
+  size_t done = 0;
+  while (done < expected) {
+    /* pos + done < s->size <= INT64_MAX (checked when the map was built): fits off_t. */
+    ssize_t n = pread(s->fd, dst + done, expected - done, (off_t)(pos + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      why->errnum = errno;
+      why->position = pos + done;
+      why->length = expected - done;
+      count_error(errno);
+      return -EIO;
+    }
+    if (n == 0) {
+      why->errnum = 0;
+      why->position = pos;
+      why->length = expected;
+      count_error(EIO);
+      return -EIO;
+    }
+    done += (size_t)n;
+  }
+  if (expected < len) memset(dst + expected, 0, len - expected);
+  return 0;
+}
+
+/* Index of the first extent that ends after pos (n_extents when none does). */
+static size_t first_extent(const rm_file *f, uint64_t pos) {
+  size_t lo = 0, hi = f->n_extents;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const rm_extent *e = &f->extents[mid];
+    if (e->start + e->length <= pos) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why) {
+  if (offset < 0) return -EINVAL;
+  uint64_t pos = (uint64_t)offset;
+  if (pos >= f->size || size == 0) return 0;
+  /* Clamp to the file, and to what the int result can carry (FUSE asks for at most 1 MiB). */
+  uint64_t n = f->size - pos;
+  if (n > size) n = size;
+  if (n > INT_MAX) n = INT_MAX;
+
+  size_t i = first_extent(f, pos);
+  uint64_t done = 0;
+  while (done < n) {
+    uint64_t at = pos + done;
+    uint64_t want = n - done;
+    const rm_extent *e = i < f->n_extents ? &f->extents[i] : NULL;
+    if (e == NULL || e->start > at) {
+      /* A hole up to the next extent (or the end of the read): zeros. */
+      uint64_t gap = e == NULL ? want : e->start - at;
+      if (gap > want) gap = want;
+      memset(buf + done, 0, (size_t)gap);
+      done += gap;
+      continue;
+    }
+    uint64_t within = at - e->start;
+    uint64_t take = e->length - within;
+    if (take > want) take = want;
+    if (e->bytes != NULL) {
+      memcpy(buf + done, e->bytes + within, (size_t)take);
+    } else {
+      why->source = e->source;
+      int rc = read_source(&m->sources[e->source], e->src_offset + within, buf + done, (size_t)take, why);
+      if (rc < 0) return rc;
+    }
+    done += take;
+    i++;
+  }
+  __atomic_fetch_add(&count_reads, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&count_bytes, n, __ATOMIC_RELAXED);
+  return (int)n;
+}
+
+void readmap_free(readmap *m) {
+  if (m == NULL) return;
+  for (size_t i = 0; i < m->n_sources; i++)
+    if (m->sources[i].fd >= 0) close(m->sources[i].fd);
+  for (size_t i = 0; i < m->n_files; i++) {
+    rm_file *f = &m->files[i];
+    for (size_t j = 0; j < f->n_extents; j++) free((void *)f->extents[j].bytes);
+    free(f->extents);
+    free(f->path);
+  }
+  free(m->sources);
+  free(m->files);
+  free(m);
+}

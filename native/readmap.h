@@ -1,0 +1,78 @@
+/*
+ * readmap: the immutable description of the files served natively, and the read that serves
+ * them. Nothing here knows FUSE or Node: addon.c builds a map from JavaScript's description of
+ * the tree, hands it to the libfuse module, and the module calls readmap_read on libfuse's
+ * worker threads. A map never changes after it is built, so readers need no lock.
+ */
+#ifndef VMSSFS_READMAP_H
+#define VMSSFS_READMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* An evidence file: a descriptor of our own (dup'ed, closed in readmap_free) and its size when
+ * the snapshot was opened. Bytes past that size read as zeros (a truncated copy, reported when
+ * the snapshot was parsed); bytes before it that can no longer be read fail the read (EIO). */
+typedef struct {
+  int fd;
+  uint64_t size;
+} rm_source;
+
+/* A stretch of a served file: [start, start+length) of the file holds either bytes of a source
+ * from src_offset on, or bytes in hand (headers of the LiME/ELF views). */
+typedef struct {
+  uint64_t start;
+  uint64_t length;
+  uint32_t source;       /* index into the map's sources; unused when bytes != NULL */
+  uint64_t src_offset;
+  const uint8_t *bytes;  /* owned by the map, or NULL */
+} rm_extent;
+
+/* A served file: extents sorted by start, not overlapping; what they leave out reads as zeros. */
+typedef struct {
+  char *path;            /* as libfuse passes it: "/physmem.raw", "/groups/x/y" */
+  uint64_t size;
+  rm_extent *extents;
+  size_t n_extents;
+} rm_file;
+
+typedef struct {
+  rm_source *sources;
+  size_t n_sources;
+  rm_file *files;        /* sorted by path (strcmp), for binary search */
+  size_t n_files;
+} readmap;
+
+/* Process-wide counts, read by JavaScript for --debug: reads served, bytes, reads failed. */
+typedef struct {
+  uint64_t reads;
+  uint64_t bytes;
+  uint64_t errors;
+  int last_errno;        /* errno of the last failed read (EIO for a file that shrank) */
+} rm_counts;
+
+/* Why a read failed, for the log: errnum 0 means the source came back short (it shrank). */
+typedef struct {
+  int errnum;
+  uint32_t source;
+  uint64_t position;     /* in the source */
+  uint64_t length;
+} rm_error;
+
+/* The file served at `path`, or NULL when JavaScript serves it. */
+const rm_file *readmap_find(const readmap *m, const char *path);
+
+/* Fill buf with up to `size` bytes of `f` at `offset`, as a FUSE read: the number of bytes
+ * (0 past the end), or -EIO when a source fails or comes back short (counted, and *why says
+ * what failed). */
+int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why);
+
+/* Sort the files by path; 0, or -1 when two files share a path. */
+int readmap_index(readmap *m);
+
+/* Close the descriptors and free everything; m itself too. NULL is fine. */
+void readmap_free(readmap *m);
+
+void readmap_counts(rm_counts *out);
+
+#endif

@@ -1,0 +1,191 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { ChunkSource } from '../pagecache';
+import type { Extent, Node } from '../tree/nodes';
+import type { Tree } from '../tree/build';
+
+/**
+ * The native read path: our C addon (native/) registers a libfuse module that answers reads of
+ * chosen files with pread on libfuse's own worker threads, so their bytes never pass through
+ * JavaScript. Every other operation, and reads of every other file, still reach the adapter.
+ *
+ * What goes native is derived from the tree: each file whose `extents` draw only on sources with
+ * a `plainFd` (plain bytes on a local filesystem). Everything else (sources on network shares or
+ * FUSE mounts, sources that must be decoded, files made in memory) stays on the JavaScript path.
+ *
+ * VMSSFS_NATIVE=0 turns the native path off (the JavaScript path serves everything);
+ * VMSSFS_NATIVE_ADDON=<file> loads that build of the addon instead of the usual ones (tests use
+ * it for the AddressSanitizer build and to prove the fallback).
+ */
+
+/** What the addon is given: sources by index, files by their FUSE path. */
+export interface NativeSpec {
+  sources: { fd: number; size: number }[];
+  files: { path: string; size: number; extents: NativeExtent[] }[];
+}
+export type NativeExtent = { start: number; length: number } & ({ source: number; sourceOffset: number } | { bytes: Buffer });
+
+export interface NativeCounts {
+  reads: number;
+  bytes: number;
+  errors: number;
+  /** errno of the last failed read (EIO for a source that shrank). */
+  lastErrno: number;
+}
+
+/** A read the addon answered EIO: which file and request, which source bytes failed and how. */
+export interface NativeReadError {
+  path: string;
+  offset: number;
+  size: number;
+  source: number;
+  /** 0 when the source came back short: it shrank since it was opened. */
+  errno: number;
+  position: number;
+  length: number;
+}
+
+interface NativeAddon {
+  prepare(spec: NativeSpec, onError: (e: NativeReadError) => void): number;
+  discard(id: number): void;
+  counts(): NativeCounts;
+}
+
+export type LoadResult = { addon: NativeAddon; file: string } | { addon: null; reason: string };
+
+/** Package root: this file is dist/src/fuse/native.js. */
+const ROOT = path.join(__dirname, '..', '..', '..');
+
+/** Where the addon may be, in order: a fresh build, then the binary shipped in the package. */
+export function addonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
+  if (env.VMSSFS_NATIVE_ADDON) return [path.resolve(env.VMSSFS_NATIVE_ADDON)];
+  const out = [path.join(ROOT, 'native', 'build', 'Release', 'vmssfs_native.node')];
+  if (process.platform === 'linux' && process.arch === 'x64') out.push(path.join(ROOT, 'prebuilds', 'linux-x64', 'vmssfs_native.node'));
+  return out;
+}
+
+function isAddon(x: unknown): x is NativeAddon {
+  const a = x as Partial<Record<keyof NativeAddon, unknown>> | null;
+  return !!a && typeof a.prepare === 'function' && typeof a.discard === 'function' && typeof a.counts === 'function';
+}
+
+let loaded: LoadResult | null = null;
+
+/** Load the addon once per process; the reason it could not be, otherwise. */
+export function loadNative(env: NodeJS.ProcessEnv = process.env): LoadResult {
+  if (loaded) return loaded;
+  if (env.VMSSFS_NATIVE === '0') return (loaded = { addon: null, reason: 'turned off by VMSSFS_NATIVE=0' });
+  let reason = 'no build of the addon found';
+  for (const file of addonCandidates(env)) {
+    if (!fs.existsSync(file)) continue;
+    try {
+      const m = { exports: {} as unknown };
+      process.dlopen(m, file, os.constants.dlopen.RTLD_NOW);
+      if (isAddon(m.exports)) return (loaded = { addon: m.exports, file });
+      reason = `${file} is not the vmssfs addon`;
+    } catch (err) {
+      // dlopen's message names the file and the missing library or wrong architecture.
+      reason = (err instanceof Error ? err.message : String(err)).split('\n')[0] as string;
+    }
+  }
+  return (loaded = { addon: null, reason });
+}
+
+/** The files of the tree that can be served natively, with their FUSE paths. */
+export function nativeSpec(tree: Tree): { spec: NativeSpec; sources: ChunkSource[] } {
+  const spec: NativeSpec = { sources: [], files: [] };
+  const sources: ChunkSource[] = [];
+  const sourceIndex = new Map<ChunkSource, number>();
+  const sourceOf = (src: ChunkSource): number | null => {
+    const fd = src.plainFd;
+    if (fd === undefined) return null;
+    let i = sourceIndex.get(src);
+    if (i === undefined) {
+      i = spec.sources.length;
+      spec.sources.push({ fd, size: src.size });
+      sources.push(src);
+      sourceIndex.set(src, i);
+    }
+    return i;
+  };
+  const toNative = (extents: readonly Extent[]): NativeExtent[] | null => {
+    const out: NativeExtent[] = [];
+    for (const e of extents) {
+      if (e.length === 0) continue;
+      if ('bytes' in e) {
+        out.push({ start: e.start, length: e.length, bytes: e.bytes });
+        continue;
+      }
+      const source = sourceOf(e.source);
+      if (source === null) return null; // one piece the JavaScript path must read: all of the file stays there
+      out.push({ start: e.start, length: e.length, source, sourceOffset: e.sourceOffset });
+    }
+    return out;
+  };
+  const walk = (node: Node, at: string): void => {
+    if (node.kind === 'dir') {
+      for (const [name, child] of node.children) walk(child, `${at}/${name}`);
+      return;
+    }
+    if (!node.extents || !node.extents.some((e) => 'source' in e)) return;
+    const extents = toNative(node.extents);
+    if (extents) spec.files.push({ path: at, size: node.size, extents });
+  };
+  walk(tree.root, '');
+  return { spec, sources };
+}
+
+/** The log line for a failed native read, worded as the JavaScript path words its own. */
+export function describeNativeError(e: NativeReadError, sources: readonly ChunkSource[]): string {
+  const src = sources[e.source];
+  const name = src?.name ?? `source ${e.source}`;
+  const why = e.errno === 0
+    ? `${name}: file shrank since it was opened (${src?.size ?? '?'} bytes then, ends before ${e.position + e.length} now)`
+    : `${name}: read of ${e.length} bytes at ${e.position} failed: ${errnoName(e.errno)}`;
+  return `read ${e.path} at ${e.offset} (+${e.size}): ${why}: answered EIO`;
+}
+
+export function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(os.constants.errno)) if (value === errno) return name;
+  return `errno ${errno}`;
+}
+
+/** One mount's native reads: the FUSE options that switch them on, and their counts. */
+export interface NativeReads {
+  /** modules=vmssfs and the map's id, for the mount's -o. */
+  readonly fuseOptions: string[];
+  /** Paths served natively. */
+  readonly paths: string[];
+  /** The addon's file. */
+  readonly file: string;
+  /** The map was not taken by a mount (the mount failed): free it. */
+  discard(): void;
+  counts(): NativeCounts;
+}
+
+/**
+ * Prepare the native reads of a tree, or say why the JavaScript path serves everything. The
+ * addon dups the descriptors: they stay open until libfuse is done with the mount, whatever
+ * JavaScript closes. Failed reads reach `log` as the adapter's own failed reads do.
+ */
+export function prepareNative(tree: Tree, log: (line: string) => void, env: NodeJS.ProcessEnv = process.env): NativeReads | { reason: string } {
+  const lib = loadNative(env);
+  if (!lib.addon) return { reason: lib.reason };
+  const addon = lib.addon;
+  const { spec, sources } = nativeSpec(tree);
+  let id: number;
+  try {
+    id = addon.prepare(spec, (e) => log(describeNativeError(e, sources)));
+  } catch (err) {
+    // The addon checks every number it is given; a refusal leaves the JavaScript path in charge.
+    return { reason: `the addon refused the read map: ${err instanceof Error ? err.message : String(err)}` };
+  }
+  return {
+    fuseOptions: ['modules=vmssfs', `vmssfs_map=${id}`],
+    paths: spec.files.map((f) => f.path),
+    file: lib.file,
+    discard: () => addon.discard(id),
+    counts: () => addon.counts(),
+  };
+}
