@@ -45,12 +45,14 @@ ${VMEM_HELP}`,
   --force          replace files that already exist under OUTDIR (links there are never followed)
 ${VMEM_HELP}`,
   diff: `usage:
-  vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] A B
+  vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] [key options] A B
   which guest-physical pages differ between checkpoints A and B (files, or VMDIR:NAME for a
   snapshot of a VM folder): merged ranges, then pages only in A or only in B, and the counts
   --json           the same as JSON: {a, b, pageSize, changed, onlyA, onlyB, counts}
   --vmem-a FILE, --vmem-b FILE
                    A's or B's memory file, when it is not the checkpoint's own
+  --password-file FILE, --key HEX, --vmx FILE
+                   key material for encrypted checkpoints, as the mount takes it
 `,
 };
 
@@ -65,7 +67,7 @@ export const USAGE = `usage:
   vmssfs extract [--force] [--vmem FILE] [--assume-flat] SNAPSHOT OUTDIR [PATH...]
                                              copy files or directories of the tree to OUTDIR/PATH;
                                              no PATH: everything but physmem.lime and physmem.elf
-  vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] A B
+  vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] [key options] A B
                                              which guest-physical pages differ between checkpoints
                                              A and B (files, or VMDIR:NAME for a folder's snapshot)
   vmssfs COMMAND --help                      that command's usage
@@ -184,9 +186,10 @@ async function folderInfo(dir: string, json: boolean, vmem: string | undefined):
 }
 
 const diffCommand: Handler = async (args) => {
-  const { values, positionals } = parse('diff', args, { json: { type: 'boolean' }, 'vmem-a': { type: 'string' }, 'vmem-b': { type: 'string' } });
+  const { values, positionals } = parse('diff', args, { json: { type: 'boolean' }, 'vmem-a': { type: 'string' }, 'vmem-b': { type: 'string' }, ...KEY_OPTIONS });
   if (positionals.length !== 2) throw new CommandUsageError('diff takes two checkpoints, A and B', 'diff');
-  await diff(positionals[0] as string, positionals[1] as string, { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'] }, writeOut);
+  const opts = { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'], keys: keyringFrom(values) };
+  await diff(positionals[0] as string, positionals[1] as string, opts, writeOut);
   return 0;
 };
 

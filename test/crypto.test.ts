@@ -203,6 +203,28 @@ describe('encrypted VMs', function () {
       expect(m.stderr, 'no warning').to.equal('');
     });
 
+    it('diff takes the key options: the encrypted VM against its plaintext differs nowhere, and a page changed in a copy is found', async () => {
+      const same = await runCli(['diff', '--json', '--password-file', vm.passwordFile, vm.meta, vm.plain.path], { timeoutMs: 60_000 });
+      expect(same.code, same.stderr).to.equal(0);
+      const j = JSON.parse(same.stdout) as { changed: unknown[]; counts: { compared: number; changed: number } };
+      expect(j.counts.compared).to.equal(2048);
+      expect([j.counts.changed, j.changed]).to.deep.equal([0, []]);
+      // A copy of the plaintext with guest page 7 changed: the diff against the encrypted VM names it.
+      const copy = path.join(tmp.dir, 'changed');
+      fs.mkdirSync(copy);
+      const meta = path.join(copy, path.basename(vm.plain.path));
+      const vmem = path.join(copy, path.basename(vm.plain.vmemPath as string));
+      fs.copyFileSync(vm.plain.path, meta);
+      fs.copyFileSync(vm.plain.vmemPath as string, vmem);
+      const fd = fs.openSync(vmem, 'r+');
+      fs.writeSync(fd, Buffer.from('changed by the test'), 0, 19, 7 * 4096 + 100);
+      fs.closeSync(fd);
+      const diff = await runCli(['diff', '--json', '--key', vm.keyHex as string, vm.meta, meta], { timeoutMs: 60_000 });
+      expect(diff.code, diff.stderr).to.equal(0);
+      expect((JSON.parse(diff.stdout) as { changed: unknown[] }).changed).to.deep.equal([{ start: 7 * 4096, length: 4096 }]);
+      expectNoSecret(diff.stdout + diff.stderr, vm, 'diff output');
+    });
+
     it('given the .vmem, finds the .vmsn beside it; --key HEX opens it without a password', async () => {
       const r = await runCli(['cat', '--key', vm.keyHex as string, vm.vmem, 'physmem.raw']);
       expect(r.code, r.stderr).to.equal(0);

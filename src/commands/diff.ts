@@ -3,7 +3,7 @@ import { hex } from '../format/header';
 import { errnoText } from '../io/source';
 import { openNamedCheckpoint, type NamedCheckpoint } from '../folder/target';
 import { PAGE_SIZE, type Run, type Segment } from '../runmap';
-import type { PhysMem } from '../snapshot';
+import type { OpenOptions, PhysMem } from '../snapshot';
 import { Progress } from './extract';
 
 /**
@@ -22,6 +22,8 @@ export interface DiffOptions {
   json?: boolean;
   vmemA?: string;
   vmemB?: string;
+  /** Key material for encrypted checkpoints (the mount's key options; one keyring for both). */
+  keys?: OpenOptions['keys'];
 }
 
 /** A guest-physical stretch in the output. */
@@ -217,10 +219,10 @@ function memoryOf(side: NamedCheckpoint, label: string): PhysMem {
  * between two checkpoints, as merged ranges, streamed to `out` as they are found.
  */
 export async function diff(aArg: string, bArg: string, opts: DiffOptions, out: (text: string) => Promise<void>): Promise<void> {
-  const a = openNamedCheckpoint(aArg, opts.vmemA);
+  const a = openNamedCheckpoint(aArg, opts.vmemA, opts.keys);
   let b: NamedCheckpoint;
   try {
-    b = openNamedCheckpoint(bArg, opts.vmemB);
+    b = openNamedCheckpoint(bArg, opts.vmemB, opts.keys);
   } catch (err) {
     a.close();
     throw err;

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { VmssError } from '../errors';
-import { openSnapshot, type Snapshot } from '../snapshot';
+import { openSnapshot, type OpenOptions, type Snapshot } from '../snapshot';
 import { isDirectory, openFolder } from './folder';
 
 /** One checkpoint named on a command line: a file, or `VMDIR:NAME`, a checkpoint of a VM folder. */
@@ -25,11 +25,11 @@ function exists(p: string): boolean {
  * checkpoint's directory in the folder's mount, or its display name when that is unique. A path
  * that exists is always a path, even with a colon in it.
  */
-export function openNamedCheckpoint(arg: string, vmem: string | undefined): NamedCheckpoint {
+export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?: OpenOptions['keys']): NamedCheckpoint {
   if (isDirectory(arg)) throw new VmssError(`${arg}: is a VM folder; name one of its checkpoints as ${arg}:NAME (vmssfs ls ${arg} lists them)`);
   const colon = arg.lastIndexOf(':');
   if (exists(arg) || colon < 0 || !isDirectory(arg.slice(0, colon))) {
-    const snap = openSnapshot(arg, { vmem });
+    const snap = openSnapshot(arg, { vmem, keys });
     return { snap, warnings: [...snap.warnings], close: () => snap.close() };
   }
   const dir = arg.slice(0, colon);
@@ -48,7 +48,7 @@ export function openNamedCheckpoint(arg: string, vmem: string | undefined): Name
     // Only this checkpoint's warnings: the folder's are about the others.
     if (vmem === undefined) return { snap: c.snap, warnings: [...c.snap.warnings], close: folder.close };
     // --vmem: the checkpoint opened afresh with the memory file given.
-    const snap = openSnapshot(c.file, { vmem });
+    const snap = openSnapshot(c.file, { vmem, keys });
     folder.close();
     return { snap, warnings: [...snap.warnings], close: () => snap.close() };
   } catch (err) {
