@@ -14,7 +14,7 @@ import { VmssError } from '../src/errors';
 import { openEvidence } from '../src/open';
 import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
 import { EncObjSource } from '../src/io/encobj';
-import { nextSourceId, type Source } from '../src/io/source';
+import { BufferSource, type Source } from '../src/io/source';
 import { PageCache } from '../src/pagecache';
 import { buildTree } from '../src/tree/build';
 import type { Node } from '../src/tree/nodes';
@@ -393,32 +393,6 @@ function residentAfterCollection(): number {
 // ---------------------------------------------------------------------------------------------
 // the decoding layers: encrypted containers and compressed memory streams
 
-/** A Source over bytes in memory, as the layers see a file. */
-class BytesSource implements Source {
-  readonly id = nextSourceId();
-  readonly mtime = new Date(0);
-  readonly plain = true;
-  readonly readsInPlace = true;
-  readonly damaged = [];
-  readonly owner = { uid: 0, gid: 0, mode: 0o444 };
-  readonly identity = { dev: 0, ino: 0 };
-  readonly atimeKept = true;
-  constructor(readonly name: string, private readonly bytes: Buffer) {}
-  get size(): number {
-    return this.bytes.length;
-  }
-  readAtSync(buf: Buffer, position: number): number {
-    if (position >= this.bytes.length) return 0;
-    return this.bytes.copy(buf, 0, position, Math.min(this.bytes.length, position + buf.length));
-  }
-  async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
-    return this.readAtSync(buf.subarray(offset, offset + length), position);
-  }
-  close(): void {
-    // nothing held
-  }
-}
-
 /** A layer input to mutate: a compressed stream, plain or inside an encrypted container. */
 export interface LayerBase {
   name: string;
@@ -523,7 +497,7 @@ export function* layerCases(bases: LayerBase[], seed: number, count: number): Ge
  */
 export async function checkLayers(name: string, bytes: Buffer, key: Buffer | null): Promise<'served' | 'error'> {
   const t0 = Date.now();
-  let src: Source = new BytesSource(name, bytes);
+  let src: Source = new BufferSource(name, bytes, true);
   try {
     if (key) src = EncObjSource.open(src, key);
     if (looksLikeBlockStream(src)) src = new BlockStreamSource(src);

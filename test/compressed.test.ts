@@ -6,7 +6,7 @@ import { checkLayers, layerCases, makeLayerBases } from '../scripts/fuzz';
 import { FastLzStream, compressStream } from '../scripts/fastlz';
 import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
 import { FastLzError, NEEDS_HISTORY, fastLzDecode } from '../src/io/fastlz';
-import { BufferSource, nextSourceId, SourceFile, type Source } from '../src/io/source';
+import { BufferSource, SourceFile, type Source } from '../src/io/source';
 import { cmpFiles, walkFiles, writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { TestMount } from './helpers/mount';
 import { tempDir } from './helpers/paths';
@@ -22,33 +22,12 @@ function memory(pages: number, first = 0): Buffer {
 }
 
 /** A Source over bytes in memory that counts what is read through it. */
-class MemorySource implements Source {
-  readonly id = nextSourceId();
-  readonly mtime = new Date(0);
-  readonly plain = true;
-  readonly readsInPlace = false;
-  readonly damaged = [];
-  readonly owner = { uid: 0, gid: 0, mode: 0o444 };
-  readonly identity = { dev: 0, ino: 0 };
-  readonly atimeKept = true;
+class MemorySource extends BufferSource {
   bytes = 0;
-  private readonly b: BufferSource;
-  constructor(readonly name: string, data: Buffer) {
-    this.b = new BufferSource(name, data);
-  }
-  get size(): number {
-    return this.b.size;
-  }
-  readAtSync(buf: Buffer, position: number): number {
-    const n = this.b.readAtSync(buf, position);
+  override readAtSync(buf: Buffer, position: number): number {
+    const n = super.readAtSync(buf, position);
     this.bytes += n;
     return n;
-  }
-  async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
-    return this.readAtSync(buf.subarray(offset, offset + length), position);
-  }
-  close(): void {
-    // nothing held
   }
 }
 

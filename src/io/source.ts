@@ -240,13 +240,31 @@ export function errnoText(err: unknown): string {
 }
 
 /** An in-memory RandomAccess, for tests and for parsing bytes already in hand. */
-export class BufferSource implements RandomAccess {
-  constructor(readonly name: string, private readonly data: Buffer) {}
+export class BufferSource implements Source {
+  readonly id = nextSourceId();
+  readonly mtime = new Date(0);
+  readonly plain = true;
+  readonly damaged: readonly DamagedRange[] = [];
+  readonly owner = { uid: 0, gid: 0, mode: 0o444 };
+  readonly identity = { dev: 0, ino: 0 };
+  readonly atimeKept = true;
+  constructor(
+    readonly name: string,
+    private readonly data: Buffer,
+    /** As a local file (read in place) or as a remote one (read on the thread pool). */
+    readonly readsInPlace = false,
+  ) {}
   get size(): number {
     return this.data.length;
   }
   readAtSync(buf: Buffer, position: number): number {
     if (position >= this.data.length) return 0;
     return this.data.copy(buf, 0, position, Math.min(this.data.length, position + buf.length));
+  }
+  async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+    return this.readAtSync(buf.subarray(offset, offset + length), position);
+  }
+  close(): void {
+    // nothing held
   }
 }
