@@ -15,6 +15,14 @@ import { Progress } from './extract';
  */
 export const DIFF_CHUNK = 1024 * 1024;
 
+/**
+ * Bytes per step when both memories are read in place (local files, read synchronously as cmp
+ * reads): small enough that both buffers stay in the CPU's cache between the copy out of the page
+ * cache and the compare. Two page-cached 1 GiB files read and compared in about 0.29 s with 64 KiB
+ * steps, 0.35 s with 32 KiB and 1.1 s with 1 MiB (cmp: 0.65 s), on an idle 2-core machine.
+ */
+export const IN_PLACE_STEP = 64 * 1024;
+
 /** Below this a comparison is over before a progress bar would tell anyone anything. */
 const PROGRESS_MIN_BYTES = 64 * 1024 * 1024;
 
@@ -96,13 +104,27 @@ async function readPhys(pm: PhysMem, pos: number, buf: Buffer, n: number): Promi
       buf.fill(0, at, at + p.length);
       continue;
     }
+    const offset = run.fileOffset + p.within;
+    if (pm.file.readsInPlace) {
+      // A local file (or a layer over one) read right here, as cmp reads: a trip through the
+      // thread pool per step costs more than the copy out of the OS page cache it waits for.
+      let got: number;
+      try {
+        got = pm.file.readAtSync(buf.subarray(at, at + p.length), offset);
+      } catch (err) {
+        if (err instanceof VmssError) throw err; // already names the file and the offset
+        throw new VmssError(`${pm.file.name}: read of ${p.length} bytes at ${offset} failed: ${errnoText(err)}`);
+      }
+      if (got < p.length) buf.fill(0, at + got, at + p.length);
+      continue;
+    }
     reads.push(
-      pm.file.read(buf, at, p.length, run.fileOffset + p.within).then(
+      pm.file.read(buf, at, p.length, offset).then(
         (got) => {
           if (got < p.length) buf.fill(0, at + got, at + p.length);
         },
         (err: unknown) => {
-          throw new VmssError(`${pm.file.name}: read of ${p.length} bytes at ${run.fileOffset + p.within} failed: ${errnoText(err)}`);
+          throw new VmssError(`${pm.file.name}: read of ${p.length} bytes at ${offset} failed: ${errnoText(err)}`);
         },
       ),
     );
@@ -116,13 +138,13 @@ interface Step {
   length: number;
 }
 
-function* steps(stretches: readonly Stretch[]): Generator<Step> {
+function* steps(stretches: readonly Stretch[], stepBytes: number): Generator<Step> {
   for (const s of stretches) {
     if (!(s.inA && s.inB)) continue;
     const end = s.start + s.length;
-    // Steps end on multiples of DIFF_CHUNK, so a page (DIFF_CHUNK is a multiple of its size) never straddles two.
+    // Steps end on multiples of the step size, a multiple of the page size: no page straddles two.
     for (let pos = s.start; pos < end; ) {
-      const next = Math.min(end, (Math.floor(pos / DIFF_CHUNK) + 1) * DIFF_CHUNK);
+      const next = Math.min(end, (Math.floor(pos / stepBytes) + 1) * stepBytes);
       yield { start: pos, length: next - pos };
       pos = next;
     }
@@ -132,7 +154,8 @@ function* steps(stretches: readonly Stretch[]): Generator<Step> {
 /**
  * Compare A and B's guest-physical memory, calling `changed` for each merged range of differing
  * pages as it is found (ranges come in address order; nothing is kept per page). Each memory is
- * read once, in steps of up to DIFF_CHUNK, the next step's reads in flight while one is compared.
+ * read once, in steps of IN_PLACE_STEP (both local) or DIFF_CHUNK, the next step's reads in flight
+ * while one is compared.
  */
 export async function comparePhys(
   a: PhysMem,
@@ -141,8 +164,9 @@ export async function comparePhys(
   changed: (r: Range) => Promise<void> | void,
   progress: ((bytes: number) => void) | null = null,
 ): Promise<{ compared: number; changed: number }> {
-  const bufs = [0, 1].map(() => ({ a: Buffer.allocUnsafe(DIFF_CHUNK), b: Buffer.allocUnsafe(DIFF_CHUNK) }));
-  const it = steps(stretches);
+  const stepBytes = a.file.readsInPlace && b.file.readsInPlace ? IN_PLACE_STEP : DIFF_CHUNK;
+  const bufs = [0, 1].map(() => ({ a: Buffer.allocUnsafe(stepBytes), b: Buffer.allocUnsafe(stepBytes) }));
+  const it = steps(stretches, stepBytes);
   const load = (step: Step | undefined, k: number): { step: Step; done: Promise<unknown> } | null => {
     if (!step) return null;
     const buf = bufs[k % 2] as { a: Buffer; b: Buffer };
