@@ -44,3 +44,8 @@ export interface Evidence {
   infoJsonDoc(warnings: readonly string[]): TextDoc;
   close(): void;
 }
+
+/** The files an opened piece of evidence reads: its metadata file, and its memory file when separate. */
+export function evidenceFiles(e: Pick<Evidence, 'metaFile' | 'physmem'>): Source[] {
+  return e.physmem && e.physmem.file !== e.metaFile ? [e.metaFile, e.physmem.file] : [e.metaFile];
+}

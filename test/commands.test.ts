@@ -49,6 +49,11 @@ async function readRange(file: string, position: number, length: number): Promis
   }
 }
 
+/** Mode bits as ls -l spells them. */
+function rwx(mode: number): string {
+  return [6, 3, 0].map((s) => ((mode >> s) & 4 ? 'r' : '-') + ((mode >> s) & 2 ? 'w' : '-') + ((mode >> s) & 1 ? 'x' : '-')).join('');
+}
+
 describe('commands: ls, cat and extract without FUSE', function () {
   this.timeout(60_000);
   const tmp = tempDir('vmssfs-cmd-');
@@ -84,15 +89,26 @@ describe('commands: ls, cat and extract without FUSE', function () {
       const r = await runCli(['ls', '-l', w.path]);
       expect(r.code, r.stderr).to.equal(0);
       for (const line of r.stdout.split('\n').slice(0, -1)) {
-        const match = /^([d-]r-[x-]r-[x-]r-[x-]) +(\d+) (.+)$/.exec(line);
+        const match = /^([d-][r-]-[x-][r-]-[x-][r-]-[x-]) +(\d+) (.+)$/.exec(line);
         expect(match, line).to.not.equal(null);
         const [, mode, size, name] = match as unknown as [string, string, string, string];
         const st = await fs.promises.stat(m.path(name));
         expect(mode.startsWith('d'), name).to.equal(st.isDirectory());
+        expect(mode.slice(1), `${name}: the mode the mount shows`).to.equal(rwx(st.mode));
         if (st.isFile()) expect(Number(size), name).to.equal(st.size);
       }
       const file = await runCli(['ls', '-l', w.path, 'physmem.elf']);
       expect(file.stdout).to.match(/^-r--r--r-- \d+ physmem\.elf\n$/);
+    });
+
+    it('ls -l takes its modes from the evidence, as the mount does: a 0640 snapshot lists r--r----- and r-xr-x---', async () => {
+      const d = fs.mkdtempSync(path.join(tmp.dir, 'modes-'));
+      const own = writeSnapshot(path.join(d, 'private.vmss'), { memory: 'embedded', blobPages: 4 });
+      fs.chmodSync(own.path, 0o640);
+      const r = await runCli(['ls', '-l', own.path]);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout).to.match(/^-r--r----- +\d+ physmem\.raw$/m);
+      expect(r.stdout).to.match(/^dr-xr-x--- +0 groups$/m);
     });
 
     it('cat writes exactly the bytes the mount serves, for the views, metadata and tag files', async () => {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeSnapshot, type WrittenSnapshot } from '../scripts/writer';
 import { SourceFile } from '../src/io/source';
-import { treeModes } from '../src/mount/daemon';
+import { treeModes } from '../src/tree/modes';
 import { parseMountinfo } from '../src/mount/preflight';
 import { isMounted, TestMount } from './helpers/mount';
 import { BIN, REPO, SAMPLE, tempDir } from './helpers/paths';
@@ -265,7 +265,7 @@ describe('mount: faults of the mount itself', function () {
       const meta = open('owners.vmss', 0o640, 0);
       const mem = open('owners.vmem', 0o640, 4242);
       try {
-        expect(treeModes([meta, mem], { fuse: [] }, { uid: 0, groups: [0] })).to.deep.equal({ uid: 0, gid: 0, file: 0o040, dir: 0o050 });
+        expect(treeModes([meta, mem], {}, { uid: 0, groups: [0] })).to.deep.equal({ uid: 0, gid: 0, file: 0o040, dir: 0o050 });
       } finally {
         meta.close();
         mem.close();
@@ -275,8 +275,8 @@ describe('mount: faults of the mount itself', function () {
     it('give the tree to a user who mounts evidence its modes would keep from them (read through an ACL)', () => {
       const meta = open('acl.vmss', 0o600, 0);
       try {
-        expect(treeModes([meta], { fuse: [] }, { uid: 1000, groups: [1000] })).to.deep.equal({ uid: 1000, gid: 0, file: 0o400, dir: 0o500 });
-        expect(treeModes([meta], { fuse: [], uid: 7 }, { uid: 1000, groups: [1000] }).uid, 'uid= decides').to.equal(7);
+        expect(treeModes([meta], {}, { uid: 1000, groups: [1000] })).to.deep.equal({ uid: 1000, gid: 0, file: 0o400, dir: 0o500 });
+        expect(treeModes([meta], { uid: 7 }, { uid: 1000, groups: [1000] }).uid, 'uid= decides').to.equal(7);
       } finally {
         meta.close();
       }

@@ -1,8 +1,9 @@
 import { UsageError, VmssError } from '../errors';
-import { FOLDER_VMEM, isDirectory, openFolder } from '../folder/folder';
+import { FOLDER_VMEM, folderFiles, isDirectory, openFolder } from '../folder/folder';
 import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { PageCache, SourceReadError } from '../pagecache';
-import type { Evidence } from '../evidence';
+import { evidenceFiles, type Evidence } from '../evidence';
+import type { Source } from '../io/source';
 import { openEvidence, type OpenOptions } from '../open';
 import { buildTree, type Tree } from '../tree/build';
 import type { FileNode, Node } from '../tree/nodes';
@@ -16,6 +17,8 @@ export const CHUNK = 1024 * 1024;
 export interface OpenTree {
   /** The evidence, or null for a VM folder (a tree of checkpoint trees). */
   snap: Evidence | null;
+  /** Every evidence file the tree reads: its modes are theirs, as the mount shows them. */
+  files: Source[];
   tree: Tree;
   close(): void;
 }
@@ -31,7 +34,7 @@ export function openTree(snapshot: string, opts: OpenOptions): OpenTree {
     const tree = buildTree(snap, new PageCache({ maxBytes: CACHE_BYTES }));
     for (const w of [...snap.warnings, ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);
     if (snap.physmemError) process.stderr.write(`vmssfs: warning: physmem.raw is not served: ${snap.physmemError}\n`);
-    return { snap, tree, close: () => snap.close() };
+    return { snap, tree, files: evidenceFiles(snap), close: () => snap.close() };
   } catch (err) {
     snap.close();
     throw err;
@@ -49,7 +52,7 @@ function openFolderTree(dir: string, vmem: string | undefined): OpenTree {
   try {
     const tree = buildFolderTree(folder, new PageCache({ maxBytes: CACHE_BYTES }));
     for (const w of [...folderWarnings(folder), ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);
-    return { snap: null, tree, close: folder.close };
+    return { snap: null, tree, files: folderFiles(folder), close: folder.close };
   } catch (err) {
     folder.close();
     throw err;

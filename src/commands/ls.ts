@@ -1,4 +1,5 @@
 import type { OpenOptions } from '../open';
+import { treeModes } from '../tree/modes';
 import type { Node } from '../tree/nodes';
 import { lookup, openTree, treeParts } from './common';
 
@@ -6,9 +7,9 @@ export interface LsOptions extends OpenOptions {
   long?: boolean;
 }
 
-/** The mode bits the mount shows (read-only everywhere), in ls -l's spelling. */
-function modeText(node: Node): string {
-  return node.kind === 'dir' ? 'dr-xr-xr-x' : '-r--r--r--';
+/** Mode bits in ls -l's spelling: 0o440 is r--r-----. */
+function rwx(mode: number): string {
+  return [6, 3, 0].map((shift) => ((mode >> shift) & 4 ? 'r' : '-') + ((mode >> shift) & 2 ? 'w' : '-') + ((mode >> shift) & 1 ? 'x' : '-')).join('');
 }
 
 /**
@@ -23,6 +24,9 @@ export async function ls(snapshot: string, dir: string, opts: LsOptions, out: (t
     const size = (n: Node): number => (n.kind === 'dir' ? 0 : n.size);
     let text: string;
     if (opts.long) {
+      // The modes the mount shows: what the evidence grants, never write (tree/modes.ts).
+      const modes = treeModes(t.files, {});
+      const modeText = (n: Node): string => (n.kind === 'dir' ? `d${rwx(modes.dir)}` : `-${rwx(modes.file)}`);
       const width = Math.max(1, ...entries.map(([, n]) => String(size(n)).length));
       text = entries.map(([name, n]) => `${modeText(n)} ${String(size(n)).padStart(width)} ${name}\n`).join('');
     } else {

@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
 import { findTag } from '../format/checkpoint';
-import { errnoText } from '../io/source';
+import { evidenceFiles } from '../evidence';
+import { errnoText, type Source } from '../io/source';
 import { FilePool } from '../io/pool';
 import { openSnapshot, type Snapshot } from '../snapshot';
 import { escapeName, uniqueNames } from '../tree/names';
@@ -249,4 +250,9 @@ export function openFolder(dirArg: string): VmFolder {
       pool.closeAll();
     },
   };
+}
+
+/** Every evidence file the folder's served checkpoints read (the mount grants no more than they do). */
+export function folderFiles(folder: VmFolder): Source[] {
+  return folder.checkpoints.flatMap((c) => (c.snap ? evidenceFiles(c.snap) : []));
 }

@@ -2,15 +2,17 @@ import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { UsageError, VmssError, describeError } from '../errors';
-import { FOLDER_VMEM, isDirectory, openFolder } from '../folder/folder';
+import { FOLDER_VMEM, folderFiles, isDirectory, openFolder } from '../folder/folder';
 import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { fuseOperations } from '../fuse/adapter';
 import { errnoName, prepareNative, type NativeReads } from '../fuse/native';
+import { evidenceFiles } from '../evidence';
 import { PageCache } from '../pagecache';
 import type { Source } from '../io/source';
 import { openEvidence } from '../open';
 import { buildTree, type Tree } from '../tree/build';
-import { fittedMountOptions, optionString, parseUserOptions, type UserOptions } from './options';
+import { treeModes } from '../tree/modes';
+import { fittedMountOptions, optionString, parseUserOptions } from './options';
 import type { OpenOptions } from '../snapshot';
 import { fusermount, mountAt } from './preflight';
 
@@ -49,42 +51,6 @@ class VmssFuse extends Fuse {
   override _fuseOptions(): string {
     return optionString(this.options);
   }
-}
-
-/** Who mounts: their uid and every group they are in. */
-export interface Mounter {
-  uid: number;
-  groups: readonly number[];
-}
-
-function currentMounter(): Mounter {
-  const uid = process.getuid?.() ?? 0;
-  return { uid, groups: [process.getgid?.() ?? 0, ...(process.getgroups?.() ?? [])] };
-}
-
-/**
- * The modes the tree shows: what every source grants, write bits removed, then the user's umask.
- * Where the sources' owners (or groups) differ, the owner (group) class gets no more than others
- * do, so that no one reads through the mount a file the evidence would not let them read.
- * Owner and group are the snapshot's, unless uid=/gid= say otherwise, or unless the user who
- * mounts could read the evidence only through an ACL or a capability (the modes would lock them
- * out of their own mount): then they own the tree.
- */
-export function treeModes(sources: readonly Source[], user: UserOptions, mounter: Mounter = currentMounter()): { uid: number; gid: number; file: number; dir: number } {
-  const first = sources[0] as Source;
-  let mode = 0o444;
-  for (const s of sources) mode &= s.owner.mode;
-  const othersRead = (mode & 0o004) !== 0;
-  if (!othersRead && sources.some((s) => s.owner.uid !== first.owner.uid)) mode &= ~0o400;
-  if (!othersRead && sources.some((s) => s.owner.gid !== first.owner.gid)) mode &= ~0o040;
-  mode &= ~(user.umask ?? 0);
-  // A directory is searchable by whoever may read it.
-  const dir = mode | ((mode & 0o444) >> 2);
-  let uid = user.uid ?? first.owner.uid;
-  const gid = user.gid ?? first.owner.gid;
-  const grants = uid === mounter.uid ? mode & 0o400 : mounter.groups.includes(gid) ? mode & 0o040 : mode & 0o004;
-  if (user.uid === undefined && mounter.uid !== 0 && grants === 0) uid = mounter.uid;
-  return { uid, gid, file: mode, dir };
 }
 
 /** Kernel read-ahead for the mount, KiB: the kernel's default for FUSE is 128. */
@@ -131,7 +97,7 @@ function openServed(opts: ServeOptions, cache: PageCache): Served {
     const folder = openFolder(opts.snapshot);
     try {
       const tree = buildFolderTree(folder, cache);
-      const files = folder.checkpoints.flatMap((c) => (c.snap ? evidenceFiles(c.snap) : []));
+      const files = folderFiles(folder);
       return { tree, source: folder.dir, files, warnings: [...folderWarnings(folder), ...(tree.notes ?? [])], close: folder.close };
     } catch (err) {
       folder.close();
@@ -147,10 +113,6 @@ function openServed(opts: ServeOptions, cache: PageCache): Served {
     snap.close();
     throw err;
   }
-}
-
-function evidenceFiles(e: { metaFile: Source; physmem: { file: Source } | null }): Source[] {
-  return e.physmem && e.physmem.file !== e.metaFile ? [e.metaFile, e.physmem.file] : [e.metaFile];
 }
 
 /**
