@@ -372,39 +372,41 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     }
   }
 
-  readAtSync(buf: Buffer, position: number): number {
-    const end = Math.min(position + buf.length, this.size);
-    if (end <= position) return 0;
+  /**
+   * The blocks a read of [position, position + length) touches, each with the stretch of it
+   * wanted: `within` bytes into the block, `n` bytes long, `at` bytes into the read.
+   */
+  private *spans(position: number, length: number): Generator<{ k: number; within: number; n: number; at: number }> {
+    const end = Math.min(position + length, this.size);
+    if (end <= position) return;
     this.checkRange(position, end);
-    let done = 0;
     for (let pos = position; pos < end;) {
       const k = this.blockAt(pos);
       const b = this.blocks[k] as BlockEntry;
       const n = Math.min(b.start + b.size, end) - pos;
-      this.blockSync(k).copy(buf, done, pos - b.start, pos - b.start + n);
-      done += n;
+      yield { k, within: pos - b.start, n, at: pos - position };
       pos += n;
+    }
+  }
+
+  readAtSync(buf: Buffer, position: number): number {
+    let done = 0;
+    for (const s of this.spans(position, buf.length)) {
+      this.blockSync(s.k).copy(buf, s.at, s.within, s.within + s.n);
+      done += s.n;
     }
     return done;
   }
 
   async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
-    const end = Math.min(position + length, this.size);
-    if (end <= position) return 0;
-    this.checkRange(position, end);
     let done = 0;
-    for (let pos = position; pos < end;) {
-      const k = this.blockAt(pos);
-      const b = this.blocks[k] as BlockEntry;
-      const n = Math.min(b.start + b.size, end) - pos;
-      const block = this.decoded.get(k) ?? (await this.blockAsync(k));
-      block.copy(buf, offset + done, pos - b.start, pos - b.start + n);
-      done += n;
-      pos += n;
+    for (const s of this.spans(position, length)) {
+      const block = this.decoded.get(s.k) ?? (await this.blockAsync(s.k));
+      block.copy(buf, offset + s.at, s.within, s.within + s.n);
+      done += s.n;
     }
     return done;
   }
-
 }
 
 /** Two ascending arrays merged, duplicates dropped. */
