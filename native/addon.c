@@ -14,7 +14,7 @@
  *                         called inside fuse_new, takes it over. onError(report) is called on the
  *                         JavaScript thread for each failed read, for the log.
  *   discard(id)           frees a map no mount took (the mount failed).
- *   counts()              {reads, bytes, errors, lastErrno} for --debug.
+ *   counts()              {reads, bytes, errors, spliced, lastErrno} for --debug.
  * The module closes the map's descriptors in its destroy, which libfuse calls once every request
  * is answered, on the FUSE thread: JavaScript closing its own descriptors never races a read.
  */
@@ -25,11 +25,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "readmap.h"
@@ -84,6 +86,7 @@ typedef struct {
   readmap *map;
   struct fuse_fs *next;
   napi_threadsafe_function on_error;
+  int splice;            /* the kernel takes spliced replies (FUSE_CAP_SPLICE_WRITE, set in init) */
 } native_fs;
 
 /* A failed read on its way to the JavaScript log. */
@@ -110,19 +113,156 @@ static native_fs *self(void) {
   return fuse_get_context()->private_data;
 }
 
-static int nat_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
-  native_fs *n = self();
-  const rm_file *f = path != NULL ? readmap_find(n->map, path) : NULL;
-  if (f == NULL) return fuse_fs_read(n->next, path, buf, size, off, fi);
+/* Copy a read of f into buf; failures are counted, reported to the log and answered -EIO. */
+static int read_copy(native_fs *n, const rm_file *f, const char *path, char *buf, size_t size, off_t off) {
   rm_error why = { 0 };
   int rc = readmap_read(n->map, f, buf, size, (int64_t)off, &why);
   if (rc < 0 && why.length > 0) report_error(n, path, (int64_t)off, size, &why);
   return rc;
 }
 
+static int nat_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  native_fs *n = self();
+  const rm_file *f = path != NULL ? readmap_find(n->map, path) : NULL;
+  if (f == NULL) return fuse_fs_read(n->next, path, buf, size, off, fi);
+  return read_copy(n, f, path, buf, size, off);
+}
+
+/* ---- spliced replies ----
+ * A read that lies within one extent of one source is answered with the source's pages
+ * themselves: spliced from the file into a pipe of this worker thread, which libfuse then
+ * splices into /dev/fuse. The bytes are copied once, by the kernel, instead of twice (pread into
+ * a buffer, then write to the device): it halves the daemon's work on long reads (yara, dd).
+ *
+ * The guarantee of the copying path holds: the splice must bring every byte asked for, or the
+ * read falls back to pread, which answers EIO for a source that shrank. The pipe holds
+ * references to the source's pages, not a range to read later, so libfuse cannot come back
+ * short. Small reads keep the copying path: a splice costs more syscalls than it saves there. */
+
+#define SPLICE_MIN (64 * 1024)
+
+typedef struct {
+  int fd[2];   /* [0] handed to libfuse, [1] spliced into */
+  size_t size; /* the pipe's capacity */
+} thread_pipe;
+
+static pthread_key_t pipe_key;
+static int pipe_key_ok;
+
+static void pipe_free(void *p) {
+  thread_pipe *tp = p;
+  close(tp->fd[0]);
+  close(tp->fd[1]);
+  free(tp);
+}
+
+static void make_pipe_key(void) {
+  pipe_key_ok = pthread_key_create(&pipe_key, pipe_free) == 0;
+}
+
+static void pipe_drop(thread_pipe *tp) {
+  pthread_setspecific(pipe_key, NULL);
+  pipe_free(tp);
+}
+
+/* This thread's pipe, empty and able to hold len bytes; NULL when none can be had. A pipe left
+ * with bytes in it (libfuse failed before taking them) is never reused: its bytes are stale. */
+static thread_pipe *pipe_for(size_t len) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, make_pipe_key);
+  if (!pipe_key_ok) return NULL;
+  thread_pipe *tp = pthread_getspecific(pipe_key);
+  int queued = 0;
+  if (tp != NULL && (ioctl(tp->fd[0], FIONREAD, &queued) != 0 || queued != 0)) {
+    pipe_drop(tp);
+    tp = NULL;
+  }
+  if (tp == NULL) {
+    tp = malloc(sizeof *tp);
+    /* Non-blocking: a full pipe fails the splice (and the read falls back) instead of hanging. */
+    if (tp == NULL || pipe2(tp->fd, O_CLOEXEC | O_NONBLOCK) != 0) {
+      free(tp);
+      return NULL;
+    }
+    int cap = fcntl(tp->fd[0], F_GETPIPE_SZ);
+    tp->size = cap > 0 ? (size_t)cap : 0;
+    if (pthread_setspecific(pipe_key, tp) != 0) {
+      pipe_free(tp);
+      return NULL;
+    }
+  }
+  if (tp->size < len) {
+    int cap = len <= INT_MAX ? fcntl(tp->fd[0], F_SETPIPE_SZ, (int)len) : -1;
+    if (cap < 0) return NULL; /* past /proc/sys/fs/pipe-max-size: copy instead */
+    tp->size = (size_t)cap;
+  }
+  return tp;
+}
+
+/* Splice exactly len bytes of fd at pos into the pipe: 1, or 0 when they did not all come (the
+ * pipe is then dropped, and the caller copies instead). */
+static int splice_whole(int fd, uint64_t pos, thread_pipe *tp, size_t len) {
+  loff_t at = (loff_t)pos; /* pos + len <= the source's size <= INT64_MAX: checked when built */
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = splice(fd, &at, tp->fd[1], NULL, len - done, SPLICE_F_MOVE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      pipe_drop(tp);
+      return 0;
+    }
+    done += (size_t)n;
+  }
+  return 1;
+}
+
+static int nat_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off, struct fuse_file_info *fi) {
+  native_fs *n = self();
+  const rm_file *f = path != NULL ? readmap_find(n->map, path) : NULL;
+  if (f == NULL) return fuse_fs_read_buf(n->next, path, bufp, size, off, fi);
+  struct fuse_bufvec *bv = malloc(sizeof *bv);
+  if (bv == NULL) return -ENOMEM;
+  uint32_t src;
+  uint64_t pos;
+  size_t len;
+  thread_pipe *tp;
+  if (n->splice && size >= SPLICE_MIN && readmap_span(n->map, f, size, (int64_t)off, &src, &pos, &len) && len >= SPLICE_MIN &&
+      (tp = pipe_for(len)) != NULL && splice_whole(n->map->sources[src].fd, pos, tp, len)) {
+    *bv = FUSE_BUFVEC_INIT(len);
+    bv->buf[0].flags = FUSE_BUF_IS_FD;
+    bv->buf[0].fd = tp->fd[0];
+    readmap_count_spliced(len);
+    *bufp = bv;
+    return 0;
+  }
+  /* The copying path: libfuse frees bv and its memory after the reply. */
+  char *mem = malloc(size ? size : 1);
+  if (mem == NULL) {
+    free(bv);
+    return -ENOMEM;
+  }
+  int rc = read_copy(n, f, path, mem, size, off);
+  if (rc < 0) {
+    free(mem);
+    free(bv);
+    return rc;
+  }
+  *bv = FUSE_BUFVEC_INIT((size_t)rc);
+  bv->buf[0].mem = mem;
+  *bufp = bv;
+  return 0;
+}
+
 static void *nat_init(struct fuse_conn_info *conn) {
   native_fs *n = self();
   fuse_fs_init(n->next, conn);
+  /* Spliced replies, when this kernel and libfuse can (VMSSFS_SPLICE=0 turns them off, to
+   * measure against the copying path). */
+  const char *env = getenv("VMSSFS_SPLICE");
+  if ((conn->capable & FUSE_CAP_SPLICE_WRITE) && !(env != NULL && strcmp(env, "0") == 0)) {
+    conn->want |= FUSE_CAP_SPLICE_WRITE;
+    n->splice = 1;
+  }
   return n;
 }
 
@@ -252,6 +392,7 @@ static const struct fuse_operations nat_ops = {
   .utimens = nat_utimens,
   .open = nat_open,
   .read = nat_read,
+  .read_buf = nat_read_buf,
   .write = nat_write,
   .statfs = nat_statfs,
   .flush = nat_flush,
@@ -296,6 +437,7 @@ static struct fuse_fs *nat_factory(struct fuse_args *args, struct fuse_fs *below
     n->map = p->map;
     n->next = below[0];
     n->on_error = p->on_error;
+    n->splice = 0;
     fs = fuse_fs_new(&nat_ops, sizeof nat_ops, n);
   }
   if (fs == NULL) {
@@ -537,7 +679,7 @@ static napi_value js_discard(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* counts() -> {reads, bytes, errors, lastErrno}, over every mount of this process. */
+/* counts() -> {reads, bytes, errors, spliced, lastErrno}, over every mount of this process. */
 static napi_value js_counts(napi_env env, napi_callback_info info) {
   (void)info;
   rm_counts c;
@@ -547,6 +689,7 @@ static napi_value js_counts(napi_env env, napi_callback_info info) {
   set_number(env, out, "reads", (double)c.reads);
   set_number(env, out, "bytes", (double)c.bytes);
   set_number(env, out, "errors", (double)c.errors);
+  set_number(env, out, "spliced", (double)c.spliced);
   set_number(env, out, "lastErrno", (double)c.last_errno);
   return out;
 }

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 /* Counts shared by every worker thread: relaxed atomics, they only feed --debug. */
-static uint64_t count_reads, count_bytes, count_errors;
+static uint64_t count_reads, count_bytes, count_errors, count_spliced;
 static int last_errno;
 
 static void count_error(int err) {
@@ -21,7 +21,18 @@ void readmap_counts(rm_counts *out) {
   out->reads = __atomic_load_n(&count_reads, __ATOMIC_RELAXED);
   out->bytes = __atomic_load_n(&count_bytes, __ATOMIC_RELAXED);
   out->errors = __atomic_load_n(&count_errors, __ATOMIC_RELAXED);
+  out->spliced = __atomic_load_n(&count_spliced, __ATOMIC_RELAXED);
   out->last_errno = __atomic_load_n(&last_errno, __ATOMIC_RELAXED);
+}
+
+static void count_read(uint64_t bytes) {
+  __atomic_fetch_add(&count_reads, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&count_bytes, bytes, __ATOMIC_RELAXED);
+}
+
+void readmap_count_spliced(uint64_t bytes) {
+  count_read(bytes);
+  __atomic_fetch_add(&count_spliced, 1, __ATOMIC_RELAXED);
 }
 
 static int by_path(const void *a, const void *b) {
@@ -128,9 +139,29 @@ int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int
     done += take;
     i++;
   }
-  __atomic_fetch_add(&count_reads, 1, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&count_bytes, n, __ATOMIC_RELAXED);
+  count_read(n);
   return (int)n;
+}
+
+int readmap_span(const readmap *m, const rm_file *f, size_t size, int64_t offset, uint32_t *src, uint64_t *pos, size_t *len) {
+  if (offset < 0 || (uint64_t)offset >= f->size || size == 0) return 0;
+  uint64_t at = (uint64_t)offset;
+  uint64_t n = f->size - at;
+  if (n > size) n = size;
+  if (n > INT_MAX) n = INT_MAX;
+  size_t i = first_extent(f, at);
+  if (i >= f->n_extents) return 0;
+  const rm_extent *e = &f->extents[i];
+  /* The whole read inside this extent, which holds source bytes... */
+  if (e->bytes != NULL || e->start > at || at + n > e->start + e->length) return 0;
+  /* ...that lay within the source when it was opened (past that, the reply is partly zeros). */
+  const rm_source *s = &m->sources[e->source];
+  uint64_t from = e->src_offset + (at - e->start);
+  if (from > s->size || n > s->size - from) return 0;
+  *src = e->source;
+  *pos = from;
+  *len = (size_t)n;
+  return 1;
 }
 
 void readmap_free(readmap *m) {

@@ -48,6 +48,7 @@ typedef struct {
   uint64_t reads;
   uint64_t bytes;
   uint64_t errors;
+  uint64_t spliced;      /* of the reads, those answered with the source's pages (spliced) */
   int last_errno;        /* errno of the last failed read (EIO for a file that shrank) */
 } rm_counts;
 
@@ -66,6 +67,14 @@ const rm_file *readmap_find(const readmap *m, const char *path);
  * (0 past the end), or -EIO when a source fails or comes back short (counted, and *why says
  * what failed). */
 int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why);
+
+/* Whether the read of `size` bytes at `offset` of f, clamped to the file, lies within one extent
+ * of one source and within that source's size at open time: 1 and where (*src, *pos, *len), else
+ * 0. Such a read can be handed on as a piece of the source file (spliced) instead of copied. */
+int readmap_span(const readmap *m, const rm_file *f, size_t size, int64_t offset, uint32_t *src, uint64_t *pos, size_t *len);
+
+/* Count a read served outside readmap_read: a spliced reply. */
+void readmap_count_spliced(uint64_t bytes);
 
 /* Sort the files by path; 0, or -1 when two files share a path. */
 int readmap_index(readmap *m);

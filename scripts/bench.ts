@@ -61,15 +61,75 @@ static uint64_t mix(uint64_t d, const char *p) { uint64_t w; memcpy(&w, p, 8); r
 static uint64_t rng;
 static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
 
+static int parse_ranges(const char *spec, uint64_t *off, uint64_t *len) {
+  int nr = 0;
+  for (const char *p = spec; *p && nr < 16; ) {
+    char *e; off[nr] = strtoull(p, &e, 10); if (*e != ':') return -1;
+    len[nr] = strtoull(e + 1, &e, 10); nr++; p = *e == ',' ? e + 1 : e;
+  }
+  return nr;
+}
+
+/* randab COUNT SEED BATCH FILE RANGES [FILE RANGES...]: the random reads of "rand" on every file,
+ * interleaved in batches (ABBA...: the order reverses each batch), so a machine whose load drifts
+ * slows every contender alike. The files' ranges must hold the same number of pages: page i of
+ * one is page i of the others. One line per file: reads seconds digest. */
+static int randab(int argc, char **argv) {
+  uint64_t count = strtoull(argv[2], 0, 10), batch = strtoull(argv[4], 0, 10);
+  rng = strtoull(argv[3], 0, 10) * 0x9E3779B97F4A7C15ull + 1;
+  int nf = (argc - 5) / 2;
+  if (nf < 1 || nf > 8 || batch == 0) { fprintf(stderr, "usage\n"); return 2; }
+  int fd[8]; uint64_t off[8][16], len[8][16], digest[8] = {0}; int nr[8]; double secs[8] = {0};
+  uint64_t pages = 0;
+  for (int f = 0; f < nf; f++) {
+    nr[f] = parse_ranges(argv[6 + 2 * f], off[f], len[f]);
+    uint64_t p = 0;
+    for (int r = 0; r < nr[f]; r++) p += len[f][r] / 4096;
+    if (nr[f] < 0 || (f > 0 && p != pages)) { fprintf(stderr, "ranges differ\n"); return 2; }
+    pages = p;
+    fd[f] = open(argv[5 + 2 * f], O_RDONLY);
+    if (fd[f] < 0) { perror(argv[5 + 2 * f]); return 1; }
+    posix_fadvise(fd[f], 0, 0, POSIX_FADV_RANDOM);
+  }
+  if (count > pages) count = pages;
+  uint32_t *perm = malloc(pages * sizeof *perm);
+  for (uint64_t i = 0; i < pages; i++) perm[i] = (uint32_t) i;
+  for (uint64_t i = 0; i < count; i++) {
+    uint64_t j = i + next() % (pages - i);
+    uint32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+  }
+  char *buf = aligned_alloc(4096, 4096);
+  for (uint64_t b0 = 0, k = 0; b0 < count; b0 += batch, k++) {
+    uint64_t b1 = b0 + batch < count ? b0 + batch : count;
+    for (int step = 0; step < nf; step++) {
+      int f = k % 2 ? nf - 1 - step : step;
+      double t0 = now();
+      for (uint64_t i = b0; i < b1; i++) {
+        uint64_t pg = perm[i], at = 0;
+        for (int r = 0; r < nr[f]; r++) {
+          uint64_t rp = len[f][r] / 4096;
+          if (pg < rp) { at = off[f][r] + pg * 4096; break; }
+          pg -= rp;
+        }
+        ssize_t n = pread(fd[f], buf, 4096, (off_t) at);
+        if (n != 4096) { fprintf(stderr, "%s: pread at %llu: %s\n", argv[5 + 2 * f], (unsigned long long) at, n < 0 ? strerror(errno) : "short"); return 1; }
+        digest[f] = mix(mix(digest[f], buf + 16), buf + 2048);
+      }
+      secs[f] += now() - t0;
+    }
+  }
+  for (int f = 0; f < nf; f++) printf("%llu %.6f %016llx\n", (unsigned long long) count, secs[f], (unsigned long long) digest[f]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 7 && strcmp(argv[1], "randab") == 0) return randab(argc, argv);
   if (argc < 5) { fprintf(stderr, "usage\n"); return 2; }
   int rnd = strcmp(argv[1], "rand") == 0;
   const char *spec = argv[rnd ? 5 : 4];
-  uint64_t off[16], len[16]; int nr = 0;
-  for (const char *p = spec; *p && nr < 16; ) {
-    char *e; off[nr] = strtoull(p, &e, 10); if (*e != ':') return 2;
-    len[nr] = strtoull(e + 1, &e, 10); nr++; p = *e == ',' ? e + 1 : e;
-  }
+  uint64_t off[16], len[16];
+  int nr = parse_ranges(spec, off, len);
+  if (nr < 0) return 2;
   int fd = open(argv[2], O_RDONLY);
   if (fd < 0) { perror(argv[2]); return 1; }
   uint64_t digest = 0, total = 0;
@@ -146,17 +206,32 @@ interface ReadResult { amount: number; seconds: number; digest: string }
 
 let READER = '';
 
-async function reader(args: string[]): Promise<ReadResult> {
+/** The reader's output: one `amount seconds digest` line per file read. */
+async function readerLines(args: string[]): Promise<ReadResult[]> {
   const r = await run(READER, args);
   if (r.code !== 0) throw new Error(`reader ${args.join(' ')} failed: ${r.stderr.trim()}`);
-  const [amount, seconds, digest] = r.stdout.trim().split(' ');
-  return { amount: Number(amount), seconds: Number(seconds), digest: digest ?? '' };
+  return r.stdout.trim().split('\n').map((line) => {
+    const [amount, seconds, digest] = line.split(' ');
+    return { amount: Number(amount), seconds: Number(seconds), digest: digest ?? '' };
+  });
+}
+
+async function reader(args: string[]): Promise<ReadResult> {
+  return (await readerLines(args))[0] as ReadResult;
 }
 
 const rangeArg = (ranges: Ranges): string => ranges.map(([o, l]) => `${o}:${l}`).join(',');
 const readSeq = (file: string, ranges: Ranges): Promise<ReadResult> => reader(['seq', file, String(MiB), rangeArg(ranges)]);
 const readRandom = (file: string, ranges: Ranges, seed: number): Promise<ReadResult> =>
   reader(['rand', file, String(RANDOM_READS), String(seed), rangeArg(ranges)]);
+
+/** Batch of the interleaved random reads: small enough that load drift hits every contender alike. */
+const RANDOM_BATCH = 500;
+
+/** The random reads of readRandom on several files at once, interleaved in batches: one result per file. */
+function readRandomInterleaved(files: { file: string; ranges: Ranges }[], seed: number): Promise<ReadResult[]> {
+  return readerLines(['randab', String(RANDOM_READS), String(seed), String(RANDOM_BATCH), ...files.flatMap((f) => [f.file, rangeArg(f.ranges)])]);
+}
 
 /** Four random readers at once (seeds differ, so they touch mostly different pages): reads/s of all four. */
 async function readRandom4(file: string, ranges: Ranges, round: number): Promise<{ rate: number; digests: string[] }> {
@@ -597,14 +672,6 @@ async function main(): Promise<number> {
           await srv.stop();
         }
       }
-      if (ONLY.has('rand')) {
-        srv = await startCeiling(big.physSize);
-        try {
-          s.add('rand.ceiling', perSec(await readRandom(path.join(srv.mnt, srv.file), big.physRanges, round)));
-        } finally {
-          await srv.stop();
-        }
-      }
 
       // vmssfs: physmem.raw's two runs (the 1 GiB of real bytes), cold then warm; native path,
       // then the JavaScript path (VMSSFS_NATIVE=0)
@@ -623,18 +690,29 @@ async function main(): Promise<number> {
           await srv.stop();
         }
       }
-      let vmssfsRand: ReadResult | null = null;
-      for (const [tag, env] of [['vmssfs', undefined], ['js', JS_PATH]] as const) {
-        if (!ONLY.has('rand')) break;
-        srv = await startVmssfs(big.snapshot, env);
+      // Random reads: every contender mounted at once, one reader interleaving them in batches of
+      // RANDOM_BATCH (each a first touch of the same pages, in the same order), so that the load
+      // of a shared machine, which drifts by 2x within a round, weighs on all of them alike.
+      if (ONLY.has('rand')) {
+        const contenders: { tag: string; start: () => Promise<Server>; ranges: Ranges }[] = [
+          { tag: 'ceiling', start: () => startCeiling(big.physSize), ranges: big.physRanges },
+          { tag: 'vmssfs', start: () => startVmssfs(big.snapshot), ranges: big.physRanges },
+          { tag: 'js', start: () => startVmssfs(big.snapshot, JS_PATH), ranges: big.physRanges },
+          ...(ONLY.has('xmount') ? [{ tag: 'xmount', start: () => startXmount(big.vmem), ranges: big.blobRanges }] : []),
+        ];
+        const servers: Server[] = [];
         try {
-          const r = await readRandom(path.join(srv.mnt, srv.file), big.physRanges, round);
-          if (vmssfsRand && r.digest !== vmssfsRand.digest) throw new Error('the native and JavaScript paths served different bytes on random reads');
-          vmssfsRand ??= r;
-          s.add(`rand.${tag}`, perSec(r));
-          if (tag === 'vmssfs') rssPeak = Math.max(rssPeak, srv.peakRss());
+          for (const c of contenders) servers.push(await c.start());
+          const rs = await readRandomInterleaved(servers.map((v, i) => ({ file: path.join(v.mnt, v.file), ranges: (contenders[i] as { ranges: Ranges }).ranges })), round);
+          rs.forEach((r, i) => {
+            const tag = (contenders[i] as { tag: string }).tag;
+            // (the ceiling's bytes are whatever libfuse's memory held: only the others must agree)
+            if (tag !== 'ceiling' && r.digest !== (rs[1] as ReadResult).digest) throw new Error(`${tag} served different bytes on random reads than vmssfs`);
+            s.add(`rand.${tag}`, perSec(r));
+          });
+          rssPeak = Math.max(rssPeak, (servers[1] as Server).peakRss());
         } finally {
-          await srv.stop();
+          for (const v of servers) await v.stop();
         }
       }
       let vmssfsRand4: string[] | null = null;
@@ -664,16 +742,6 @@ async function main(): Promise<number> {
           await srv.stop();
         }
       }
-      if (ONLY.has('xmount') && ONLY.has('rand')) {
-        srv = await startXmount(big.vmem);
-        try {
-          const xr = await readRandom(path.join(srv.mnt, srv.file), big.blobRanges, round);
-          if (vmssfsRand && xr.digest !== vmssfsRand.digest) throw new Error('xmount and vmssfs served different bytes on random reads');
-          s.add('rand.xmount', perSec(xr));
-        } finally {
-          await srv.stop();
-        }
-      }
       if (ONLY.has('xmount') && ONLY.has('rand4')) {
         srv = await startXmount(big.vmem);
         try {
@@ -688,18 +756,25 @@ async function main(): Promise<number> {
       // (d) yara over a freshly mounted physmem.raw (one run from 0: the same bytes as the .vmem)
       // against yara over the .vmem itself, from the OS page cache
       if (ONLY.has('yara')) {
+        // Each scan of a mount sits between two scans of the source, and is set against their mean:
+        // the machine's load drifts within a round, and a ratio of scans minutes apart measures it.
         await preRead(flat.vmem);
-        const onSource = await yaraScan(rules, flat.vmem);
-        s.add('yara.source', onSource.seconds);
+        let before = (await yaraScan(rules, flat.vmem)).seconds;
         for (const [tag, env] of [['vmssfs', undefined], ['js', JS_PATH]] as const) {
           srv = await startVmssfs(flat.snapshot, env);
+          let onMount: { seconds: number; out: string };
           try {
-            const onMount = await yaraScan(rules, path.join(srv.mnt, srv.file));
-            if (onMount.out !== onSource.out) throw new Error(`yara found different things through the mount (${tag})`);
-            s.add(`yara.${tag}`, onMount.seconds);
+            onMount = await yaraScan(rules, path.join(srv.mnt, srv.file));
           } finally {
             await srv.stop();
           }
+          const after = await yaraScan(rules, flat.vmem);
+          if (onMount.out !== after.out) throw new Error(`yara found different things through the mount (${tag})`);
+          const source = (before + after.seconds) / 2;
+          s.add(`yara.${tag}`, onMount.seconds);
+          s.add(tag === 'vmssfs' ? 'yara.source' : 'yara.source.js', source);
+          s.add(tag === 'vmssfs' ? 'yara.ratio' : 'yara.ratio.js', onMount.seconds / source);
+          before = after.seconds;
         }
       }
 
@@ -769,8 +844,6 @@ async function main(): Promise<number> {
         s.add(`${k}.ratio.xmount`, last(`${k}.vmssfs`) / last(`${k}.xmount`));
         s.add(`${k}.ratio.js`, last(`${k}.vmssfs`) / last(`${k}.js`));
       }
-      s.add('yara.ratio', last('yara.vmssfs') / last('yara.source'));
-      s.add('yara.ratio.js', last('yara.js') / last('yara.source'));
       s.add('mount.ratio', (s.all('mount.64g').at(-1) as number) / (s.all('mount.8m').at(-1) as number));
     }
   } finally {
@@ -814,7 +887,7 @@ async function main(): Promise<number> {
   if (!PLAIN_PARTS) rows.splice(1, 7);
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
   process.stdout.write('\n' + rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n') + '\n');
-  process.stdout.write(`\nper round: ${['seq', 'warm', 'rand', 'rand4'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} js ${s.all(`${k}.js`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; yara source ${s.all('yara.source').map(f2).join('/')} vmssfs ${s.all('yara.vmssfs').map(f2).join('/')} js ${s.all('yara.js').map(f2).join('/')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
+  process.stdout.write(`\nper round: ${['seq', 'warm', 'rand', 'rand4'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} js ${s.all(`${k}.js`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; yara source ${s.all('yara.source').map(f2).join('/')} vmssfs ${s.all('yara.vmssfs').map(f2).join('/')} js ${s.all('yara.js').map(f2).join('/')} ratio ${s.all('yara.ratio').map(f2).join('/')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
   process.stdout.write(`diff per round: cmp ${s.all('diff.cmp').map(f0).join('/')} vmssfs ${s.all('diff.vmssfs').map(f0).join('/')}; folder mount per round: one ${s.all('folder.one').map(f0).join('/')} folder ${s.all('folder.all').map(f0).join('/')}\n`);
   if (ONLY.has('crypto')) process.stdout.write(`encrypted+compressed per round: seq ${s.all('crypto.seq').map(f0).join('/')} MB/s (plain ${s.all('crypto.plainseq').map(f0).join('/')}), first far read ${s.all('crypto.far').map(f0).join('/')} ms\n`);
   const failed = rows.slice(1).some((r) => r[8] === 'FAIL');

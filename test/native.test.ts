@@ -203,7 +203,10 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
         if (truncate) expect(native.stderr).to.match(/warning: .*(truncated|shorter|ends)/i);
         await native.unmount();
         const line = native.stderr.split('\n').find((l) => l.startsWith('vmssfs: native reads: '));
-        expect(line, native.stderr.slice(-2000)).to.match(/^vmssfs: native reads: [1-9]\d* served \(\d+ bytes\), 0 failed$/);
+        expect(line, native.stderr.slice(-2000)).to.match(/^vmssfs: native reads: [1-9]\d* served \(\d+ bytes, \d+ spliced\), 0 failed$/);
+        // Long reads inside one run are answered with the source's pages (spliced): the hashes
+        // above went through that path too.
+        expect(Number(/(\d+) spliced/.exec(line ?? '')?.[1]), line).to.be.greaterThan(0);
         expect(native.stderr).to.match(/native reads on \(.*vmssfs_native\.node\) for \d+ files/);
         // Sequential readers get a wider kernel read-ahead (the suite runs as root, who may set it).
         expect(native.stderr).to.match(/^vmssfs: read-ahead: 512 KiB$/m);
@@ -221,10 +224,15 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
         fs.truncateSync(w.path, last.fileOffset + PAGE);
         const err = await readRange(m.path('physmem.raw'), last.physAddr + 64 * PAGE, PAGE).then(() => null, (e: NodeJS.ErrnoException) => e);
         expect(err?.code).to.equal('EIO');
+        // A long read (O_DIRECT: the kernel asks for 128 KiB at once) takes the splice path,
+        // which must not come back short either.
+        const dd = await runCommand('dd', [`if=${m.path('physmem.raw')}`, 'of=/dev/null', 'bs=128K', 'count=1', `skip=${last.physAddr + 8 * PAGE}`, 'iflag=skip_bytes,direct']);
+        expect(dd.code, dd.stderr).to.not.equal(0);
+        expect(dd.stderr).to.match(/Input\/output error/);
         expect(await readRange(m.path('physmem.raw'), PAGE, 100)).to.deep.equal(w.readPhys(PAGE, 100));
         expect(await m.stderrShows(/read \/physmem\.raw at \d+ \(\+\d+\): .*file shrank since it was opened.*: answered EIO/), m.stderr).to.equal(true);
         await m.unmount();
-        expect(m.stderr).to.match(/native reads: \d+ served \(\d+ bytes\), [1-9]\d* failed/);
+        expect(m.stderr).to.match(/native reads: \d+ served \(\d+ bytes, \d+ spliced\), [1-9]\d* failed/);
         expect(m.stderr).to.match(/native reads answered EIO \(last: EIO\)/);
       } finally {
         await m.unmount();

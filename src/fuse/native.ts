@@ -30,6 +30,8 @@ export interface NativeCounts {
   reads: number;
   bytes: number;
   errors: number;
+  /** Of the reads, those answered with the source's own pages, spliced (no copy in the daemon). */
+  spliced: number;
   /** errno of the last failed read (EIO for a source that shrank). */
   lastErrno: number;
 }

@@ -207,7 +207,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
       if (native) {
         // Failed native reads are answered EIO in C, which cannot write our log: they are told here.
         const c = native.counts();
-        if (opts.debug) report.log(`native reads: ${c.reads} served (${c.bytes} bytes), ${c.errors} failed`);
+        if (opts.debug) report.log(`native reads: ${c.reads} served (${c.bytes} bytes, ${c.spliced} spliced), ${c.errors} failed`);
         if (c.errors > 0) report.log(`${c.errors} native reads answered EIO (last: ${errnoName(c.lastErrno)})`);
       }
       served.close();
