@@ -8,7 +8,7 @@
  * unchanged through the fuse_fs_* forwarders.
  *
  * JavaScript side (src/fuse/native.ts):
- *   prepare(spec, onError) -> id
+ *   prepare(spec, onError) -> id   spec: {sources, files, maxOpened}
  *                         builds a readmap from the tree's extents; the mount then names it with
  *                         the options "modules=vmssfs,vmssfs_map=<id>"; the module's factory,
  *                         called inside fuse_new, takes it over. onError(report) is called on the
@@ -124,8 +124,9 @@ static int read_copy(native_fs *n, const rm_file *f, const char *path, char *buf
 static int nat_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
   native_fs *n = self();
   const rm_file *f = path != NULL ? readmap_find(n->map, path) : NULL;
-  if (f == NULL) return fuse_fs_read(n->next, path, buf, size, off, fi);
-  return read_copy(n, f, path, buf, size, off);
+  int rc = f != NULL ? read_copy(n, f, path, buf, size, off) : -EAGAIN;
+  /* Not ours, or a source the map may not open now: JavaScript serves it. */
+  return rc == -EAGAIN ? fuse_fs_read(n->next, path, buf, size, off, fi) : rc;
 }
 
 /* ---- spliced replies ----
@@ -225,15 +226,24 @@ static int nat_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size
   uint32_t src;
   uint64_t pos;
   size_t len;
-  thread_pipe *tp;
-  if (n->splice && size >= SPLICE_MIN && readmap_span(n->map, f, size, (int64_t)off, &src, &pos, &len) && len >= SPLICE_MIN &&
-      (tp = pipe_for(len)) != NULL && splice_whole(n->map->sources[src].fd, pos, tp, len)) {
-    *bv = FUSE_BUFVEC_INIT(len);
-    bv->buf[0].flags = FUSE_BUF_IS_FD;
-    bv->buf[0].fd = tp->fd[0];
-    readmap_count_spliced(len);
-    *bufp = bv;
-    return 0;
+  if (n->splice && size >= SPLICE_MIN && readmap_span(n->map, f, size, (int64_t)off, &src, &pos, &len) && len >= SPLICE_MIN) {
+    rm_error why = { 0 };
+    int fd = readmap_source_fd(n->map, src, &why);
+    if (fd < 0) {
+      free(bv);
+      if (fd == RM_NOT_NOW) return fuse_fs_read_buf(n->next, path, bufp, size, off, fi);
+      report_error(n, path, (int64_t)off, size, &why);
+      return -EIO;
+    }
+    thread_pipe *tp = pipe_for(len);
+    if (tp != NULL && splice_whole(fd, pos, tp, len)) {
+      *bv = FUSE_BUFVEC_INIT(len);
+      bv->buf[0].flags = FUSE_BUF_IS_FD;
+      bv->buf[0].fd = tp->fd[0];
+      readmap_count_spliced(len);
+      *bufp = bv;
+      return 0;
+    }
   }
   /* The copying path: libfuse frees bv and its memory after the reply. */
   char *mem = malloc(size ? size : 1);
@@ -245,7 +255,7 @@ static int nat_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size
   if (rc < 0) {
     free(mem);
     free(bv);
-    return rc;
+    return rc == -EAGAIN ? fuse_fs_read_buf(n->next, path, bufp, size, off, fi) : rc;
   }
   *bv = FUSE_BUFVEC_INIT((size_t)rc);
   bv->buf[0].mem = mem;
@@ -502,7 +512,8 @@ static int has(napi_env env, napi_value obj, const char *key) {
   return napi_has_named_property(env, obj, key, &yes) == napi_ok && yes;
 }
 
-/* Sources: [{fd, size}]. Each descriptor is duplicated: the map owns its own copies. */
+/* Sources: [{fd, size}] (the descriptor is duplicated: the map owns its own copy) or
+ * [{path, dev, ino, size}] (opened by the map on its first read; see readmap.h). */
 static int build_sources(napi_env env, napi_value spec, readmap *m) {
   napi_value arr;
   uint32_t len;
@@ -510,15 +521,40 @@ static int build_sources(napi_env env, napi_value spec, readmap *m) {
   m->sources = calloc(len ? len : 1, sizeof *m->sources);
   if (m->sources == NULL) return fail(env, "vmssfs native: out of memory");
   for (uint32_t i = 0; i < len; i++) {
+    rm_source *src = &m->sources[i];
     napi_value s;
-    uint64_t fd, size;
+    uint64_t size;
     if (napi_get_element(env, arr, i, &s) != napi_ok) return fail(env, "vmssfs native: bad source");
-    if (!get_uint(env, s, "fd", INT32_MAX, &fd) || !get_uint(env, s, "size", INT64_MAX, &size)) return 0;
-    int own = fcntl((int)fd, F_DUPFD_CLOEXEC, 3);
-    if (own < 0) return fail(env, "vmssfs native: a source's descriptor is not open");
-    m->sources[i].fd = own;
-    m->sources[i].size = size;
-    m->n_sources = i + 1;
+    if (!get_uint(env, s, "size", INT64_MAX, &size)) return 0;
+    int fd = -1;
+    char *file = NULL;
+    uint64_t dev = 0, ino = 0;
+    if (has(env, s, "path")) {
+      napi_value pv;
+      size_t plen;
+      if (!get_uint(env, s, "dev", UINT64_MAX, &dev) || !get_uint(env, s, "ino", UINT64_MAX, &ino)) return 0;
+      if (napi_get_named_property(env, s, "path", &pv) != napi_ok || napi_get_value_string_utf8(env, pv, NULL, 0, &plen) != napi_ok ||
+          plen == 0 || plen > 4095)
+        return fail(env, "vmssfs native: a source's path is not a string of 1 to 4095 bytes");
+      file = malloc(plen + 1);
+      if (file == NULL) return fail(env, "vmssfs native: out of memory");
+      if (napi_get_value_string_utf8(env, pv, file, plen + 1, &plen) != napi_ok || file[0] != '/' || strlen(file) != plen) {
+        free(file);
+        return fail(env, "vmssfs native: a source's path must be absolute and hold no NUL");
+      }
+    } else {
+      uint64_t given;
+      if (!get_uint(env, s, "fd", INT32_MAX, &given)) return 0;
+      fd = fcntl((int)given, F_DUPFD_CLOEXEC, 3);
+      if (fd < 0) return fail(env, "vmssfs native: a source's descriptor is not open");
+    }
+    src->fd = fd;
+    src->size = size;
+    src->path = file;
+    src->dev = dev;
+    src->ino = ino;
+    pthread_mutex_init(&src->open_lock, NULL);
+    m->n_sources = i + 1; /* counted once filled: readmap_free frees what is there */
   }
   return 1;
 }
@@ -602,7 +638,7 @@ static void set_number(napi_env env, napi_value obj, const char *key, double val
 }
 
 /* On the JavaScript thread: hand a failed read to the log function as
- * {path, offset, size, source, errno, position, length}. */
+ * {path, offset, size, source, errno, opening, position, length}. */
 static void call_on_error(napi_env env, napi_value fn, void *context, void *data) {
   (void)context;
   error_report *r = data;
@@ -614,6 +650,7 @@ static void call_on_error(napi_env env, napi_value fn, void *context, void *data
     set_number(env, obj, "size", (double)r->size);
     set_number(env, obj, "source", (double)r->why.source);
     set_number(env, obj, "errno", (double)r->why.errnum);
+    set_number(env, obj, "opening", (double)r->why.opening);
     set_number(env, obj, "position", (double)r->why.position);
     set_number(env, obj, "length", (double)r->why.length);
     napi_call_function(env, undefined, fn, 1, &obj, NULL);
@@ -636,10 +673,12 @@ static napi_value js_prepare(napi_env env, napi_callback_info info) {
     fail(env, "vmssfs native: out of memory");
     return NULL;
   }
-  if (!build_sources(env, argv[0], m) || !build_files(env, argv[0], m)) {
+  uint64_t max_opened = 0;
+  if (!build_sources(env, argv[0], m) || !build_files(env, argv[0], m) || !get_uint(env, argv[0], "maxOpened", 65536, &max_opened)) {
     readmap_free(m);
     return NULL;
   }
+  m->max_opened = (size_t)max_opened;
   napi_value name;
   napi_threadsafe_function on_error;
   if (napi_create_string_utf8(env, "vmssfs native read error", NAPI_AUTO_LENGTH, &name) != napi_ok ||

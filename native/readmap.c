@@ -3,6 +3,8 @@
 #include "readmap.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,18 +60,67 @@ const rm_file *readmap_find(const readmap *m, const char *path) {
   return NULL;
 }
 
+/* Open a source named by path: read-only, close-on-exec, without touching its access time
+ * where the kernel allows it, and only if it is still the file that was parsed. */
+static int open_source(const rm_source *s) {
+  int fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = open(s->path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_dev != s->dev || (uint64_t)st.st_ino != s->ino) {
+    close(fd);
+    return -ESTALE;
+  }
+  return fd;
+}
+
+int readmap_source_fd(readmap *m, uint32_t i, rm_error *why) {
+  rm_source *s = &m->sources[i];
+  int fd = __atomic_load_n(&s->fd, __ATOMIC_ACQUIRE);
+  if (fd >= 0) return fd;
+  pthread_mutex_lock(&s->open_lock);
+  fd = s->fd;
+  if (fd < 0 && s->path == NULL) {
+    fd = -EBADF; /* a handed-over descriptor is never missing: cannot happen */
+  } else if (fd < 0) {
+    if (__atomic_add_fetch(&m->opened, 1, __ATOMIC_RELAXED) > m->max_opened) {
+      __atomic_sub_fetch(&m->opened, 1, __ATOMIC_RELAXED);
+      pthread_mutex_unlock(&s->open_lock);
+      return RM_NOT_NOW;
+    }
+    fd = open_source(s);
+    if (fd >= 0) __atomic_store_n(&s->fd, fd, __ATOMIC_RELEASE);
+    else __atomic_sub_fetch(&m->opened, 1, __ATOMIC_RELAXED);
+  }
+  pthread_mutex_unlock(&s->open_lock);
+  if (fd < 0) {
+    why->source = i;
+    why->opening = 1;
+    why->errnum = -fd;
+    why->position = 0;
+    why->length = s->size;
+    count_error(-fd);
+    return -1;
+  }
+  return fd;
+}
+
 /*
- * Read [pos, pos+len) of source s into dst. The part within the size at open time must come
+ * Read [pos, pos+len) of source i into dst. The part within the size at open time must come
  * back whole: a short read means the file shrank under us, and zeros there would misreport the
  * evidence, so it fails (-EIO). The part past that size is zeros, as the parse warnings said.
  */
-static int read_source(const rm_source *s, uint64_t pos, char *dst, size_t len, rm_error *why) {
+static int read_source(readmap *m, uint32_t i, uint64_t pos, char *dst, size_t len, rm_error *why) {
+  const rm_source *s = &m->sources[i];
   size_t expected = 0;
   if (pos < s->size) expected = (s->size - pos < len) ? (size_t)(s->size - pos) : len;
+  int fd = expected > 0 ? readmap_source_fd(m, i, why) : 0;
+  if (fd == RM_NOT_NOW) return -EAGAIN;
+  if (fd < 0) return -EIO;
   size_t done = 0;
   while (done < expected) {
     /* pos + done < s->size <= INT64_MAX (checked when the map was built): fits off_t. */
-    ssize_t n = pread(s->fd, dst + done, expected - done, (off_t)(pos + done));
+    ssize_t n = pread(fd, dst + done, expected - done, (off_t)(pos + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       why->errnum = errno;
@@ -103,7 +154,7 @@ static size_t first_extent(const rm_file *f, uint64_t pos) {
   return lo;
 }
 
-int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why) {
+int readmap_read(readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why) {
   if (offset < 0) return -EINVAL;
   uint64_t pos = (uint64_t)offset;
   if (pos >= f->size || size == 0) return 0;
@@ -133,7 +184,7 @@ int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int
       memcpy(buf + done, e->bytes + within, (size_t)take);
     } else {
       why->source = e->source;
-      int rc = read_source(&m->sources[e->source], e->src_offset + within, buf + done, (size_t)take, why);
+      int rc = read_source(m, e->source, e->src_offset + within, buf + done, (size_t)take, why);
       if (rc < 0) return rc;
     }
     done += take;
@@ -166,8 +217,12 @@ int readmap_span(const readmap *m, const rm_file *f, size_t size, int64_t offset
 
 void readmap_free(readmap *m) {
   if (m == NULL) return;
-  for (size_t i = 0; i < m->n_sources; i++)
-    if (m->sources[i].fd >= 0) close(m->sources[i].fd);
+  for (size_t i = 0; i < m->n_sources; i++) {
+    rm_source *s = &m->sources[i];
+    if (s->fd >= 0) close(s->fd);
+    free(s->path);
+    pthread_mutex_destroy(&s->open_lock);
+  }
   for (size_t i = 0; i < m->n_files; i++) {
     rm_file *f = &m->files[i];
     for (size_t j = 0; j < f->n_extents; j++) free((void *)f->extents[j].bytes);

@@ -7,15 +7,25 @@
 #ifndef VMSSFS_READMAP_H
 #define VMSSFS_READMAP_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* An evidence file: a descriptor of our own (dup'ed, closed in readmap_free) and its size when
- * the snapshot was opened. Bytes past that size read as zeros (a truncated copy, reported when
- * the snapshot was parsed); bytes before it that can no longer be read fail the read (EIO). */
+/* An evidence file: a descriptor of our own and its size when the snapshot was opened. Bytes past
+ * that size read as zeros (a truncated copy, reported when the snapshot was parsed); bytes before
+ * it that can no longer be read fail the read (EIO).
+ *
+ * The descriptor is either handed over when the map is built (dup'ed), or, for a VM folder's
+ * memory files, opened here on the first read of the source (path != NULL): a folder of many
+ * snapshots does not hold every memory file open. Such a file must still be the one that was
+ * parsed (same device and inode), or reads of it fail. Once open, fd never changes until
+ * readmap_free: it is the only field of a map written after it is built (under open_lock). */
 typedef struct {
-  int fd;
+  int fd;                /* -1 until opened */
   uint64_t size;
+  char *path;            /* NULL when the descriptor was handed over */
+  uint64_t dev, ino;
+  pthread_mutex_t open_lock;
 } rm_source;
 
 /* A stretch of a served file: [start, start+length) of the file holds either bytes of a source
@@ -39,6 +49,8 @@ typedef struct {
 typedef struct {
   rm_source *sources;
   size_t n_sources;
+  size_t max_opened;     /* sources opened on demand, at most (past it: RM_NOT_NOW) */
+  size_t opened;         /* ...and so far (atomic) */
   rm_file *files;        /* sorted by path (strcmp), for binary search */
   size_t n_files;
 } readmap;
@@ -55,6 +67,7 @@ typedef struct {
 /* Why a read failed, for the log: errnum 0 means the source came back short (it shrank). */
 typedef struct {
   int errnum;
+  int opening;           /* the source could not be opened (errnum says why; ESTALE: replaced) */
   uint32_t source;
   uint64_t position;     /* in the source */
   uint64_t length;
@@ -64,14 +77,23 @@ typedef struct {
 const rm_file *readmap_find(const readmap *m, const char *path);
 
 /* Fill buf with up to `size` bytes of `f` at `offset`, as a FUSE read: the number of bytes
- * (0 past the end), or -EIO when a source fails or comes back short (counted, and *why says
- * what failed). */
-int readmap_read(const readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why);
+ * (0 past the end), -EIO when a source fails or comes back short (counted, and *why says
+ * what failed), or -EAGAIN when a source may not be opened now (RM_NOT_NOW: not counted). */
+int readmap_read(readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why);
 
 /* Whether the read of `size` bytes at `offset` of f, clamped to the file, lies within one extent
  * of one source and within that source's size at open time: 1 and where (*src, *pos, *len), else
  * 0. Such a read can be handed on as a piece of the source file (spliced) instead of copied. */
 int readmap_span(const readmap *m, const rm_file *f, size_t size, int64_t offset, uint32_t *src, uint64_t *pos, size_t *len);
+
+/* Returned for a source the map may not open (it holds max_opened already): the read is not the
+ * map's to serve, and goes to JavaScript, whose own bounded pool reads the file. */
+#define RM_NOT_NOW (-2)
+
+/* Source i's descriptor, opening it first when it is opened on demand; -1 when it cannot be
+ * (counted, and *why says why: errno ESTALE for a path that names another file now), or
+ * RM_NOT_NOW. */
+int readmap_source_fd(readmap *m, uint32_t i, rm_error *why);
 
 /* Count a read served outside readmap_read: a spliced reply. */
 void readmap_count_spliced(uint64_t bytes);

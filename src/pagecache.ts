@@ -33,6 +33,18 @@ export interface ChunkSource {
    * decrypt, decompress or may hang leave it undefined and stay on the JavaScript path.
    */
   readonly plainFd?: number;
+  /**
+   * For a plain local file that holds no descriptor for good (a VM folder's memory files, opened
+   * on first read): where it is and which file it must be, so native code may open it itself.
+   */
+  readonly plainFile?: PlainFile;
+}
+
+/** A plain local file by path, and the identity (device, inode) a reopening must find there. */
+export interface PlainFile {
+  path: string;
+  dev: number;
+  ino: number;
 }
 
 /** An underlying read failed (EIO from a bad sector, a vanished share, a file that shrank). */

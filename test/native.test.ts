@@ -65,8 +65,10 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
       fs.writeFileSync(file, Buffer.alloc(8192, 7));
       const fd = fs.openSync(file, 'r');
       try {
+        const st = fs.statSync(file);
         const good = (): NativeSpec => ({
-          sources: [{ fd, size: 8192 }],
+          maxOpened: 1,
+          sources: [{ fd, size: 8192 }, { path: file, dev: st.dev, ino: st.ino, size: 8192 }],
           files: [{ path: '/a', size: 10_000, extents: [{ start: 0, length: 16, bytes: Buffer.alloc(16) }, { start: 100, length: 8000, source: 0, sourceOffset: 0 }] }],
         });
         const id = addon.prepare(good(), () => undefined);
@@ -82,7 +84,11 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
           ['overlapping extents', (s) => ((s.files[0]?.extents[1] as { start: number }).start = 10), /sorted and apart/],
           ['an empty extent', (s) => ((s.files[0]?.extents[0] as { length: number }).length = 0), /non-empty/],
           ['bytes of another length', (s) => ((s.files[0]?.extents[0] as { bytes: Buffer }).bytes = Buffer.alloc(15)), /Buffer of its length/],
-          ['a source that does not exist', (s) => ((s.files[0]?.extents[1] as { source: number }).source = 1), /source = 1 is not an integer in \[0, 0\]/],
+          ['a source that does not exist', (s) => ((s.files[0]?.extents[1] as { source: number }).source = 2), /source = 2 is not an integer in \[0, 1\]/],
+          ['a source path that is not absolute', (s) => ((s.sources[1] as { path: string }).path = 'source.bin'), /path must be absolute/],
+          ['a source path with a NUL', (s) => ((s.sources[1] as { path: string }).path = `${file}\0x`), /hold no NUL/],
+          ['an inode that is not a number', (s) => ((s.sources[1] as unknown as { ino: string }).ino = 'x'), /ino is not a number/],
+          ['a negative bound on opened files', (s) => (s.maxOpened = -1), /maxOpened = -1 is not an integer/],
           ['a path without a leading /', (s) => ((s.files[0] as { path: string }).path = 'a'), /must start with \//],
           ['two files with one path', (s) => s.files.push({ ...(s.files[0] as NativeSpec['files'][0]) }), /share a path/],
         ];

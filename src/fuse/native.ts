@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { ChunkSource } from '../pagecache';
+import type { ChunkSource, PlainFile } from '../pagecache';
 import type { Extent, Node } from '../tree/nodes';
 import type { Tree } from '../tree/build';
 
@@ -11,7 +11,8 @@ import type { Tree } from '../tree/build';
  * JavaScript. Every other operation, and reads of every other file, still reach the adapter.
  *
  * What goes native is derived from the tree: each file whose `extents` draw only on sources with
- * a `plainFd` (plain bytes on a local filesystem). Everything else (sources on network shares or
+ * a `plainFd` (plain bytes on a local filesystem) or a `plainFile` (the same, opened on first read:
+ * a VM folder's memory files). Everything else (sources on network shares or
  * FUSE mounts, sources that must be decoded, files made in memory) stays on the JavaScript path.
  *
  * VMSSFS_NATIVE=0 turns the native path off (the JavaScript path serves everything);
@@ -21,7 +22,10 @@ import type { Tree } from '../tree/build';
 
 /** What the addon is given: sources by index, files by their FUSE path. */
 export interface NativeSpec {
-  sources: { fd: number; size: number }[];
+  /** Sources the addon may open itself, at most; reads of the others go to JavaScript. */
+  maxOpened: number;
+  /** A descriptor the addon dups, or a file it opens itself on first read (a VM folder's). */
+  sources: ({ fd: number; size: number } | { path: string; dev: number; ino: number; size: number })[];
   files: { path: string; size: number; extents: NativeExtent[] }[];
 }
 export type NativeExtent = { start: number; length: number } & ({ source: number; sourceOffset: number } | { bytes: Buffer });
@@ -44,6 +48,8 @@ export interface NativeReadError {
   source: number;
   /** 0 when the source came back short: it shrank since it was opened. */
   errno: number;
+  /** 1 when the source could not be opened (errno ESTALE: the path names another file now). */
+  opening: number;
   position: number;
   length: number;
 }
@@ -94,18 +100,26 @@ export function loadNative(env: NodeJS.ProcessEnv = process.env): LoadResult {
   return (loaded = { addon: null, reason });
 }
 
+/**
+ * Files the addon opens itself, at most, per mount. They stay open until unmount, beside the VM
+ * folder's own bounded pool (src/io/pool.ts); once this many are open, reads of the others are
+ * handed to JavaScript, which reads them through that pool.
+ */
+export const MAX_OPENED_NATIVELY = 32;
+
 /** The files of the tree that can be served natively, with their FUSE paths. */
 export function nativeSpec(tree: Tree): { spec: NativeSpec; sources: ChunkSource[] } {
-  const spec: NativeSpec = { sources: [], files: [] };
+  const spec: NativeSpec = { maxOpened: MAX_OPENED_NATIVELY, sources: [], files: [] };
   const sources: ChunkSource[] = [];
   const sourceIndex = new Map<ChunkSource, number>();
   const sourceOf = (src: ChunkSource): number | null => {
-    const fd = src.plainFd;
-    if (fd === undefined) return null;
     let i = sourceIndex.get(src);
     if (i === undefined) {
+      const fd = src.plainFd;
+      const file = fd === undefined ? src.plainFile : undefined;
+      if (fd === undefined && file === undefined) return null;
       i = spec.sources.length;
-      spec.sources.push({ fd, size: src.size });
+      spec.sources.push(fd !== undefined ? { fd, size: src.size } : { ...(file as PlainFile), size: src.size });
       sources.push(src);
       sourceIndex.set(src, i);
     }
@@ -142,9 +156,11 @@ export function nativeSpec(tree: Tree): { spec: NativeSpec; sources: ChunkSource
 export function describeNativeError(e: NativeReadError, sources: readonly ChunkSource[]): string {
   const src = sources[e.source];
   const name = src?.name ?? `source ${e.source}`;
-  const why = e.errno === 0
-    ? `${name}: file shrank since it was opened (${src?.size ?? '?'} bytes then, ends before ${e.position + e.length} now)`
-    : `${name}: read of ${e.length} bytes at ${e.position} failed: ${errnoName(e.errno)}`;
+  const why = e.opening
+    ? `${name}: ${e.errno === os.constants.errno.ESTALE ? 'no longer the file that was mounted (replaced since)' : `cannot open: ${errnoName(e.errno)}`}`
+    : e.errno === 0
+      ? `${name}: file shrank since it was opened (${src?.size ?? '?'} bytes then, ends before ${e.position + e.length} now)`
+      : `${name}: read of ${e.length} bytes at ${e.position} failed: ${errnoName(e.errno)}`;
   return `read ${e.path} at ${e.offset} (+${e.size}): ${why}: answered EIO`;
 }
 

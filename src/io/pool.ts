@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
+import type { PlainFile } from '../pagecache';
 import { errnoText, nextSourceId, onLocalFilesystem, openReadOnly, type DamagedRange, type Source } from './source';
 
 const O_NOATIME = (fs.constants as Record<string, number>).O_NOATIME ?? 0;
@@ -72,7 +73,7 @@ export class FilePool {
  */
 export class PooledFile implements Source {
   readonly id = nextSourceId();
-  /** No descriptor is held for good: what reads descriptors directly (the native path) must leave it alone. */
+  /** No descriptor is held for good: the native path opens the file itself (plainFile), never ours. */
   readonly plain = false;
   readonly damaged: readonly DamagedRange[] = [];
   readonly size: number;
@@ -99,6 +100,17 @@ export class PooledFile implements Source {
     const euid = process.geteuid?.() ?? 0;
     this.atimeKept = O_NOATIME !== 0 && (euid === 0 || euid === st.uid);
     this.readsInPlace = onLocalFilesystem(name);
+  }
+
+  /**
+   * Plain bytes on a local filesystem, opened on demand: the native read path may open the file
+   * itself (it checks device and inode as we do). Identities past 2^53 do not survive a number
+   * and stay on the JavaScript path.
+   */
+  get plainFile(): PlainFile | undefined {
+    const { dev, ino } = this.identity;
+    if (!this.readsInPlace || !Number.isSafeInteger(dev) || !Number.isSafeInteger(ino) || !path.isAbsolute(this.name)) return undefined;
+    return { path: this.name, dev, ino };
   }
 
   get basename(): string {
