@@ -13,6 +13,7 @@ import type { Node } from '../src/tree/nodes';
 import { isMounted, TestMount } from './helpers/mount';
 import { REPO, SAMPLE, scratchDir } from './helpers/paths';
 import { readRange, sha256File } from './helpers/read';
+import { writeVault } from './helpers/vault';
 import { runCli, runCommand } from './helpers/run';
 
 const PAGE = 4096;
@@ -362,12 +363,13 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
       const libasan = spawnSync('gcc', ['-print-file-name=libasan.so'], { encoding: 'utf8' }).stdout.trim();
       expect(path.isAbsolute(libasan), 'gcc knows libasan').to.equal(true);
       const w = writeSnapshot(scratch.file(), LAYOUT);
-      const m = await TestMount.start(w.path, ['--debug'], {
+      const asanEnv = {
         VMSSFS_NATIVE_ADDON: addon,
         LD_PRELOAD: libasan,
         // Node itself is not instrumented: leaks are its business; any error in ours ends the process.
         ASAN_OPTIONS: 'detect_leaks=0:halt_on_error=1:exitcode=66',
-      });
+      };
+      const m = await TestMount.start(w.path, ['--debug'], asanEnv);
       try {
         expect(m.stderr).to.include(`native reads on (${addon})`);
         // The failing read first (before the kernel caches those pages), on the test's own copy,
@@ -390,6 +392,27 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
       expect(await m.waitExit(), m.stderr.slice(-3000)).to.equal(0);
       expect(m.stderr).to.not.match(/AddressSanitizer|LeakSanitizer/);
       expect(m.stderr).to.match(/native reads: [1-9]\d* served/);
+
+      // A VM folder: the addon opens its memory files itself, and refuses one replaced meanwhile.
+      const dir = scratch.named('asan-folder');
+      fs.mkdirSync(dir);
+      const vault = writeVault(dir);
+      const f = await TestMount.start(dir, ['--debug'], asanEnv);
+      try {
+        const vmem = path.join(dir, 'vault-Snapshot1.vmem');
+        fs.renameSync(vmem, path.join(dir, 'kept.vmem'));
+        fs.copyFileSync(path.join(dir, 'vault-Snapshot2.vmem'), vmem);
+        const swapped = await readRange(f.path('clean install', 'physmem.raw'), 0, 4096).then(() => null, (e: NodeJS.ErrnoException) => e);
+        expect(swapped?.code).to.equal('EIO');
+        expect(await f.stderrShows(/no longer the file that was mounted/), f.stderr).to.equal(true);
+        expect(await sha256File(f.path('after sample', 'physmem.raw'))).to.equal(vault.checkpoints.get(2)?.physSha256());
+        expect(await sha256File(f.path('suspended', 'physmem.raw'))).to.equal(vault.checkpoints.get('suspended')?.physSha256());
+      } finally {
+        await f.unmount();
+      }
+      expect(await f.waitExit(), f.stderr.slice(-3000)).to.equal(0);
+      expect(f.stderr).to.not.match(/AddressSanitizer|LeakSanitizer/);
+      expect(f.stderr).to.match(/native reads: [1-9]\d* served .*, [1-9]\d* failed/);
     });
   });
 });
