@@ -23,6 +23,11 @@ export interface KeyChainOptions {
   encodeDataKey?: boolean;
   /** Plain lines of the .vmx besides the two encryption ones. */
   extraLines?: string[];
+  /**
+   * Lines of the encrypted configuration (encryption.data) besides dataFileKey: VMware keeps most
+   * of an encrypted VM's .vmx there. Default: a displayName.
+   */
+  configLines?: string[];
 }
 
 export interface KeyChain {
@@ -57,7 +62,8 @@ export function makeKeyChain(opts: KeyChainOptions): KeyChain {
   const dict = seal(Buffer.from(`type=key:cipher=XTS-AES-256:key=${pct(configKey.toString('base64'))}`), kek, kek);
   const dataFileKey = opts.dataFileKey ?? crypto.randomBytes(64);
   const dfk = opts.encodeDataKey ? pct(dataFileKey.toString('base64')) : dataFileKey.toString('base64');
-  const realVmx = ['.encoding = "UTF-8"', 'displayName = "Windows 11 x64"', `dataFileKey = "type=key:cipher=XTS-AES-256:key=${dfk}"`, ''].join('\n');
+  const configLines = opts.configLines ?? ['displayName = "Windows 11 x64"'];
+  const realVmx = ['.encoding = "UTF-8"', ...configLines, `dataFileKey = "type=key:cipher=XTS-AES-256:key=${dfk}"`, ''].join('\n');
   const data = seal(Buffer.from(realVmx), configKey, configKey);
   // The salt is percent-encoded, then encoded again with the rest of the phrase.
   const phrase = pct(`pass2key=PBKDF2-HMAC-SHA-1:cipher=${cipher}:rounds=${rounds}:salt=${pct(salt.toString('base64'))}`);

@@ -6,6 +6,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { encryptFile, makeKeyChain, type KeySafeCipher } from './encrypted-vm';
 import { PAGE, writeSnapshot, type RegionSpec, type WrittenSnapshot } from './writer';
 
 /** The bytes an altered page holds: the usual pattern with `0xdead0000 + generation` at byte 100. */
@@ -176,4 +177,61 @@ export function writeVmFolder(dir: string, spec: VmFolderSpec): WrittenVmFolder 
   fs.writeFileSync(vmx, vmxText(spec.name, vmState));
   fs.writeFileSync(vmsd, spec.vmsdText ?? vmsdText(spec.snapshots, spec.current));
   return { dir, vmx, vmsd, checkpoints };
+}
+
+export interface EncryptFolderOptions {
+  password: string;
+  rounds?: number;
+  cipher?: KeySafeCipher;
+  /**
+   * Where checkpoint.vmState goes: inside the encrypted configuration (default; the plain .vmx
+   * of an encrypted VM keeps only a few keys), or left in the plain .vmx.
+   */
+  vmState?: 'encrypted' | 'plain';
+  /** Encrypt the .vmsd too (an encobj container, as the checkpoints). Default: left plain. */
+  encryptVmsd?: boolean;
+}
+
+export interface EncryptedVmFolder {
+  dir: string;
+  vmx: string;
+  vmsd: string;
+  /** The data files' AES key (32 bytes): a test's secret to look for in output. */
+  key: Buffer;
+  /** Basenames of the files written encrypted. */
+  encrypted: string[];
+}
+
+/** Plain .vmx keys an encrypted VM keeps outside encryption.data (makeKeyChain writes .encoding and config.version). */
+const PLAIN_VMX_KEYS = /^(displayname)\s*=/i;
+
+/**
+ * The encrypted copy of a folder written by writeVmFolder, in `dir` (which must exist), as VMware
+ * stores an encrypted VM: every checkpoint and memory file an `encobj` container under one data
+ * key, and a .vmx holding the key safe whose encryption.data holds the key and the rest of the
+ * configuration. `plain` is left as it was: the plaintext the tests compare with.
+ */
+export function encryptVmFolder(plain: WrittenVmFolder, dir: string, opts: EncryptFolderOptions): EncryptedVmFolder {
+  const lines = fs.readFileSync(plain.vmx, 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('.encoding') && !l.startsWith('config.version'));
+  const inPlain = (l: string): boolean => PLAIN_VMX_KEYS.test(l) || (opts.vmState === 'plain' && /^checkpoint\.vmState\s*=/i.test(l));
+  const chain = makeKeyChain({
+    password: opts.password, rounds: opts.rounds, cipher: opts.cipher,
+    extraLines: lines.filter(inPlain), configLines: lines.filter((l) => !inPlain(l)),
+  });
+  const vmx = path.join(dir, path.basename(plain.vmx));
+  const vmsd = path.join(dir, path.basename(plain.vmsd));
+  fs.writeFileSync(vmx, chain.vmx);
+  const encrypted: string[] = [];
+  for (const name of fs.readdirSync(plain.dir).sort()) {
+    const src = path.join(plain.dir, name);
+    const dst = path.join(dir, name);
+    if (/\.(vmsn|vmss|vmem)$/i.test(name) || (src === plain.vmsd && opts.encryptVmsd)) {
+      // The header's version: 2 for memory files, 1 for the rest (as VMware writes them).
+      encryptFile(src, dst, chain.key, { version: /\.vmem$/i.test(name) ? 2 : 1 });
+      encrypted.push(name);
+    } else if (src === plain.vmsd) {
+      fs.copyFileSync(src, dst);
+    }
+  }
+  return { dir, vmx, vmsd, key: chain.key, encrypted };
 }

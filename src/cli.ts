@@ -74,7 +74,7 @@ export const USAGE = `usage:
   vmssfs --version | -V                      print the version
 
 SNAPSHOT may also be a VM folder (holding a .vmx and its .vmsd): one directory per checkpoint,
-plus snapshots.json and snapshots.txt.
+plus snapshots.json and snapshots.txt. An encrypted VM's folder takes the key options below.
 
 options of every command:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
@@ -85,7 +85,8 @@ key options, for an encrypted VM (the mount and every command take them):
   --password-file FILE the VM's password is FILE's first line (- reads standard input);
                        without it, a terminal is asked (no echo)
   --key HEX            the data file key (64 hex digits) instead of a password
-  --vmx FILE           the VM's .vmx holding encryption.keySafe (default: the one beside SNAPSHOT)
+  --vmx FILE           the VM's .vmx holding encryption.keySafe (default: the one beside SNAPSHOT,
+                       or a VM folder's own)
 
 mount options:
   -f, --foreground     stay attached (default: return once mounted, like sshfs)
@@ -138,7 +139,7 @@ function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean; 'pass
 const info: Handler = async (args) => {
   const { values, positionals } = parse('info', args, { ...EVIDENCE, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
   if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
-  if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, values.vmem);
+  if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, evidenceOptions(values));
   const snap = openEvidence(positionals[0] as string, evidenceOptions(values));
   try {
     const doc = values.json ? snap.infoJsonDoc(snap.warnings) : snap.infoTextDoc(snap.warnings, { verbose: values.verbose });
@@ -174,9 +175,9 @@ const extractCommand: Handler = async (args) => {
 // --- VM folders and diff (issue 13)
 
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
-async function folderInfo(dir: string, json: boolean, vmem: string | undefined): Promise<number> {
-  if (vmem !== undefined) throw new UsageError(FOLDER_VMEM);
-  const folder = openFolder(dir);
+async function folderInfo(dir: string, json: boolean, opts: OpenOptions): Promise<number> {
+  if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+  const folder = openFolder(dir, { keys: opts.keys });
   try {
     await writeOut(json ? snapshotsJsonText(folder) : snapshotsText(folder));
   } finally {

@@ -14,6 +14,12 @@ export class VmssError extends Error {
   }
 }
 
+/**
+ * An encrypted file that decrypted to something that is not a checkpoint: most likely the key
+ * is wrong. A VM folder tells it from a damaged file by whether the key opened any other file.
+ */
+export class WrongKeyError extends VmssError {}
+
 /** A bad command line: the CLI prints the message and the usage, and exits 2. */
 export class UsageError extends VmssError {
   constructor(message: string) {

@@ -104,6 +104,12 @@ export function infoJsonText(s: Snapshot): string {
   return docText(infoJsonDoc(s));
 }
 
+/** The line saying which files were decrypted and how the key was found: never the key or the password. */
+export function encryptionText(e: EncryptionSummary): string {
+  const how = e.keyFrom === '--key' ? 'with the data file key given (--key)' : `with the key safe of ${e.vmx} (${e.cipher}, ${e.rounds} PBKDF2 rounds) and the password`;
+  return `Encrypted: ${e.files.join(', ')} decrypted ${how}`;
+}
+
 /** Verbose hexdumps stop here per tag: a multi-MiB video RAM block helps nobody on a terminal. */
 export const HEXDUMP_LIMIT = 64 * 1024;
 
@@ -146,11 +152,7 @@ export function infoTextDoc(s: Snapshot, opts: { verbose?: boolean } = {}): Text
   } else {
     tail.push(`Physical memory: not served: ${s.physmemError ?? 'unknown reason'}`);
   }
-  if (s.encryption) {
-    const e = s.encryption;
-    const how = e.keyFrom === '--key' ? 'with the data file key given (--key)' : `with the key safe of ${e.vmx} (${e.cipher}, ${e.rounds} PBKDF2 rounds) and the password`;
-    tail.push(`Encrypted: ${e.files.join(', ')} decrypted ${how}`);
-  }
+  if (s.encryption) tail.push(encryptionText(s.encryption));
   if (s.compression) {
     const c = s.compression;
     tail.push(`Compressed memory: ${c.file} holds ${c.blocks} blocks, ${c.storedBytes} bytes stored, ${c.decompressedBytes} bytes decompressed (FastLZ level 2)`);

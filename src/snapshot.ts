@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { VmssError } from './errors';
+import { VmssError, WrongKeyError } from './errors';
 import { parseCheckpoint, findGroup, findTag, type Checkpoint } from './format/checkpoint';
 import { hex } from './format/header';
 import { atimeWarning, type Source } from './io/source';
@@ -9,7 +9,7 @@ import { checkpointCpuState } from './format/cpustate';
 import { infoJsonDoc, infoJsonText, infoText, infoTextDoc } from './info';
 import { buildRuns, expectedBlobSize, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
 import { tagLabel, type Tag } from './format/tags';
-import { ENCOBJ_MAGIC } from './io/encobj';
+import { isEncObjFile } from './io/encobj';
 import { openSource, type KeySupplier, type OpenedSource } from './io/open';
 import type { EncryptionInfo } from './crypto/keyring';
 
@@ -130,18 +130,7 @@ function plainMemoryTag(cp: Checkpoint): Tag | undefined {
 export function encryptedFiles(arg: string, opts: OpenOptions = {}): string[] {
   const paths = resolvePaths(arg, opts);
   const candidates = [paths.meta, paths.vmem ?? withExt(paths.meta, '.vmem')];
-  return candidates.filter((f) => {
-    let fd: number | null = null;
-    try {
-      fd = fs.openSync(f, 'r');
-      const b = Buffer.alloc(4);
-      return fs.readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32LE(0) === ENCOBJ_MAGIC;
-    } catch {
-      return false;
-    } finally {
-      if (fd !== null) fs.closeSync(fd);
-    }
-  });
+  return candidates.filter(isEncObjFile);
 }
 
 /** Open and parse a snapshot given as .vmss, .vmsn or .vmem. Throws VmssError when the metadata is unusable. */
@@ -274,7 +263,7 @@ function parseDecrypted(opened: OpenedSource): Checkpoint {
     return parseCheckpoint(opened.source);
   } catch (err) {
     if (opened.encrypted && err instanceof VmssError) {
-      throw new VmssError(`${opened.source.name}: decrypted, it is not a VMware checkpoint: the key is wrong (check --key or --vmx)`);
+      throw new WrongKeyError(`${opened.source.name}: decrypted, it is not a VMware checkpoint: the key is wrong (check --key or --vmx)`);
     }
     throw err;
   }

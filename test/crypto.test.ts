@@ -7,7 +7,7 @@ import { dataFileKeyFromVmx, parseKeySafe, parseVmx, unlockKeySafe } from '../sr
 import { VmssError } from '../src/errors';
 import { EncObjSource } from '../src/io/encobj';
 import { SourceFile, type Source } from '../src/io/source';
-import { cmpFiles, PASSWORD, walkFiles, writeVmFolder, type VmFolder } from './helpers/encrypted';
+import { cmpFiles, daemonPid, expectNoSecrets, PASSWORD, secretsOf, walkFiles, writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { isMounted, TestMount } from './helpers/mount';
 import { scratchDir, tempDir } from './helpers/paths';
 import { runCli, runCommand } from './helpers/run';
@@ -41,14 +41,9 @@ class CountingFile implements Source {
   }
 }
 
-/** The secrets that must never show: the password, the data key in hex and in base64. */
-function secretsOf(vm: VmFolder): string[] {
-  const key = Buffer.from(vm.keyHex as string, 'hex');
-  return [PASSWORD, vm.keyHex as string, key.toString('base64').slice(0, 20)];
-}
-
+/** No password or data key in `text`. */
 function expectNoSecret(text: string, vm: VmFolder, where: string): void {
-  for (const s of secretsOf(vm)) expect(text.includes(s), `${where} shows a secret`).to.equal(false);
+  expectNoSecrets(text, secretsOf(vm.keyHex as string), where);
 }
 
 /** Mount the plaintext and the VM folder; every file of both trees reads the same (cmp), bar the two that name the files. */
@@ -397,17 +392,3 @@ describe('encrypted VMs', function () {
     });
   });
 });
-
-/** The pid of the detached daemon serving `mnt`, from its command line in /proc. */
-function daemonPid(mnt: string): number | null {
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const args = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
-      if (args.includes('--daemon-child') && args.includes(mnt)) return Number(d);
-    } catch {
-      // gone
-    }
-  }
-  return null;
-}

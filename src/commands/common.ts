@@ -28,7 +28,7 @@ export interface OpenTree {
  * commands that work without FUSE. Warnings go to stderr as the mount prints them.
  */
 export function openTree(snapshot: string, opts: OpenOptions): OpenTree {
-  if (isDirectory(snapshot)) return openFolderTree(snapshot, opts.vmem);
+  if (isDirectory(snapshot)) return openFolderTree(snapshot, opts);
   const snap = openEvidence(snapshot, opts);
   try {
     const tree = buildTree(snap, new PageCache({ maxBytes: CACHE_BYTES }));
@@ -46,9 +46,9 @@ export function treeParts(treePath: string): string[] {
   return treePath.split('/').filter((p) => p !== '' && p !== '.');
 }
 
-function openFolderTree(dir: string, vmem: string | undefined): OpenTree {
-  if (vmem !== undefined) throw new UsageError(FOLDER_VMEM);
-  const folder = openFolder(dir);
+function openFolderTree(dir: string, opts: OpenOptions): OpenTree {
+  if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+  const folder = openFolder(dir, { keys: opts.keys });
   try {
     const tree = buildFolderTree(folder, new PageCache({ maxBytes: CACHE_BYTES }));
     for (const w of [...folderWarnings(folder), ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
-import { dataFileKeyFromVmx, parseKeySafe, parseVmx, unlockKeySafe } from './keysafe';
+import { dataFileKeyFromConfig, decryptConfig, parseKeySafe, parseVmx, unlockKeySafe } from './keysafe';
 
 /** What the user gave to open an encrypted VM (all optional; nothing is read until needed). */
 export interface KeyOptions {
@@ -30,6 +30,18 @@ export interface EncryptionInfo {
 export interface KeyHandoff {
   key: string;
   info: EncryptionInfo;
+  /**
+   * The decrypted configuration of info.vmx, when the key came from its key safe: a VM folder's
+   * daemon reads checkpoint.vmState there. A secret (it holds the key), like `key`.
+   */
+  config?: string;
+}
+
+interface Resolved {
+  key: Buffer;
+  info: EncryptionInfo;
+  /** The text of encryption.data, decrypted; null with --key (no key safe was opened). */
+  config: string | null;
 }
 
 /**
@@ -37,19 +49,20 @@ export interface KeyHandoff {
  * key chain of the .vmx opened with the password (from --password-file or a prompt).
  */
 export class Keyring {
-  private resolved: { key: Buffer; info: EncryptionInfo } | null = null;
+  private resolved: Resolved | null = null;
 
   constructor(private readonly opts: KeyOptions = {}) {}
 
   /** A keyring that already holds the key (the daemon's, from its parent). */
   static fromHandoff(h: KeyHandoff): Keyring {
     const k = new Keyring();
-    k.resolved = { key: Buffer.from(h.key, 'hex'), info: h.info };
+    k.resolved = { key: Buffer.from(h.key, 'hex'), info: h.info, config: h.config ?? null };
     return k;
   }
 
   handoff(): KeyHandoff | null {
-    return this.resolved && { key: this.resolved.key.toString('hex'), info: this.resolved.info };
+    const r = this.resolved;
+    return r && { key: r.key.toString('hex'), info: r.info, ...(r.config !== null ? { config: r.config } : {}) };
   }
 
   /** Set once a key was needed and found. */
@@ -57,19 +70,33 @@ export class Keyring {
     return this.resolved?.info ?? null;
   }
 
-  /** The AES-256-CBC key for the encrypted file `file`. Throws VmssError naming the way out. */
-  dataKey(file: string): Buffer {
-    if (!this.resolved) this.resolved = this.resolve(file);
+  /**
+   * The AES-256-CBC key for the encrypted file `file`. Throws VmssError naming the way out.
+   * `vmx` is the key-safe .vmx to use when --vmx was not given (a VM folder's own); without
+   * either, the one beside `file`.
+   */
+  dataKey(file: string, vmx?: string): Buffer {
+    if (!this.resolved) this.resolved = this.resolve(file, vmx);
     return this.resolved.key;
   }
 
-  private resolve(file: string): { key: Buffer; info: EncryptionInfo } {
+  /**
+   * The decrypted configuration (encryption.data) of `vmx`, once the key was opened from that
+   * .vmx's key safe; null otherwise (not yet asked, --key, or another .vmx). Holds the key: read
+   * values from it, never show it.
+   */
+  config(vmx: string): string | null {
+    const r = this.resolved;
+    return r && r.config !== null && r.info.vmx === path.resolve(vmx) ? r.config : null;
+  }
+
+  private resolve(file: string, defaultVmx: string | undefined): Resolved {
     if (this.opts.key !== undefined) {
       const hex = this.opts.key.trim();
       if (!/^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(hex)) throw new VmssError('--key takes the data file key as 64 (or 128) hex digits');
-      return { key: Buffer.from(hex.slice(0, 64), 'hex'), info: { keyFrom: '--key' } };
+      return { key: Buffer.from(hex.slice(0, 64), 'hex'), info: { keyFrom: '--key' }, config: null };
     }
-    const vmxPath = this.opts.vmx !== undefined ? path.resolve(this.opts.vmx) : findVmx(file);
+    const vmxPath = this.opts.vmx !== undefined ? path.resolve(this.opts.vmx) : defaultVmx !== undefined ? path.resolve(defaultVmx) : findVmx(file);
     if (vmxPath === null) {
       throw new VmssError(`${file} is encrypted (VMware encobj), and no .vmx holding encryption.keySafe is beside it: give the VM's .vmx with --vmx FILE and its password with --password-file FILE, or the data file key with --key HEX`);
     }
@@ -77,7 +104,7 @@ export class Keyring {
     try {
       text = fs.readFileSync(vmxPath, 'utf8');
     } catch (err) {
-      throw new VmssError(`${vmxPath}: cannot read the .vmx given with --vmx (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      throw new VmssError(`${vmxPath}: cannot read the .vmx${this.opts.vmx !== undefined ? ' given with --vmx' : ''} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
     }
     const vmx = parseVmx(text);
     const safe = vmx.get('encryption.keysafe');
@@ -86,8 +113,9 @@ export class Keyring {
     const ks = parseKeySafe(safe, vmxPath);
     const password = this.password(file, vmxPath);
     const configKey = unlockKeySafe(ks, password, vmxPath);
-    const key = dataFileKeyFromVmx(data, configKey, vmxPath);
-    return { key, info: { keyFrom: 'password', vmx: vmxPath, cipher: ks.cipher, rounds: ks.rounds } };
+    const config = decryptConfig(data, configKey, vmxPath);
+    const key = dataFileKeyFromConfig(config, vmxPath);
+    return { key, info: { keyFrom: 'password', vmx: vmxPath, cipher: ks.cipher, rounds: ks.rounds }, config };
   }
 
   private password(file: string, vmxPath: string): string {

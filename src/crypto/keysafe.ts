@@ -90,15 +90,29 @@ export function unlockKeySafe(ks: KeySafe, password: string, file: string): Buff
   return keyField(box.plain.toString('latin1'), 'the key safe\'s dictionary', file);
 }
 
-/** Decrypt `encryption.data` (the VM's real .vmx) with the configuration key; return the data files' key. */
-export function dataFileKeyFromVmx(encryptionData: string, configKey: Buffer, file: string): Buffer {
+/**
+ * Decrypt `encryption.data` with the configuration key: the text of the VM's real .vmx (an
+ * encrypted VM's plain .vmx keeps only a few keys; the rest of its configuration is in here).
+ * It holds the data files' key: a secret, never to be shown.
+ */
+export function decryptConfig(encryptionData: string, configKey: Buffer, file: string): string {
   const box = openBox(base64Strict(pctDecodeAll(encryptionData.trim()), 'encryption.data', file), configKey);
   if (!box) throw new VmssError(`${file}: encryption.data does not decrypt with the key safe's key`);
-  const vmx = parseVmx(box.plain.toString('utf8'));
+  return box.plain.toString('utf8');
+}
+
+/** The data files' key in the decrypted configuration (decryptConfig's text). */
+export function dataFileKeyFromConfig(config: string, file: string): Buffer {
+  const vmx = parseVmx(config);
   const dfk = vmx.get('datafilekey');
   if (!dfk) throw new VmssError(`${file}: the encrypted configuration holds no dataFileKey`);
   const key = keyField(pctDecodeAll(dfk), 'dataFileKey', file);
   if (key.length < 32) throw new VmssError(`${file}: dataFileKey is ${key.length} bytes, not 32 or more`);
   // Named XTS-AES-256, but the data files use its first 32 bytes as an AES-256-CBC key.
   return Buffer.from(key.subarray(0, 32));
+}
+
+/** Decrypt `encryption.data` (the VM's real .vmx) with the configuration key; return the data files' key. */
+export function dataFileKeyFromVmx(encryptionData: string, configKey: Buffer, file: string): Buffer {
+  return dataFileKeyFromConfig(decryptConfig(encryptionData, configKey, file), file);
 }

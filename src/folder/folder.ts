@@ -1,13 +1,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { VmssError } from '../errors';
+import { VmssError, WrongKeyError } from '../errors';
 import { findTag } from '../format/checkpoint';
 import { evidenceFiles } from '../evidence';
-import { errnoText, type Source } from '../io/source';
+import type { Source } from '../io/source';
 import { FilePool } from '../io/pool';
-import { openSnapshot, type Snapshot } from '../snapshot';
+import { openSnapshot, type EncryptionSummary, type Snapshot } from '../snapshot';
 import { escapeName, uniqueNames } from '../tree/names';
-import { notTextReason, parseDictionary, parseVmsd, TEXT_MAX, type Vmsd } from './vmsd';
+import { encryptedConfig, readEncryptedText, unlockFolder, type FolderKeys } from './keys';
+import { isFile, listFolder, readText } from './listing';
+import { notTextReason, parseDictionary, parseVmsd, type Vmsd } from './vmsd';
+
+export { isDirectory } from './listing';
+export type { FolderKeys } from './keys';
 
 /** Names the folder's root holds besides the checkpoints' directories. */
 export const ROOT_FILES = ['snapshots.json', 'snapshots.txt'] as const;
@@ -47,6 +52,8 @@ export interface VmFolder {
   dir: string;
   vmx: string | null;
   vmsd: string | null;
+  /** Set when a file was decrypted: how the key was found, and which files (basenames). Never a secret. */
+  encryption: EncryptionSummary | null;
   checkpoints: FolderCheckpoint[];
   warnings: string[];
   /** The newest of the .vmsd's and the checkpoints' mtimes: the mount's file times. */
@@ -56,47 +63,6 @@ export interface VmFolder {
 }
 
 const CHECKPOINT_EXT = /\.(vmss|vmsn)$/i;
-
-function isFile(p: string): boolean {
-  try {
-    return fs.statSync(p).isFile();
-  } catch {
-    return false;
-  }
-}
-
-/** Is `p` a directory (a VM folder to open) rather than a checkpoint file? */
-export function isDirectory(p: string): boolean {
-  try {
-    return fs.statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-/** A small text file of the folder, or null (with a warning) when it is too large or unreadable. */
-function readText(file: string, warnings: string[]): Buffer | null {
-  try {
-    const st = fs.statSync(file);
-    if (st.size > TEXT_MAX) {
-      warnings.push(`${file}: ${st.size} bytes is too large for a VMware text file; ignored`);
-      return null;
-    }
-    return fs.readFileSync(file);
-  } catch (err) {
-    warnings.push(`${file}: cannot read: ${errnoText(err)}; ignored`);
-    return null;
-  }
-}
-
-/** Of several candidates, the one sharing `stem`'s basename, else the first by name. */
-function pick(files: string[], stem: string | null, what: string, dir: string, warnings: string[]): string | null {
-  if (files.length === 0) return null;
-  const sorted = [...files].sort();
-  const chosen = (stem !== null && sorted.find((f) => f.replace(/\.[^.]*$/, '') === stem)) || (sorted[0] as string);
-  if (sorted.length > 1) warnings.push(`${dir} holds ${sorted.length} ${what} files (${sorted.join(', ')}); used ${chosen}`);
-  return chosen;
-}
 
 /** Where a file the .vmsd or .vmx names lives: relative names are the folder's; an absolute one from another machine is looked for in the folder. */
 function resolveNamed(dir: string, name: string): string {
@@ -109,32 +75,57 @@ function hasMemoryOrSibling(snap: Snapshot, file: string): boolean {
   return findTag(snap.checkpoint, 'memory', 'Memory', [0, 0])?.block === true || isFile(file.replace(/\.[^./]*$/, '') + '.vmem');
 }
 
+export interface FolderOptions {
+  /** Key material for an encrypted VM; without it an encrypted folder is refused. */
+  keys?: FolderKeys;
+}
+
+/** The plain .vmx's keys, or null (with a warning) when it cannot be read as one. */
+function readVmx(dir: string, vmx: string | null, warnings: string[]): Map<string, string> | null {
+  if (vmx === null) return null;
+  const file = path.join(dir, vmx);
+  const bytes = readText(file, warnings);
+  const why = bytes && notTextReason(bytes);
+  if (why) warnings.push(`${file}: not a VMware configuration (${why}); ignored`);
+  return bytes && !why ? parseDictionary(bytes.toString('utf8')).values : null;
+}
+
+/**
+ * Resolve the key of an encrypted VM folder, when anything in it is encrypted: what the mount
+ * command does before it starts its daemon, to ask for the password while it has the terminal.
+ */
+export function unlockFolderKeys(dirArg: string, keys: FolderKeys): void {
+  const listing = listFolder(dirArg);
+  unlockFolder(listing, readVmx(listing.dir, listing.vmx, []), keys);
+}
+
 /**
  * Open a VM folder: read its .vmx and .vmsd, and parse every checkpoint's metadata (memory files
  * are stat()ed, not opened: they are opened on first read, through one bounded descriptor pool).
- * Throws VmssError only when the folder cannot be read or holds nothing to serve.
+ * Throws VmssError only when the folder cannot be read or holds nothing to serve, or when its
+ * files are encrypted and the key cannot be had (none given, a wrong password, a wrong key).
  */
-export function openFolder(dirArg: string): VmFolder {
-  const dir = path.resolve(dirArg);
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir).filter((n) => isFile(path.join(dir, n)));
-  } catch (err) {
-    throw new VmssError(`${dirArg}: cannot read the folder: ${errnoText(err)}`);
-  }
-  const warnings: string[] = [];
-  const vmx = pick(names.filter((n) => /\.vmx$/i.test(n)), null, '.vmx', dir, warnings);
-  const vmxStem = vmx === null ? null : vmx.replace(/\.[^.]*$/, '');
-  let vmsdName = pick(names.filter((n) => /\.vmsd$/i.test(n)), vmxStem, '.vmsd', dir, warnings);
+export function openFolder(dirArg: string, opts: FolderOptions = {}): VmFolder {
+  const listing = listFolder(dirArg);
+  const { dir, names } = listing;
+  const vmx = listing.vmx;
+  let vmsdName = listing.vmsd;
+  const warnings = [...listing.warnings];
+  const vmxValues = readVmx(dir, vmx, warnings);
+  const unlock = unlockFolder(listing, vmxValues, opts.keys);
+  const keys = unlock.keys;
+  const decrypted: string[] = [];
 
   let vmsd: Vmsd = { entries: [], current: null, warnings: [] };
   if (vmsdName !== null) {
     const file = path.join(dir, vmsdName);
-    const bytes = readText(file, warnings);
+    const encrypted = keys !== undefined && unlock.encrypted.includes(file);
+    const bytes = encrypted ? readEncryptedText(file, keys, warnings) : readText(file, warnings);
+    if (bytes !== null && encrypted) decrypted.push(vmsdName);
     const why = bytes && notTextReason(bytes);
     if (bytes === null) vmsdName = null;
     else if (why) {
-      warnings.push(`${file}: not a snapshot database (${why}); ignored`);
+      warnings.push(`${file}: ${encrypted ? 'decrypted, ' : ''}not a snapshot database (${why}); ignored`);
       vmsdName = null;
     } else {
       vmsd = parseVmsd(bytes.toString('utf8'), file);
@@ -142,18 +133,24 @@ export function openFolder(dirArg: string): VmFolder {
     }
   }
 
+  // An encrypted VM's plain .vmx keeps a few keys; the rest of its configuration, where
+  // VMware may keep checkpoint.vmState, is in encryption.data.
   let vmState: string | null = null;
-  if (vmx !== null) {
-    const file = path.join(dir, vmx);
-    const bytes = readText(file, warnings);
-    const why = bytes && notTextReason(bytes);
-    if (why) warnings.push(`${file}: not a VMware configuration (${why}); ignored`);
-    else if (bytes) vmState = parseDictionary(bytes.toString('utf8')).values.get('checkpoint.vmstate') || null;
+  const plainState = vmxValues?.get('checkpoint.vmstate');
+  if (plainState !== undefined) vmState = plainState || null;
+  else if (vmxValues?.has('encryption.data')) {
+    const config = encryptedConfig(unlock, opts.keys);
+    if (config !== null) vmState = parseDictionary(config).values.get('checkpoint.vmstate') || null;
+    else if (unlock.encrypted.length > 0) {
+      const why = opts.keys?.info?.keyFrom === '--key' ? '--key opens the data files, not the key safe' : 'the key came from another .vmx';
+      warnings.push(`${path.join(dir, vmx as string)}: checkpoint.vmState is not in its plain text, and its encrypted configuration is not open (${why}): the suspended state is taken to be the folder's .vmss`);
+    }
   }
 
   const pool = new FilePool();
   const claimed = new Set<string>();
   const checkpoints: FolderCheckpoint[] = [];
+  let wrongKey: WrongKeyError | null = null;
 
   const open = (cp: Omit<FolderCheckpoint, 'snap' | 'files' | 'hasMemory' | 'modified' | 'problem' | 'directory'>): void => {
     const entry: FolderCheckpoint = { ...cp, directory: null, files: [], hasMemory: false, modified: null, problem: null, snap: null };
@@ -171,7 +168,7 @@ export function openFolder(dirArg: string): VmFolder {
       return;
     }
     try {
-      const snap = openSnapshot(file, { openFile: (p) => pool.file(p) });
+      const snap = openSnapshot(file, { openFile: (p) => pool.file(p), keys });
       pool.releaseIdle();
       entry.modified = snap.metaFile.mtime.toISOString();
       entry.hasMemory = snap.physmem !== null;
@@ -186,6 +183,7 @@ export function openFolder(dirArg: string): VmFolder {
       entry.snap = snap;
     } catch (err) {
       if (!(err instanceof VmssError)) throw err;
+      if (err instanceof WrongKeyError) wrongKey ??= err;
       entry.problem = err.message;
       warnings.push(`${err.message}; listed in snapshots.json, not served`);
     }
@@ -223,6 +221,8 @@ export function openFolder(dirArg: string): VmFolder {
       warnings.push(`${found.join(', ')} ${found.length > 1 ? 'are' : 'is'} in the folder but in neither the .vmsd nor the .vmx: served by file name`);
     }
     for (const n of found) open({ ...base, kind: 'found', displayName: n.replace(/\.[^.]*$/, ''), parent: null, file: path.join(dir, n) });
+    // A key that decrypts none of the checkpoints is wrong, not every file damaged: said as for one file.
+    if (wrongKey && !checkpoints.some((c) => c.snap?.encryption)) throw wrongKey;
   } catch (err) {
     for (const c of checkpoints) c.snap?.close();
     pool.closeAll();
@@ -243,8 +243,12 @@ export function openFolder(dirArg: string): VmFolder {
   if (vmsdName !== null) times.push(fs.statSync(path.join(dir, vmsdName)).mtimeMs);
   const mtime = new Date(times.length > 0 ? Math.max(...times) : fs.statSync(dir).mtimeMs);
 
+  for (const c of served) decrypted.push(...((c.snap as Snapshot).encryption?.files ?? []).map((f) => path.basename(f)));
+  const info = keys?.info ?? null;
+  const encryption = decrypted.length > 0 && info ? { ...info, files: [...new Set(decrypted)] } : null;
+
   return {
-    dir, vmx, vmsd: vmsdName, checkpoints, warnings, mtime, pool,
+    dir, vmx, vmsd: vmsdName, encryption, checkpoints, warnings, mtime, pool,
     close: () => {
       for (const c of checkpoints) c.snap?.close();
       pool.closeAll();

@@ -1,3 +1,5 @@
+import { encryptionText } from '../info';
+import type { EncryptionSummary } from '../snapshot';
 import type { FolderCheckpoint, VmFolder } from './folder';
 
 /** One checkpoint in snapshots.json. */
@@ -25,6 +27,8 @@ export interface SnapshotsJson {
   folder: string;
   vmx: string | null;
   vmsd: string | null;
+  /** Present only when a file was decrypted: how the key was found, which files; never a password or key. */
+  encryption?: EncryptionSummary;
   /** Directory of the .vmsd's current snapshot. */
   current: string | null;
   checkpoints: CheckpointJson[];
@@ -41,6 +45,7 @@ export function snapshotsJson(folder: VmFolder): SnapshotsJson {
     folder: folder.dir,
     vmx: folder.vmx,
     vmsd: folder.vmsd,
+    ...(folder.encryption ? { encryption: folder.encryption } : {}),
     current: folder.checkpoints.find((c) => c.current)?.directory ?? null,
     checkpoints: folder.checkpoints.map((c) => ({
       directory: c.directory,
@@ -120,6 +125,7 @@ export function snapshotsText(folder: VmFolder): string {
     if (!seen.has(c)) walk(c, '', tops.slice(i + 1).every((t) => seen.has(t)));
   });
   if (cps.length === 0) out.push('(no checkpoints)');
+  if (folder.encryption) out.push(encryptionText(folder.encryption));
   for (const w of folder.warnings) out.push(`warning: ${w}`);
   return out.join('\n') + '\n';
 }

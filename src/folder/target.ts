@@ -34,7 +34,7 @@ export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?
   }
   const dir = arg.slice(0, colon);
   const name = arg.slice(colon + 1);
-  const folder = openFolder(dir);
+  const folder = openFolder(dir, { keys });
   try {
     const byDir = folder.checkpoints.filter((c) => c.directory === name);
     const byName = folder.checkpoints.filter((c) => c.displayName === name);

@@ -1,7 +1,8 @@
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import { DecodingLayer } from './layer';
 import { VmssError } from '../errors';
-import { type DamagedRange, type Source } from './source';
+import { openReadOnly, type DamagedRange, type Source } from './source';
 
 /** First four bytes of an encrypted VMware data file (`encobj`), little-endian. */
 export const ENCOBJ_MAGIC = 0x8943dd9e;
@@ -19,6 +20,25 @@ export interface EncObjHeader {
   ivSize: number;
   macSize: number;
   logicalSize: number;
+}
+
+/**
+ * Does `file` start with the encobj magic? Its first bytes only, nothing decrypted: what
+ * decides whether a key must be asked for before anything is parsed. An unreadable file is not
+ * one (opening it later says why).
+ */
+export function isEncObjFile(file: string): boolean {
+  let fd: number | null = null;
+  try {
+    // As evidence is opened everywhere: read-only, without touching its access time.
+    fd = openReadOnly(file).fd;
+    const b = Buffer.alloc(4);
+    return fs.readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32LE(0) === ENCOBJ_MAGIC;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== null) fs.closeSync(fd);
+  }
 }
 
 /** The plaintext header, or a one-line reason it is not one this reader can use. */

@@ -17,6 +17,11 @@ export interface OpenedSource {
   stream: BlockStreamSource | null;
 }
 
+/** The error for an encrypted file met with no key material at all. */
+export function noKeys(file: string): VmssError {
+  return new VmssError(`${file} is encrypted (VMware encobj): give --password-file FILE, --key HEX or --vmx FILE`);
+}
+
 /**
  * Open `file` and stack what its content calls for: decryption when it is an `encobj`
  * container (the key comes from `keys`), then, for a memory file, decompression when the
@@ -33,7 +38,7 @@ export function openSource(
     const magic = Buffer.alloc(4);
     const encrypted = plain.readAtSync(magic, 0) === 4 && magic.readUInt32LE(0) === ENCOBJ_MAGIC;
     if (encrypted) {
-      if (!opts.keys) throw new VmssError(`${file} is encrypted (VMware encobj): give --password-file FILE, --key HEX or --vmx FILE`);
+      if (!opts.keys) throw noKeys(file);
       source = EncObjSource.open(plain, opts.keys.dataKey(file));
     }
     let stream: BlockStreamSource | null = null;

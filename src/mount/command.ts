@@ -6,6 +6,7 @@ import { optionErrorText } from '../args';
 import { KEY_OPTIONS, keyringFrom } from '../cli-options';
 import { Keyring, type KeyHandoff } from '../crypto/keyring';
 import { UsageError, VmssError, describeError } from '../errors';
+import { FOLDER_VMEM, isDirectory, unlockFolderKeys } from '../folder/folder';
 import { encryptedFiles } from '../snapshot';
 import { serve, type Reporter, type ServeOptions } from './daemon';
 import { openLog, safeWriter } from './log';
@@ -53,6 +54,7 @@ function parseMountArgs(argv: string[]) {
   const fuseOptions = (values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o !== '');
   // Refused before anything is opened or mounted.
   parseUserOptions(fuseOptions);
+  const keys = values['keys-from-parent'] ? Keyring.fromHandoff(readHandoff()) : keyringFrom(values);
   const serveOpts: ServeOptions = {
     snapshot: path.resolve(positionals[0] as string),
     vmem: values.vmem === undefined ? undefined : path.resolve(values.vmem),
@@ -61,9 +63,9 @@ function parseMountArgs(argv: string[]) {
     cacheMiB,
     fuseOptions,
     debug: values.debug ?? false,
-    keys: values['keys-from-parent'] ? Keyring.fromHandoff(readHandoff()) : keyringFrom(values),
+    keys,
   };
-  return { serveOpts, values };
+  return { serveOpts, values, keys };
 }
 
 /**
@@ -103,17 +105,22 @@ async function prepareMountpoint(mnt: string, clearStale: boolean, fuseOptions: 
 
 /** `vmssfs [options] SNAPSHOT MOUNTPOINT`. */
 export async function mountCommand(argv: string[]): Promise<number> {
-  const { serveOpts, values } = parseMountArgs(argv);
+  const { serveOpts, values, keys } = parseMountArgs(argv);
   if (values['daemon-child']) exitWhenServed(await runDetached(serveOpts, values.log));
   await prepareMountpoint(serveOpts.mountpoint, values['clear-stale'] ?? false, serveOpts.fuseOptions);
   if (values.foreground || values.debug) {
     if (values.log !== undefined) process.stderr.write(`vmssfs: warning: --log is not used with ${values.debug ? '--debug' : '-f'}: the log goes to stderr\n`);
     exitWhenServed(await serveInForeground(serveOpts));
   }
-  // The password is asked here, while this process has the terminal; the daemon gets the key.
-  const encrypted = encryptedFiles(serveOpts.snapshot, { vmem: serveOpts.vmem });
-  const keys = serveOpts.keys as Keyring;
-  if (encrypted.length > 0) keys.dataKey(encrypted[0] as string);
+  // The password is asked here, while this process has the terminal; the daemon gets the key
+  // (and, for a folder, the decrypted configuration it reads checkpoint.vmState from).
+  if (isDirectory(serveOpts.snapshot)) {
+    if (serveOpts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+    unlockFolderKeys(serveOpts.snapshot, keys);
+  } else {
+    const encrypted = encryptedFiles(serveOpts.snapshot, { vmem: serveOpts.vmem });
+    if (encrypted.length > 0) keys.dataKey(encrypted[0] as string);
+  }
   return startDaemon(serveOpts, values.log, keys.handoff());
 }
 

@@ -13,7 +13,7 @@ import { openEvidence } from '../open';
 import { buildTree, type Tree } from '../tree/build';
 import { treeModes } from '../tree/modes';
 import { fittedMountOptions, optionString, parseUserOptions } from './options';
-import type { OpenOptions } from '../snapshot';
+import type { Keyring } from '../crypto/keyring';
 import { fusermount, mountAt } from './preflight';
 
 export interface ServeOptions {
@@ -30,7 +30,7 @@ export interface ServeOptions {
   /** Called with the opened evidence files before anything is mounted or logged (the log is checked against them). */
   onSources?(sources: readonly Source[]): void;
   /** Key material for an encrypted VM (resolved lazily, or handed over by the parent). */
-  keys?: OpenOptions['keys'];
+  keys?: Keyring;
 }
 
 /** How the daemon tells whoever started it what happened: stderr in the foreground, a pipe when detached. */
@@ -94,7 +94,7 @@ interface Served {
 function openServed(opts: ServeOptions, cache: PageCache): Served {
   if (isDirectory(opts.snapshot)) {
     if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
-    const folder = openFolder(opts.snapshot);
+    const folder = openFolder(opts.snapshot, { keys: opts.keys });
     try {
       const tree = buildFolderTree(folder, cache);
       const files = folderFiles(folder);

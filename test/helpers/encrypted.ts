@@ -1,6 +1,7 @@
 // Builds the encrypted and compressed fixtures: a plain snapshot from the writer, then the same
 // snapshot as VMware stores it for an encrypted VM (Windows 11 naming) or with compressed memory.
 
+import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain, type KeySafeCipher } from '../../scripts/encrypted-vm';
@@ -92,4 +93,27 @@ export async function walkFiles(dir: string, rel = ''): Promise<string[]> {
 export async function cmpFiles(a: string, b: string): Promise<string | null> {
   const r = await runCommand('cmp', [a, b], { timeoutMs: 60_000 });
   return r.code === 0 ? null : (r.stdout + r.stderr).trim();
+}
+
+/** The secrets that must never show: the password, the data key in hex and in base64. */
+export function secretsOf(keyHex: string, password = PASSWORD): string[] {
+  return [password, keyHex, Buffer.from(keyHex, 'hex').toString('base64').slice(0, 20)];
+}
+
+export function expectNoSecrets(text: string, secrets: readonly string[], where: string): void {
+  for (const s of secrets) expect(text.includes(s), `${where} shows a secret`).to.equal(false);
+}
+
+/** The pid of the detached daemon serving `mnt`, from its command line in /proc. */
+export function daemonPid(mnt: string): number | null {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const args = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      if (args.includes('--daemon-child') && args.includes(mnt)) return Number(d);
+    } catch {
+      // gone
+    }
+  }
+  return null;
 }

@@ -1,4 +1,7 @@
-import { writeVmFolder, type VmFolderSpec, type WrittenVmFolder } from '../../scripts/folder-writer';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { encryptVmFolder, writeVmFolder, type EncryptedVmFolder, type EncryptFolderOptions, type VmFolderSpec, type WrittenVmFolder } from '../../scripts/folder-writer';
+import { PASSWORD } from './encrypted';
 
 /** Pages each snapshot of the vault changes, by uid (generation = uid), and the suspended state's. */
 export const CHANGED = {
@@ -35,4 +38,26 @@ export const VAULT: VmFolderSpec = {
 
 export function writeVault(dir: string): WrittenVmFolder {
   return writeVmFolder(dir, VAULT);
+}
+
+export interface EncryptedVault {
+  /** The plaintext the writer started from (root/plain). */
+  plain: WrittenVmFolder;
+  /** Its encrypted copy (root/vm). */
+  vm: EncryptedVmFolder;
+  passwordFile: string;
+  keyHex: string;
+}
+
+/** The vault written plain in `root`/plain, then encrypted into `root`/vm; the password in `root`/password.txt. */
+export function writeEncryptedVault(root: string, opts: Partial<EncryptFolderOptions> = {}): EncryptedVault {
+  const plainDir = path.join(root, 'plain');
+  const vmDir = path.join(root, 'vm');
+  fs.mkdirSync(plainDir, { recursive: true });
+  fs.mkdirSync(vmDir, { recursive: true });
+  const plain = writeVault(plainDir);
+  const vm = encryptVmFolder(plain, vmDir, { password: PASSWORD, rounds: 1000, ...opts });
+  const passwordFile = path.join(root, 'password.txt');
+  fs.writeFileSync(passwordFile, `${PASSWORD}\n`);
+  return { plain, vm, passwordFile, keyHex: vm.key.toString('hex') };
 }
