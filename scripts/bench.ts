@@ -49,11 +49,14 @@ const READER_C = String.raw`
 #include <time.h>
 #include <unistd.h>
 
-/* benchread seq  FILE BLOCK        OFF:LEN[,OFF:LEN...]  -> bytes seconds digest
- * benchread rand FILE COUNT SEED   OFF:LEN[,OFF:LEN...]  -> reads seconds digest
+/* benchread seq  FILE BLOCK                       OFF:LEN[,OFF:LEN...]  -> bytes seconds digest
+ * benchread rand COUNT SEED BATCH FILE OFF:LEN[,...] [FILE OFF:LEN[,...]...] -> per file: reads seconds digest
  * seq: read() of BLOCK bytes through each range in order (the kernel's readahead applies).
  * rand: posix_fadvise(RANDOM) (no readahead), then one pread of 4 KiB at each of COUNT distinct
- * page offsets of the ranges, chosen by a seeded shuffle: every offset is touched once.
+ * page offsets of the ranges, chosen by a seeded shuffle: every offset is touched once. With
+ * several files, their reads are interleaved in batches of BATCH (the order reverses every batch:
+ * ABBA...), so a machine whose load drifts slows every contender alike; their ranges must hold
+ * the same number of pages (page i of one is page i of the others).
  * digest: FNV-style mix of two 64-bit words per 4 KiB read, to check contenders serve the same bytes. */
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
@@ -70,11 +73,31 @@ static int parse_ranges(const char *spec, uint64_t *off, uint64_t *len) {
   return nr;
 }
 
-/* randab COUNT SEED BATCH FILE RANGES [FILE RANGES...]: the random reads of "rand" on every file,
- * interleaved in batches (ABBA...: the order reverses each batch), so a machine whose load drifts
- * slows every contender alike. The files' ranges must hold the same number of pages: page i of
- * one is page i of the others. One line per file: reads seconds digest. */
-static int randab(int argc, char **argv) {
+static int seq(const char *file, size_t bs, const char *spec) {
+  uint64_t off[16], len[16];
+  int nr = parse_ranges(spec, off, len);
+  if (nr < 0) return 2;
+  int fd = open(file, O_RDONLY);
+  if (fd < 0) { perror(file); return 1; }
+  uint64_t digest = 0, total = 0;
+  char *buf = aligned_alloc(4096, bs);
+  double t0 = now();
+  for (int r = 0; r < nr; r++) {
+    if (lseek(fd, (off_t) off[r], SEEK_SET) < 0) { perror("lseek"); return 1; }
+    uint64_t left = len[r];
+    while (left > 0) {
+      ssize_t n = read(fd, buf, left < bs ? left : bs);
+      if (n <= 0) { fprintf(stderr, "read: %s\n", n < 0 ? strerror(errno) : "short"); return 1; }
+      for (ssize_t i = 0; i + 4096 <= n; i += 4096) digest = mix(mix(digest, buf + i + 16), buf + i + 2048);
+      left -= (uint64_t) n; total += (uint64_t) n;
+    }
+  }
+  double t1 = now();
+  printf("%llu %.6f %016llx\n", (unsigned long long) total, t1 - t0, (unsigned long long) digest);
+  return 0;
+}
+
+static int rand_reads(int argc, char **argv) {
   uint64_t count = strtoull(argv[2], 0, 10), batch = strtoull(argv[4], 0, 10);
   rng = strtoull(argv[3], 0, 10) * 0x9E3779B97F4A7C15ull + 1;
   int nf = (argc - 5) / 2;
@@ -123,62 +146,10 @@ static int randab(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 7 && strcmp(argv[1], "randab") == 0) return randab(argc, argv);
-  if (argc < 5) { fprintf(stderr, "usage\n"); return 2; }
-  int rnd = strcmp(argv[1], "rand") == 0;
-  const char *spec = argv[rnd ? 5 : 4];
-  uint64_t off[16], len[16];
-  int nr = parse_ranges(spec, off, len);
-  if (nr < 0) return 2;
-  int fd = open(argv[2], O_RDONLY);
-  if (fd < 0) { perror(argv[2]); return 1; }
-  uint64_t digest = 0, total = 0;
-  if (!rnd) {
-    size_t bs = strtoull(argv[3], 0, 10);
-    char *buf = aligned_alloc(4096, bs);
-    double t0 = now();
-    for (int r = 0; r < nr; r++) {
-      if (lseek(fd, (off_t) off[r], SEEK_SET) < 0) { perror("lseek"); return 1; }
-      uint64_t left = len[r];
-      while (left > 0) {
-        ssize_t n = read(fd, buf, left < bs ? left : bs);
-        if (n <= 0) { fprintf(stderr, "read: %s\n", n < 0 ? strerror(errno) : "short"); return 1; }
-        for (ssize_t i = 0; i + 4096 <= n; i += 4096) digest = mix(mix(digest, buf + i + 16), buf + i + 2048);
-        left -= (uint64_t) n; total += (uint64_t) n;
-      }
-    }
-    double t1 = now();
-    printf("%llu %.6f %016llx\n", (unsigned long long) total, t1 - t0, (unsigned long long) digest);
-    return 0;
-  }
-  uint64_t count = strtoull(argv[3], 0, 10);
-  rng = strtoull(argv[4], 0, 10) * 0x9E3779B97F4A7C15ull + 1;
-  uint64_t pages = 0;
-  for (int r = 0; r < nr; r++) pages += len[r] / 4096;
-  if (count > pages) count = pages;
-  uint32_t *perm = malloc(pages * sizeof *perm);
-  for (uint64_t i = 0; i < pages; i++) perm[i] = (uint32_t) i;
-  for (uint64_t i = 0; i < count; i++) {
-    uint64_t j = i + next() % (pages - i);
-    uint32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
-  }
-  posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
-  char *buf = aligned_alloc(4096, 4096);
-  double t0 = now();
-  for (uint64_t i = 0; i < count; i++) {
-    uint64_t pg = perm[i], at = 0;
-    for (int r = 0; r < nr; r++) {
-      uint64_t rp = len[r] / 4096;
-      if (pg < rp) { at = off[r] + pg * 4096; break; }
-      pg -= rp;
-    }
-    ssize_t n = pread(fd, buf, 4096, (off_t) at);
-    if (n != 4096) { fprintf(stderr, "pread at %llu: %s\n", (unsigned long long) at, n < 0 ? strerror(errno) : "short"); return 1; }
-    digest = mix(mix(digest, buf + 16), buf + 2048);
-  }
-  double t1 = now();
-  printf("%llu %.6f %016llx\n", (unsigned long long) count, t1 - t0, (unsigned long long) digest);
-  return 0;
+  if (argc == 5 && strcmp(argv[1], "seq") == 0) return seq(argv[2], strtoull(argv[3], 0, 10), argv[4]);
+  if (argc >= 7 && strcmp(argv[1], "rand") == 0) return rand_reads(argc, argv);
+  fprintf(stderr, "usage\n");
+  return 2;
 }
 `;
 
@@ -223,14 +194,14 @@ async function reader(args: string[]): Promise<ReadResult> {
 const rangeArg = (ranges: Ranges): string => ranges.map(([o, l]) => `${o}:${l}`).join(',');
 const readSeq = (file: string, ranges: Ranges): Promise<ReadResult> => reader(['seq', file, String(MiB), rangeArg(ranges)]);
 const readRandom = (file: string, ranges: Ranges, seed: number): Promise<ReadResult> =>
-  reader(['rand', file, String(RANDOM_READS), String(seed), rangeArg(ranges)]);
+  reader(['rand', String(RANDOM_READS), String(seed), String(RANDOM_READS), file, rangeArg(ranges)]);
 
 /** Batch of the interleaved random reads: small enough that load drift hits every contender alike. */
 const RANDOM_BATCH = 500;
 
 /** The random reads of readRandom on several files at once, interleaved in batches: one result per file. */
 function readRandomInterleaved(files: { file: string; ranges: Ranges }[], seed: number): Promise<ReadResult[]> {
-  return readerLines(['randab', String(RANDOM_READS), String(seed), String(RANDOM_BATCH), ...files.flatMap((f) => [f.file, rangeArg(f.ranges)])]);
+  return readerLines(['rand', String(RANDOM_READS), String(seed), String(RANDOM_BATCH), ...files.flatMap((f) => [f.file, rangeArg(f.ranges)])]);
 }
 
 /** Four random readers at once (seeds differ, so they touch mostly different pages): reads/s of all four. */

@@ -5,7 +5,7 @@ import { writeFolderCheckpoint } from '../scripts/folder-writer';
 import { layout } from '../src/commands/diff';
 import { BIN, scratchDir } from './helpers/paths';
 import { runCli, runCommand } from './helpers/run';
-import { CHANGED, writeVault } from './helpers/vault';
+import { CHANGED, pageRanges, writeVault } from './helpers/vault';
 
 const PAGE = 4096;
 
@@ -17,17 +17,6 @@ interface DiffJson {
   onlyA: { start: number; length: number }[];
   onlyB: { start: number; length: number }[];
   counts: { compared: number; changed: number; onlyA: number; onlyB: number };
-}
-
-/** Page numbers as the merged byte ranges diff reports. */
-function ranges(pages: number[]): { start: number; length: number }[] {
-  const out: { start: number; length: number }[] = [];
-  for (const p of [...new Set(pages)].sort((x, y) => x - y)) {
-    const last = out[out.length - 1];
-    if (last && last.start + last.length === p * PAGE) last.length += PAGE;
-    else out.push({ start: p * PAGE, length: PAGE });
-  }
-  return out;
 }
 
 async function diffJson(...args: string[]): Promise<DiffJson> {
@@ -67,7 +56,7 @@ describe('diff: which pages changed between checkpoints', function () {
     const d = await diffJson(`${vault}:clean install`, `${vault}:after sample`);
     expect(d.a).to.equal(`${vault}:clean install`);
     expect(d.pageSize).to.equal(PAGE);
-    expect(d.changed).to.deep.equal(ranges(CHANGED.afterSample));
+    expect(d.changed).to.deep.equal(pageRanges(CHANGED.afterSample));
     expect(d.onlyA).to.deep.equal([]);
     expect(d.onlyB).to.deep.equal([]);
     expect(d.counts).to.deep.equal({ compared: 256, changed: CHANGED.afterSample.length, onlyA: 0, onlyB: 0 });
@@ -75,7 +64,7 @@ describe('diff: which pages changed between checkpoints', function () {
 
   it('takes files and VMDIR:NAME alike, the suspended state included', async () => {
     const d = await diffJson(path.join(vault, 'vault-Snapshot2.vmsn'), `${vault}:suspended`);
-    expect(d.changed).to.deep.equal(ranges(CHANGED.suspended));
+    expect(d.changed).to.deep.equal(pageRanges(CHANGED.suspended));
     expect(d.counts.changed).to.equal(CHANGED.suspended.length);
   });
 
@@ -120,7 +109,7 @@ describe('diff: which pages changed between checkpoints', function () {
     writeFolderCheckpoint(dir, { file: 'a.vmss', pages, sparse: true });
     writeFolderCheckpoint(dir, { file: 'b.vmss', pages, sparse: true, altered: new Map(changed.map((p) => [p, 1])) });
     const d = await diffJson(path.join(dir, 'a.vmss'), path.join(dir, 'b.vmss'));
-    expect(d.changed).to.deep.equal(ranges(changed));
+    expect(d.changed).to.deep.equal(pageRanges(changed));
     expect(d.counts).to.deep.equal({ compared: pages, changed: changed.length, onlyA: 0, onlyB: 0 });
   });
 
@@ -150,7 +139,7 @@ describe('diff: which pages changed between checkpoints', function () {
     writeFolderCheckpoint(dir, { file: 'b.vmss', pages, sparse: true, altered: new Map(changed.map((p) => [p, 1])) });
     const r = await runCommand(process.execPath, [path.join(__dirname, 'helpers', 'rss-cli.js'), 'diff', '--json', path.join(dir, 'a.vmss'), path.join(dir, 'b.vmss')], { timeoutMs: 120_000 });
     expect(r.code, r.stderr).to.equal(0);
-    expect((JSON.parse(r.stdout) as DiffJson).changed).to.deep.equal(ranges(changed));
+    expect((JSON.parse(r.stdout) as DiffJson).changed).to.deep.equal(pageRanges(changed));
     const kib = Number(/maxrss=(\d+)/.exec(r.stderr)?.[1]);
     expect(kib).to.be.above(0).and.below(128 * 1024);
   });

@@ -8,39 +8,12 @@ import { isMounted, TestMount } from './helpers/mount';
 import { BIN, tempDir } from './helpers/paths';
 import { sha256File } from './helpers/read';
 import { runCli, runCommand } from './helpers/run';
-import { CHANGED, writeEncryptedVault, type EncryptedVault } from './helpers/vault';
-
-const PAGE = 4096;
+import { chain, CHANGED, pageRanges, VAULT_CHAIN, writeEncryptedVault, type EncryptedVault } from './helpers/vault';
 
 /** The served checkpoints of the vault: directory, and the writer's key for its plaintext. */
 const SERVED: [string, number | 'suspended'][] = [['clean install', 1], ['after sample', 2], ['clean install~2', 4], ['suspended', 'suspended']];
 
-/** Page numbers as the merged byte ranges diff reports. */
-function ranges(pages: number[]): { start: number; length: number }[] {
-  const out: { start: number; length: number }[] = [];
-  for (const p of [...new Set(pages)].sort((x, y) => x - y)) {
-    const last = out[out.length - 1];
-    if (last && last.start + last.length === p * PAGE) last.length += PAGE;
-    else out.push({ start: p * PAGE, length: PAGE });
-  }
-  return out;
-}
-
-/** The snapshot tree as snapshots.json gives it: directory, uid, parent, parent's directory, memory, current, missing. */
-function chain(j: SnapshotsJson): unknown[] {
-  return j.checkpoints.map((c) => [c.directory, c.uid, c.parent, c.parentDirectory, c.hasMemory, c.current, c.missing]);
-}
-
 const STRAY = 'vault-stray.vmss';
-
-const VAULT_CHAIN = [
-  ['clean install', 1, null, null, true, false, false],
-  ['after sample', 2, 1, 'clean install', true, true, false],
-  ['disk only', 3, 1, 'clean install', false, false, false],
-  ['clean install~2', 4, 2, 'after sample', true, false, false],
-  [null, 5, 1, 'clean install', false, false, true],
-  ['suspended', null, 2, 'after sample', true, false, false],
-];
 
 /** The encrypted vault's: the .vmss the .vmx does not name is served by its file name. */
 const ENC_CHAIN = [...VAULT_CHAIN, ['vault-stray', null, null, null, false, false, false]];
@@ -176,11 +149,11 @@ describe('VM folder of an encrypted VM', function () {
     const r = await runCli(['diff', '--json', '--key', v.keyHex, `${vmDir}:clean install`, `${vmDir}:after sample`], { timeoutMs: 60_000 });
     expect(r.code, r.stderr).to.equal(0);
     const d = JSON.parse(r.stdout) as { changed: unknown[]; counts: unknown };
-    expect(d.changed).to.deep.equal(ranges(CHANGED.afterSample));
+    expect(d.changed).to.deep.equal(pageRanges(CHANGED.afterSample));
     expect(d.counts).to.deep.equal({ compared: 256, changed: CHANGED.afterSample.length, onlyA: 0, onlyB: 0 });
     const s = await runCli(['diff', '--json', '--password-file', v.passwordFile, `${vmDir}:after sample`, `${vmDir}:suspended`], { timeoutMs: 60_000 });
     expect(s.code, s.stderr).to.equal(0);
-    expect((JSON.parse(s.stdout) as { changed: unknown[] }).changed).to.deep.equal(ranges(CHANGED.suspended));
+    expect((JSON.parse(s.stdout) as { changed: unknown[] }).changed).to.deep.equal(pageRanges(CHANGED.suspended));
     expectNoSecrets(r.stdout + r.stderr + s.stdout + s.stderr, secrets, 'diff output');
   });
 

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { encryptVmFolder, writeVmFolder, type EncryptedVmFolder, type EncryptFolderOptions, type VmFolderSpec, type WrittenVmFolder } from '../../scripts/folder-writer';
+import type { SnapshotsJson } from '../../src/folder/report';
 import { PASSWORD } from './encrypted';
 
 /** Pages each snapshot of the vault changes, by uid (generation = uid), and the suspended state's. */
@@ -35,6 +36,33 @@ export const VAULT: VmFolderSpec = {
     altered: new Map([...CHANGED.afterSample.map((p): [number, number] => [p, 2]), ...CHANGED.suspended.map((p): [number, number] => [p, 3])]),
   },
 };
+
+/** The vault's chain as snapshots.json gives it (see chain()). */
+export const VAULT_CHAIN = [
+  ['clean install', 1, null, null, true, false, false],
+  ['after sample', 2, 1, 'clean install', true, true, false],
+  ['disk only', 3, 1, 'clean install', false, false, false],
+  ['clean install~2', 4, 2, 'after sample', true, false, false],
+  [null, 5, 1, 'clean install', false, false, true],
+  ['suspended', null, 2, 'after sample', true, false, false],
+];
+
+/** The snapshot tree as snapshots.json gives it: directory, uid, parent, parent's directory, memory, current, missing. */
+export function chain(j: SnapshotsJson): unknown[] {
+  return j.checkpoints.map((c) => [c.directory, c.uid, c.parent, c.parentDirectory, c.hasMemory, c.current, c.missing]);
+}
+
+/** Page numbers as the merged byte ranges diff reports (4 KiB pages). */
+export function pageRanges(pages: number[]): { start: number; length: number }[] {
+  const PAGE = 4096;
+  const out: { start: number; length: number }[] = [];
+  for (const p of [...new Set(pages)].sort((x, y) => x - y)) {
+    const last = out[out.length - 1];
+    if (last && last.start + last.length === p * PAGE) last.length += PAGE;
+    else out.push({ start: p * PAGE, length: PAGE });
+  }
+  return out;
+}
 
 export function writeVault(dir: string): WrittenVmFolder {
   return writeVmFolder(dir, VAULT);
