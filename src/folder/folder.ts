@@ -5,6 +5,7 @@ import { findTag } from '../format/checkpoint';
 import { evidenceFiles } from '../evidence';
 import { errnoText, type Source } from '../io/source';
 import { FilePool } from '../io/pool';
+import type { CacheBudget } from '../budget';
 import { openSnapshot, type Snapshot } from '../snapshot';
 import { escapeName, uniqueNames } from '../tree/names';
 import { notTextReason, parseDictionary, parseVmsd, TEXT_MAX, type Vmsd } from './vmsd';
@@ -114,7 +115,7 @@ function hasMemoryOrSibling(snap: Snapshot, file: string): boolean {
  * are stat()ed, not opened: they are opened on first read, through one bounded descriptor pool).
  * Throws VmssError only when the folder cannot be read or holds nothing to serve.
  */
-export function openFolder(dirArg: string): VmFolder {
+export function openFolder(dirArg: string, opts: { budget?: CacheBudget } = {}): VmFolder {
   const dir = path.resolve(dirArg);
   let names: string[];
   try {
@@ -171,7 +172,7 @@ export function openFolder(dirArg: string): VmFolder {
       return;
     }
     try {
-      const snap = openSnapshot(file, { openFile: (p) => pool.file(p) });
+      const snap = openSnapshot(file, { openFile: (p) => pool.file(p), budget: opts.budget });
       pool.releaseIdle();
       entry.modified = snap.metaFile.mtime.toISOString();
       entry.hasMemory = snap.physmem !== null;

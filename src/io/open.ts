@@ -1,3 +1,4 @@
+import type { CacheBudget } from '../budget';
 import { VmssError } from '../errors';
 import { BlockStreamSource, looksLikeBlockStream } from './blockstream';
 import { ENCOBJ_MAGIC, EncObjSource } from './encobj';
@@ -24,7 +25,13 @@ export interface OpenedSource {
  */
 export function openSource(
   file: string,
-  opts: { keys: KeySupplier | null; memory: boolean; openFile?: ((file: string) => Source) | undefined },
+  opts: {
+    keys: KeySupplier | null;
+    memory: boolean;
+    openFile?: ((file: string) => Source) | undefined;
+    /** What the decoding layers' caches draw from: the mount's one budget (--cache-size). */
+    budget?: CacheBudget | undefined;
+  },
 ): OpenedSource {
   // The file as it lies on disk: opened here, or handed out by a VM folder's descriptor pool.
   const plain = (opts.openFile ?? SourceFile.open)(file);
@@ -34,11 +41,11 @@ export function openSource(
     const encrypted = plain.readAtSync(magic, 0) === 4 && magic.readUInt32LE(0) === ENCOBJ_MAGIC;
     if (encrypted) {
       if (!opts.keys) throw new VmssError(`${file} is encrypted (VMware encobj): give --password-file FILE, --key HEX or --vmx FILE`);
-      source = EncObjSource.open(plain, opts.keys.dataKey(file));
+      source = EncObjSource.open(plain, opts.keys.dataKey(file), opts.budget);
     }
     let stream: BlockStreamSource | null = null;
     if (opts.memory && looksLikeBlockStream(source)) {
-      stream = new BlockStreamSource(source);
+      stream = new BlockStreamSource(source, { budget: opts.budget });
       source = stream;
     }
     return { source, encrypted, stream };
