@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
 import { CacheBudget, type CacheSpace } from '../budget';
+import { droppedGarbage } from './garbage';
 import { DecodingLayer } from './layer';
 import { VmssError } from '../errors';
 import { type DamagedRange, type Source } from './source';
@@ -188,6 +189,7 @@ export class EncObjSource extends DecodingLayer implements Source {
         const hi = Math.min(from + n, p * 4064 + 4064);
         d.copy(dst, dstOffset + (lo - from), at + (lo - p * 4064), at + (hi - p * 4064));
       }
+      droppedGarbage(d.length);
     }
   }
 
