@@ -185,32 +185,38 @@ export class CacheSpace {
 
   constructor(private readonly budget: CacheBudget, private readonly id: number, readonly pool: string | null) {}
 
-  private key(k: number): number {
-    return this.id * 0x1_0000_0000 + k;
+  /**
+   * The budget's key of entry k, or null for a k outside this space's 2^32 keys (a page number of
+   * an absurdly large file): such an entry is never kept, so it can never be another space's.
+   */
+  private key(k: number): number | null {
+    return Number.isInteger(k) && k >= 0 && k < 0x1_0000_0000 ? this.id * 0x1_0000_0000 + k : null;
   }
 
   /** The entry, now the most recently used. */
   get(k: number): Buffer | undefined {
-    return this.budget.get(this.key(k));
+    const key = this.key(k);
+    return key === null ? undefined : this.budget.get(key);
   }
 
   /** The entry, its place in the LRU order unchanged. */
   peek(k: number): Buffer | undefined {
-    return this.budget.peek(this.key(k));
+    const key = this.key(k);
+    return key === null ? undefined : this.budget.peek(key);
   }
 
   has(k: number): boolean {
-    return this.budget.peek(this.key(k)) !== undefined;
+    return this.peek(k) !== undefined;
   }
 
-  /** Keep `buf` as entry k, evicting what must go; false when it is larger than the whole budget. */
+  /** Keep `buf` as entry k, evicting what must go; false when it is not kept (larger than the whole budget, or k out of range). */
   set(k: number, buf: Buffer): boolean {
-    return this.budget.set(this.key(k), buf, this);
-  }
-
-  /** Remove entry k and hand it over (a scratch buffer taken for the length of one read). */
-  take(k: number): Buffer | undefined {
-    return this.budget.delete(this.key(k));
+    const key = this.key(k);
+    if (key === null) {
+      this.budget.discard(buf);
+      return false;
+    }
+    return this.budget.set(key, buf, this);
   }
 
   /**

@@ -314,5 +314,13 @@ describe('page cache', () => {
       s.set(2, foreign);
       expect(s.alloc(8).buffer).to.not.equal(foreign.buffer);
     });
+
+    it('keeps no entry whose key lies outside its space\'s 2^32 (it could alias another space\'s)', () => {
+      const b = new CacheBudget(64);
+      const [s, t] = [b.space(), b.space()];
+      t.set(0, Buffer.alloc(4, 1));
+      expect(s.set(2 ** 32, Buffer.alloc(4, 2))).to.equal(false);
+      expect([s.get(2 ** 32), s.has(-1), t.get(0)?.[0], b.held]).to.deep.equal([undefined, false, 1, 4]);
+    });
   });
 });
