@@ -94,7 +94,7 @@ mount options:
                        to stderr (implies --foreground)
   --log FILE           the detached daemon's log (failed reads, unexpected errors), appended;
                        without it a detached daemon logs nothing (with -f the log is stderr)
-  --cache-size MiB     page cache bound (default 64)
+  --cache-size MiB     bound of every cache of the mount together (default 64)
   -o OPTS              FUSE options, e.g. allow_other
   --clear-stale        unmount a dead mount left at MOUNTPOINT by a killed daemon, then mount
 

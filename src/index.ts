@@ -19,6 +19,8 @@ export type { CpuState, VcpuState } from './cpu';
 export { readGuestDump, guestRuns, NotGuestDump, type GuestDump } from './format/guestdump';
 export { openGuestDump, type GuestDumpEvidence } from './guest';
 export { PageCache, SourceReadError, type ChunkSource } from './pagecache';
+// One memory budget for the page cache and the decoding layers: give the same one to PageCache and openSnapshot.
+export { CacheBudget, CacheSpace } from './budget';
 export { buildTree, type Tree } from './tree/build';
 export type { Node, FileNode, DirNode } from './tree/nodes';
 export { infoJson, infoJsonText, infoText, type InfoJson } from './info';

@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache';
+import { CacheBudget, type CacheSpace } from './budget';
 
 /** What the cache reads from: an evidence file (SourceFile satisfies it). */
 export interface ChunkSource {
@@ -55,8 +55,13 @@ export class SourceReadError extends Error {
 }
 
 export interface PageCacheOptions {
-  /** Upper bound on cached bytes. */
+  /** Upper bound on cached bytes (when no budget is given). */
   maxBytes: number;
+  /**
+   * The budget the chunks draw from, shared with the decoding layers below (--cache-size): a
+   * mount's caches hold no more than it together. Default: one of maxBytes for this cache alone.
+   */
+  budget: CacheBudget;
   /** Bytes per chunk: the unit of reading, caching and eviction. */
   chunkSize: number;
   /** Chunks fetched ahead once a reader is seen going forward. */
@@ -104,8 +109,6 @@ interface Speed {
   /** When it last came back to in-place reading (the backoff starts over after a long calm). */
   calmSince: number;
 }
-/** Evicted chunk buffers kept for reuse: fills then neither allocate nor fault in fresh pages. */
-const FREE_LIST_MAX = 32;
 
 /** Someone waiting for a chunk being read: where its bytes go once they arrive. */
 interface Waiter {
@@ -137,14 +140,16 @@ const DONE: Promise<void> = Promise.resolve();
  */
 export class PageCache {
   readonly chunkSize: number;
-  private readonly lru: LRUCache<number, Buffer>;
+  /** What the chunks draw from (for the --debug line: what every cache of the mount held). */
+  readonly budget: CacheBudget;
+  /** Per source, its chunks in the budget. */
+  private readonly spaces = new Map<number, CacheSpace>();
   /** Chunks being read on the thread pool, with whoever waits for them. */
   private readonly inflight = new Map<number, Waiter[]>();
   /** Last chunk each source was asked for, to spot sequential readers. */
   private readonly lastChunk = new Map<number, number>();
   /** Per source: whether its misses are read in place or on the thread pool, and why. */
   private readonly speed = new Map<number, Speed>();
-  private readonly free: Buffer[] = [];
   private readonly prefetch: number;
   private readonly onSlow: PageCacheOptions['onSlow'];
   /** Counters for the --debug line at unmount, and for tests. */
@@ -154,19 +159,22 @@ export class PageCache {
     this.chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
     this.prefetch = opts.prefetch ?? DEFAULT_PREFETCH;
     this.onSlow = opts.onSlow;
-    const maxBytes = Math.max(opts.maxBytes ?? 64 * 1024 * 1024, this.chunkSize);
-    this.lru = new LRUCache<number, Buffer>({
-      maxSize: maxBytes,
-      sizeCalculation: (b) => b.length,
-      dispose: (buf, _key, reason) => {
-        if (reason === 'evict' && this.free.length < FREE_LIST_MAX) this.free.push(buf);
-      },
-    });
+    this.budget = opts.budget ?? new CacheBudget(Math.max(opts.maxBytes ?? 64 * 1024 * 1024, this.chunkSize));
   }
 
-  /** Chunk key: source id in the high bits, chunk number below (2^32 chunks per file). */
+  /** Key of a chunk being read: source id in the high bits, chunk number below (2^32 chunks per file). */
   private key(src: ChunkSource, chunk: number): number {
     return src.id * 0x1_0000_0000 + chunk;
+  }
+
+  /**
+   * The source's chunks. Evicted chunk buffers are reused for new fills (the pool): fills then
+   * neither allocate nor fault in fresh pages.
+   */
+  private space(src: ChunkSource): CacheSpace {
+    let s = this.spaces.get(src.id);
+    if (!s) this.spaces.set(src.id, (s = this.budget.space('pagecache-chunks')));
+    return s;
   }
 
   /**
@@ -242,7 +250,7 @@ export class PageCache {
       return null;
     }
     const k = this.key(src, c);
-    const hit = this.lru.get(k);
+    const hit = this.space(src).get(c);
     if (hit) {
       this.stats.hits++;
       hit.copy(dst, dstOffset, from, to);
@@ -255,7 +263,7 @@ export class PageCache {
       this.stats.misses++;
       if (this.inPlace(src)) {
         const buf = this.fillSync(src, c);
-        this.lru.set(k, buf);
+        this.space(src).set(c, buf);
         buf.copy(dst, dstOffset, from, to);
         return null;
       }
@@ -323,7 +331,7 @@ export class PageCache {
     const maxChunk = Math.ceil(src.size / this.chunkSize) - 1;
     for (let c = last + 1; c <= Math.min(last + this.prefetch, maxChunk); c++) {
       const k = this.key(src, c);
-      if (this.lru.has(k) || this.inflight.has(k)) continue;
+      if (this.space(src).has(c) || this.inflight.has(k)) continue;
       this.stats.prefetched++;
       // A failed read-ahead is not an error anyone asked for: the real read retries and reports it.
       this.load(src, c, k);
@@ -335,14 +343,14 @@ export class PageCache {
   private load(src: ChunkSource, c: number, k: number): Waiter[] {
     const waiters: Waiter[] = [];
     this.inflight.set(k, waiters);
-    const buf = this.buffer();
+    const buf = this.buffer(src);
     const start = c * this.chunkSize;
     const expected = this.expected(src, start);
     const done = (got: number): void => {
       this.inflight.delete(k);
       this.check(src, start, expected, got);
       buf.fill(0, got);
-      this.lru.set(k, buf);
+      this.space(src).set(c, buf);
       // Copy out now, before anything else runs: the buffer may be recycled once evicted.
       for (const w of waiters) {
         buf.copy(w.dst, w.dstOffset, w.from, w.to);
@@ -351,7 +359,7 @@ export class PageCache {
     };
     const fail = (err: unknown): void => {
       this.inflight.delete(k);
-      if (this.free.length < FREE_LIST_MAX) this.free.push(buf);
+      this.space(src).discard(buf);
       for (const w of waiters) w.reject(err);
     };
     if (expected === 0) {
@@ -384,13 +392,13 @@ export class PageCache {
 
   /** Fill chunk `c` with a synchronous read (src.readAtSync must exist). */
   private fillSync(src: ChunkSource, c: number): Buffer {
-    const buf = this.buffer();
+    const buf = this.buffer(src);
     const start = c * this.chunkSize;
     const expected = this.expected(src, start);
     try {
       this.readSync(src, expected === buf.length ? buf : buf.subarray(0, expected), start);
     } catch (err) {
-      if (this.free.length < FREE_LIST_MAX) this.free.push(buf);
+      this.space(src).discard(buf);
       throw err;
     }
     // Past the size at open time (a truncated copy): zeros, as the parse warnings said.
@@ -415,8 +423,8 @@ export class PageCache {
     this.check(src, position, buf.length, got);
   }
 
-  private buffer(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.chunkSize);
+  private buffer(src: ChunkSource): Buffer {
+    return this.space(src).alloc(this.chunkSize);
   }
 
   /** Bytes of the chunk at `start` that lie within the source's size at open time. */
@@ -437,8 +445,10 @@ export class PageCache {
     }
   }
 
-  /** Bytes held now. */
+  /** Bytes of chunks held now. */
   get size(): number {
-    return this.lru.calculatedSize;
+    let n = 0;
+    for (const s of this.spaces.values()) n += s.bytes;
+    return n;
   }
 }

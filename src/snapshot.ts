@@ -12,6 +12,7 @@ import { tagLabel, type Tag } from './format/tags';
 import { isEncObjFile } from './io/encobj';
 import { openSource, type KeySupplier, type OpenedSource } from './io/open';
 import type { EncryptionInfo } from './crypto/keyring';
+import type { CacheBudget } from './budget';
 
 export type { PhysMem } from './evidence';
 
@@ -36,6 +37,11 @@ export interface OpenOptions {
   openFile?: (path: string) => Source;
   /** Where an encrypted file's key comes from; without it an encrypted file is refused. */
   keys?: KeySupplier & { readonly info: EncryptionInfo | null };
+  /**
+   * The budget the decoding layers' caches (decoded blocks, decrypted pages) draw from: give
+   * the page cache's, so that together they hold no more than --cache-size.
+   */
+  budget?: CacheBudget;
 }
 
 export interface EncryptionSummary extends EncryptionInfo {
@@ -137,7 +143,7 @@ export function encryptedFiles(arg: string, opts: OpenOptions = {}): string[] {
 export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
   const paths = resolvePaths(arg, opts);
   const keys = opts.keys ?? null;
-  const meta = openSource(paths.meta, { keys, memory: false, openFile: opts.openFile });
+  const meta = openSource(paths.meta, { keys, memory: false, openFile: opts.openFile, budget: opts.budget });
   const metaFile = meta.source;
   const decrypted: string[] = meta.encrypted ? [paths.meta] : [];
   let mem: OpenedSource | null = null;
@@ -173,7 +179,7 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
         warnings.push(`the checkpoint holds its own ${memoryLabel} block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
       }
       try {
-        mem = openSource(vmemPath, { keys, memory: true, openFile: opts.openFile });
+        mem = openSource(vmemPath, { keys, memory: true, openFile: opts.openFile, budget: opts.budget });
         memFile = mem.source;
         if (mem.encrypted) decrypted.push(vmemPath);
         memoryPath = vmemPath;

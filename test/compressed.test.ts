@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { compressiblePage } from '../scripts/encrypted-vm';
 import { checkLayers, layerCases, makeLayerBases } from '../scripts/fuzz';
 import { FastLzStream, compressStream } from '../scripts/fastlz';
+import { CacheBudget } from '../src/budget';
 import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
 import { FastLzError, NEEDS_HISTORY, fastLzDecode } from '../src/io/fastlz';
 import { BufferSource, SourceFile, type Source } from '../src/io/source';
@@ -141,6 +142,29 @@ describe('compressed memory', function () {
       inner.bytes = 0;
       expect((await readAll(src, 64 * MB + 5, 100)).equals(mem.subarray(64 * MB + 5, 64 * MB + 105))).to.equal(true);
       expect(inner.bytes / avg, 'another far read: fewer than the 16 blocks before it').to.be.below(16);
+    });
+
+    it('keeps its decoded blocks, tails and buffers within the budget it is given, whatever the order of reads', async () => {
+      // Room for about three decoded blocks (each with the window before it) and their tails.
+      const budget = new CacheBudget(3 * (BS + 73728) + 8 * 73728);
+      for (const sync of [true, false]) {
+        const src = new BlockStreamSource(new MemorySource('c.vmem', container), { budget });
+        let x = sync ? 3 : 5;
+        for (let i = 0; i < 120; i++) {
+          x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+          // Forward runs, with jumps back and far ahead now and then.
+          const pos = i % 10 === 0 ? x % plain.length : (i * 37 * 1024) % plain.length;
+          const len = Math.min(1 + (x >>> 16) % (3 * BS), plain.length - pos);
+          const got = sync ? (() => {
+            const b = Buffer.alloc(len);
+            return b.subarray(0, src.readAtSync(b, pos));
+          })() : await readAll(src, pos, len);
+          expect(got.equals(plain.subarray(pos, pos + len)), `read ${len} at ${pos}`).to.equal(true);
+          expect(budget.held, `after read ${i}`).to.be.at.most(budget.maxBytes);
+        }
+      }
+      expect(budget.peak).to.be.at.most(budget.maxBytes);
+      expect(budget.stats.reused, 'evicted buffers are reused').to.be.greaterThan(0);
     });
 
     it('reads in any order, over blocks shorter than the window, match the plaintext', async () => {

@@ -198,6 +198,38 @@ describe('encrypted VMs', function () {
       expect(m.stderr, 'no warning').to.equal('');
     });
 
+    it('holds decoded blocks, tails and decrypted pages within --cache-size: reads across every block, backwards too, match the plaintext', async () => {
+      // 3 MiB: room for two of the fixture's 1 MiB blocks (with their window), never all eight.
+      const m = await TestMount.start(vm.meta, ['--cache-size', '3', '--debug', '--password-file', vm.passwordFile]);
+      mounts.push(m);
+      const p = await TestMount.start(vm.plain.path);
+      try {
+        expect(await cmpFiles(p.path('physmem.raw'), m.path('physmem.raw'))).to.equal(null);
+        const size = (await fs.promises.stat(p.path('physmem.raw'))).size;
+        const [a, b] = await Promise.all([fs.promises.open(p.path('physmem.raw')), fs.promises.open(m.path('physmem.raw'))]);
+        try {
+          for (let pos = size - 300_000; pos > 0; pos -= 700_001) {
+            const want = Buffer.alloc(200_000);
+            const got = Buffer.alloc(200_000);
+            await a.read(want, 0, want.length, pos);
+            await b.read(got, 0, got.length, pos);
+            expect(got.equals(want), `200000 bytes at ${pos}`).to.equal(true);
+          }
+        } finally {
+          await Promise.all([a.close(), b.close()]);
+        }
+      } finally {
+        await p.unmount();
+        await m.unmount();
+      }
+      const line = /cache budget: peak (\d+) bytes held of (\d+) \(--cache-size\)/.exec(m.stderr);
+      expect(line, 'the --debug line at unmount').to.not.equal(null);
+      const [peak, max] = [Number(line?.[1]), Number(line?.[2])];
+      expect(max).to.equal(3 * 1024 * 1024);
+      expect(peak, 'held at most the budget').to.be.at.most(max);
+      expect(peak, 'decoded blocks were held').to.be.greaterThan(1024 * 1024);
+    });
+
     it('diff takes the key options: the encrypted VM against its plaintext differs nowhere, and a page changed in a copy is found', async () => {
       const same = await runCli(['diff', '--json', '--password-file', vm.passwordFile, vm.meta, vm.plain.path], { timeoutMs: 60_000 });
       expect(same.code, same.stderr).to.equal(0);

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { CacheBudget } from '../src/budget';
 import { PageCache, SourceReadError, type ChunkSource } from '../src/pagecache';
 
 let nextId = 1000;
@@ -241,5 +242,85 @@ describe('page cache', () => {
     const before = Buffer.from(dst);
     await new Promise((r) => setTimeout(r, 20));
     expect(dst.equals(before), 'nothing writes into the buffer after the read settled').to.equal(true);
+  });
+
+  it('shares one budget with other caches: what they hold together never exceeds it, and a failed fill gives its room back', async () => {
+    const budget = new CacheBudget(16 * CHUNK);
+    const cache = new PageCache({ chunkSize: CHUNK, budget, prefetch: 2 });
+    // Another cache of the same budget (a decoding layer's), holding buffers of another size.
+    const other = budget.space('other');
+    const srcs = [new FakeSource(pattern(40 * CHUNK)), new FakeSource(pattern(40 * CHUNK), 40 * CHUNK, true)];
+    let x = 7;
+    for (let i = 0; i < 300; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const src = srcs[x % 2] as FakeSource;
+      const pos = (x >>> 8) % (39 * CHUNK);
+      const dst = Buffer.alloc(100);
+      await cache.read(src, pos, dst, 0, 100);
+      expect(dst.equals(pattern(40 * CHUNK).subarray(pos, pos + 100)), `read ${i}`).to.equal(true);
+      if (i % 7 === 0) other.set(i, other.alloc(3 * CHUNK));
+      expect(budget.held, `after read ${i}`).to.be.at.most(16 * CHUNK);
+    }
+    expect(budget.peak).to.be.at.most(16 * CHUNK);
+    expect(other.bytes + cache.size).to.equal(budget.held);
+    const failing = new FakeSource(pattern(8 * CHUNK));
+    failing.failAt = 0;
+    const held = budget.held;
+    await cache.read(failing, 0, Buffer.alloc(10), 0, 10).then(() => null, (e: unknown) => e);
+    expect(budget.held, 'the failed chunk\'s room is given back').to.be.at.most(held);
+  });
+
+  describe('cache budget', () => {
+    it('counts a buffer from alloc() at once, and set() then evicts nothing; a discarded one gives its room back', () => {
+      const b = new CacheBudget(10);
+      const s = b.space('p');
+      s.set(1, s.alloc(4));
+      s.set(2, s.alloc(4));
+      const pending = s.alloc(2);
+      expect(b.held).to.equal(10);
+      s.set(3, pending);
+      expect([s.has(1), s.has(2), s.has(3), b.held]).to.deep.equal([true, true, true, 10]);
+      const dropped = s.alloc(4);
+      expect(s.has(1), 'the least recently used made room').to.equal(false);
+      s.discard(dropped);
+      expect(b.held).to.equal(6);
+      expect(b.peak).to.equal(10);
+    });
+
+    it('hands an evicted buffer to the next alloc() of its pool and size only, and a view of it back whole', () => {
+      const b = new CacheBudget(8);
+      const blocks = b.space('blocks');
+      const chunks = b.space('chunks');
+      const first = blocks.alloc(4);
+      blocks.set(1, first.subarray(1));
+      expect(b.held, 'a view counts its whole allocation').to.equal(4);
+      blocks.set(2, blocks.alloc(4));
+      const again = blocks.alloc(4);
+      expect(again.buffer, 'the least recently used block of that size').to.equal(first.buffer);
+      expect(again.length).to.equal(4);
+      blocks.set(3, again);
+      const other = chunks.alloc(4);
+      expect(other.buffer, 'never a buffer of another pool').to.not.equal(blocks.peek(2)?.buffer);
+      expect(b.stats).to.include({ reused: 1, fresh: 3 });
+    });
+
+    it('keeps nothing larger than itself, and never hands out a buffer it did not allocate', () => {
+      const b = new CacheBudget(8);
+      const s = b.space('p');
+      expect(s.set(1, Buffer.alloc(9))).to.equal(false);
+      expect(s.alloc(9).length).to.equal(9);
+      expect(b.held).to.equal(0);
+      const foreign = Buffer.allocUnsafeSlow(8);
+      s.set(2, foreign);
+      expect(s.alloc(8).buffer).to.not.equal(foreign.buffer);
+    });
+
+    it('keeps no entry whose key lies outside its space\'s 2^32 (it could alias another space\'s)', () => {
+      const b = new CacheBudget(64);
+      const [s, t] = [b.space(), b.space()];
+      t.set(0, Buffer.alloc(4, 1));
+      expect(s.set(2 ** 32, Buffer.alloc(4, 2))).to.equal(false);
+      expect([s.get(2 ** 32), s.has(-1), t.get(0)?.[0], b.held]).to.deep.equal([undefined, false, 1, 4]);
+    });
   });
 });

@@ -29,9 +29,11 @@ export interface OpenTree {
  */
 export function openTree(snapshot: string, opts: OpenOptions): OpenTree {
   if (isDirectory(snapshot)) return openFolderTree(snapshot, opts);
-  const snap = openEvidence(snapshot, opts);
+  // One budget for the page cache and the decoding layers beneath it, as the mount has.
+  const cache = new PageCache({ maxBytes: CACHE_BYTES });
+  const snap = openEvidence(snapshot, { ...opts, budget: cache.budget });
   try {
-    const tree = buildTree(snap, new PageCache({ maxBytes: CACHE_BYTES }));
+    const tree = buildTree(snap, cache);
     for (const w of [...snap.warnings, ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);
     if (snap.physmemError) process.stderr.write(`vmssfs: warning: physmem.raw is not served: ${snap.physmemError}\n`);
     return { snap, tree, files: evidenceFiles(snap), close: () => snap.close() };
@@ -48,9 +50,10 @@ export function treeParts(treePath: string): string[] {
 
 function openFolderTree(dir: string, opts: OpenOptions): OpenTree {
   if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
-  const folder = openFolder(dir, { keys: opts.keys });
+  const cache = new PageCache({ maxBytes: CACHE_BYTES });
+  const folder = openFolder(dir, { keys: opts.keys, budget: cache.budget });
   try {
-    const tree = buildFolderTree(folder, new PageCache({ maxBytes: CACHE_BYTES }));
+    const tree = buildFolderTree(folder, cache);
     for (const w of [...folderWarnings(folder), ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);
     return { snap: null, tree, files: folderFiles(folder), close: folder.close };
   } catch (err) {

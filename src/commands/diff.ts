@@ -1,3 +1,4 @@
+import { CacheBudget } from '../budget';
 import { VmssError } from '../errors';
 import { hex } from '../format/header';
 import { errnoText } from '../io/source';
@@ -22,6 +23,12 @@ export const DIFF_CHUNK = 1024 * 1024;
  * steps, 0.35 s with 32 KiB and 1.1 s with 1 MiB (cmp: 0.65 s), on an idle 2-core machine.
  */
 export const IN_PLACE_STEP = 64 * 1024;
+
+/**
+ * What both sides' decoding caches (decoded blocks, decrypted pages) hold at most together: the
+ * mount's default --cache-size. Plain memory uses none of it.
+ */
+const DECODE_BUDGET = 64 * 1024 * 1024;
 
 /** Below this a comparison is over before a progress bar would tell anyone anything. */
 const PROGRESS_MIN_BYTES = 64 * 1024 * 1024;
@@ -243,10 +250,12 @@ function memoryOf(side: NamedCheckpoint, label: string): PhysMem {
  * between two checkpoints, as merged ranges, streamed to `out` as they are found.
  */
 export async function diff(aArg: string, bArg: string, opts: DiffOptions, out: (text: string) => Promise<void>): Promise<void> {
-  const a = openNamedCheckpoint(aArg, opts.vmemA, opts.keys);
+  // One budget for both sides' decoding caches (compressed or encrypted memory), as a mount has.
+  const budget = new CacheBudget(DECODE_BUDGET);
+  const a = openNamedCheckpoint(aArg, opts.vmemA, opts.keys, budget);
   let b: NamedCheckpoint;
   try {
-    b = openNamedCheckpoint(bArg, opts.vmemB, opts.keys);
+    b = openNamedCheckpoint(bArg, opts.vmemB, opts.keys, budget);
   } catch (err) {
     a.close();
     throw err;

@@ -5,6 +5,7 @@ import { findTag } from '../format/checkpoint';
 import { evidenceFiles } from '../evidence';
 import type { Source } from '../io/source';
 import { FilePool } from '../io/pool';
+import type { CacheBudget } from '../budget';
 import { openSnapshot, type EncryptionSummary, type Snapshot } from '../snapshot';
 import { escapeName, uniqueNames } from '../tree/names';
 import { encryptedConfig, readEncryptedText, unlockFolder, type FolderKeys } from './keys';
@@ -78,6 +79,8 @@ function hasMemoryOrSibling(snap: Snapshot, file: string): boolean {
 export interface FolderOptions {
   /** Key material for an encrypted VM; without it an encrypted folder is refused. */
   keys?: FolderKeys;
+  /** The mount's one cache budget, which the checkpoints' decoding layers draw from. */
+  budget?: CacheBudget;
 }
 
 /** The plain .vmx's keys, or null (with a warning) when it cannot be read as one. */
@@ -168,7 +171,7 @@ export function openFolder(dirArg: string, opts: FolderOptions = {}): VmFolder {
       return;
     }
     try {
-      const snap = openSnapshot(file, { openFile: (p) => pool.file(p), keys });
+      const snap = openSnapshot(file, { openFile: (p) => pool.file(p), keys, budget: opts.budget });
       pool.releaseIdle();
       entry.modified = snap.metaFile.mtime.toISOString();
       entry.hasMemory = snap.physmem !== null;

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { VmssError } from '../errors';
+import type { CacheBudget } from '../budget';
 import { openSnapshot, type OpenOptions, type Snapshot } from '../snapshot';
 import { isDirectory, openFolder } from './folder';
 
@@ -25,16 +26,16 @@ function exists(p: string): boolean {
  * checkpoint's directory in the folder's mount, or its display name when that is unique. A path
  * that exists is always a path, even with a colon in it.
  */
-export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?: OpenOptions['keys']): NamedCheckpoint {
+export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?: OpenOptions['keys'], budget?: CacheBudget): NamedCheckpoint {
   if (isDirectory(arg)) throw new VmssError(`${arg}: is a VM folder; name one of its checkpoints as ${arg}:NAME (vmssfs ls ${arg} lists them)`);
   const colon = arg.lastIndexOf(':');
   if (exists(arg) || colon < 0 || !isDirectory(arg.slice(0, colon))) {
-    const snap = openSnapshot(arg, { vmem, keys });
+    const snap = openSnapshot(arg, { vmem, keys, budget });
     return { snap, warnings: [...snap.warnings], close: () => snap.close() };
   }
   const dir = arg.slice(0, colon);
   const name = arg.slice(colon + 1);
-  const folder = openFolder(dir, { keys });
+  const folder = openFolder(dir, { keys, budget });
   try {
     const byDir = folder.checkpoints.filter((c) => c.directory === name);
     const byName = folder.checkpoints.filter((c) => c.displayName === name);
@@ -48,7 +49,7 @@ export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?
     // Only this checkpoint's warnings: the folder's are about the others.
     if (vmem === undefined) return { snap: c.snap, warnings: [...c.snap.warnings], close: folder.close };
     // --vmem: the checkpoint opened afresh with the memory file given.
-    const snap = openSnapshot(c.file, { vmem, keys });
+    const snap = openSnapshot(c.file, { vmem, keys, budget });
     folder.close();
     return { snap, warnings: [...snap.warnings], close: () => snap.close() };
   } catch (err) {

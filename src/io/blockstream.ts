@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache';
+import { CacheBudget, type CacheSpace } from '../budget';
 import { DecodingLayer } from './layer';
 import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex, fastLzDecode } from './fastlz';
 import { type DamagedRange, type Source } from './source';
@@ -6,10 +6,10 @@ import { type DamagedRange, type Source } from './source';
 /** VMware's block: 4 MiB of memory, the last one of a file shorter. */
 const MAX_BLOCK = 0x400000;
 const HEADER = 16;
-/** Decoded blocks kept (4 MiB each): the block a reader is in, and a few it may come back to. */
-const DEFAULT_CACHED_BLOCKS = 4;
-/** Tails of decoded blocks kept as starting points (72 KiB each; 256 cover 1 GiB of memory). */
-const DEFAULT_CACHED_TAILS = 512;
+/** The budget of a stream opened on its own, without the mount's (tests, tools): 8 blocks. */
+const DEFAULT_BUDGET = 32 * 1024 * 1024;
+/** Scratch sizes are rounded up to this, so that one buffer serves blocks of every stored size. */
+const SCRATCH_STEP = 256 * 1024;
 /** Positions traced back for one block at most (a few MiB of bookkeeping); past it, decode forward. */
 const MAX_TRACED = 256 * 1024;
 
@@ -72,16 +72,27 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   /** Bytes of the container the indexed blocks occupy (headers included). */
   readonly storedSize: number;
   size: number;
-  private readonly decoded: LRUCache<number, Buffer>;
-  private readonly tails: LRUCache<number, Buffer>;
+  /**
+   * Decoded blocks, in the mount's budget. Their buffers are reused once evicted (a fresh 4 MiB
+   * buffer costs a thousand page faults, and garbage counts in the RSS until collected), so a
+   * block is copied out the moment it is found or decoded, never after a wait.
+   */
+  private readonly decoded: CacheSpace;
+  /** Tails of decoded blocks (72 KiB each), kept as starting points; in the budget too, reused as blocks are. */
+  private readonly tails: CacheSpace;
+  /** Buffers for stored bytes, kept between reads in the budget (never reused by another space). */
+  private readonly scratch: CacheSpace;
   /** Blocks that failed to decode, with why. */
   private readonly broken = new Map<number, string>();
-  private readonly inflight = new Map<number, Promise<Buffer>>();
+  /** Blocks being decoded after reads on the thread pool, with who waits to copy from them. */
+  private readonly inflight = new Map<number, { users: Array<(block: Buffer) => void>; done: Promise<void> }>();
 
-  constructor(inner: Source, opts: { cachedBlocks?: number; cachedTails?: number } = {}) {
+  constructor(inner: Source, opts: { budget?: CacheBudget } = {}) {
     super(inner);
-    this.decoded = new LRUCache({ max: opts.cachedBlocks ?? DEFAULT_CACHED_BLOCKS });
-    this.tails = new LRUCache({ max: opts.cachedTails ?? DEFAULT_CACHED_TAILS });
+    const budget = opts.budget ?? new CacheBudget(DEFAULT_BUDGET);
+    this.decoded = budget.space('blockstream-blocks');
+    this.tails = budget.space('blockstream-tails');
+    this.scratch = budget.space();
     const h = Buffer.alloc(HEADER);
     let pos = 0;
     let start = 0;
@@ -158,7 +169,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     let partial = false;
     if (k > 0) {
       // A raw block needs no history, but with its predecessor's it leaves a whole window.
-      history = this.tails.get(k - 1) ?? null;
+      history = this.tailOf(k - 1);
       if (!history && !b.raw) {
         history = yield* this.reconstructHistory(k, raw);
         partial = history !== null;
@@ -167,9 +178,8 @@ export class BlockStreamSource extends DecodingLayer implements Source {
         if (!history) history = yield* this.decodeForward(k);
       }
     }
-    const out = this.decodeOne(k, raw, history, partial);
+    const out = this.decodeOne(k, raw, history, partial, true);
     if (!out) throw this.fail(this.broken.get(k) ?? `block ${k} cannot be decoded`);
-    this.decoded.set(k, out);
     return out;
   }
 
@@ -185,7 +195,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     // Tracing through a block costs a pass over its stored bytes; decoding forward costs a
     // decode of each block from the nearest tail held.
     let from = k - 1;
-    while (from >= 0 && !this.tails.has(from)) from--;
+    while (from >= 0 && !this.hasTail(from)) from--;
     const forwardCost = kStart - (from < 0 ? 0 : (this.blocks[from] as BlockEntry).start + (this.blocks[from] as BlockEntry).size);
     let spent = (this.blocks[k] as BlockEntry).stored;
     const len = Math.min(MAX_DISTANCE, kStart);
@@ -200,8 +210,8 @@ export class BlockStreamSource extends DecodingLayer implements Source {
       const bj = this.blocks[j] as BlockEntry;
       const inBlock = wanted.filter((p) => p >= bj.start);
       wanted = wanted.filter((p) => p < bj.start);
-      const tail = this.tails.get(j);
-      const held = this.decoded.get(j);
+      const tail = this.tails.peek(j);
+      const held = this.decoded.peek(j);
       const tailStart = bj.start + bj.size - (tail?.length ?? 0);
       if (held) {
         for (const p of inBlock) value.set(p, held[p - bj.start] as number);
@@ -230,14 +240,47 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   /** Decode the blocks before k from the nearest held tail (or the start); returns k's history. */
   private *decodeForward(k: number): Generator<RawRequest, Buffer, Buffer> {
     let j = k - 1;
-    while (j >= 0 && !this.tails.has(j)) j--;
+    while (j >= 0 && !this.hasTail(j)) j--;
     for (let i = j + 1; i < k; i++) {
       const why = this.broken.get(i);
       if (why) throw this.fail(`block ${k} depends on block ${i}, which cannot be decoded: ${why}`);
-      const out = this.decodeOne(i, yield i, i === 0 ? null : (this.tails.get(i - 1) as Buffer));
+      const out = this.decodeOne(i, yield i, i === 0 ? null : this.needTail(i - 1));
       if (!out) throw this.fail(`block ${k} depends on block ${i}, which cannot be decoded: ${this.broken.get(i) ?? 'damaged'}`);
     }
-    return this.tails.get(k - 1) as Buffer;
+    return this.needTail(k - 1);
+  }
+
+  /**
+   * Whether the stream's last MAX_DISTANCE bytes up to the end of block j are at hand: its tail,
+   * or the block itself when it is that long (its tail may have been evicted before it).
+   */
+  private hasTail(j: number): boolean {
+    return this.tails.has(j) || ((this.blocks[j] as BlockEntry).size >= MAX_DISTANCE && this.decoded.has(j));
+  }
+
+  /** Block j's tail if at hand (cut from the block when only the block is held), else null. */
+  private tailOf(j: number): Buffer | null {
+    const tail = this.tails.get(j);
+    if (tail) return tail;
+    const held = (this.blocks[j] as BlockEntry).size >= MAX_DISTANCE ? this.decoded.peek(j) : undefined;
+    if (!held) return null;
+    // A copy: the block's buffer may be reused as soon as something is decoded.
+    const cut = this.copyOf(held.subarray(held.length - MAX_DISTANCE));
+    this.tails.set(j, cut);
+    return cut;
+  }
+
+  /** A copy of `bytes` for the tails (reusing an evicted tail's buffer). */
+  private copyOf(bytes: Buffer): Buffer {
+    const t = this.tails.alloc(bytes.length);
+    bytes.copy(t);
+    return t;
+  }
+
+  private needTail(j: number): Buffer {
+    const tail = this.tailOf(j);
+    if (!tail) throw this.fail(`the window before block ${j + 1} was lost`);
+    return tail;
   }
 
   /**
@@ -294,32 +337,45 @@ export class BlockStreamSource extends DecodingLayer implements Source {
    * it cannot be decoded (and records why). A `partial` history is correct only where the block
    * reads it: the block's own output is exact, but a tail including such history is not kept.
    */
-  private decodeOne(i: number, raw: Buffer, history: Buffer | null, partial = false): Buffer | null {
+  private decodeOne(i: number, raw: Buffer, history: Buffer | null, partial = false, kept = false): Buffer | null {
     const b = this.blocks[i] as BlockEntry;
     let out: Buffer;
     if (b.raw) {
-      out = raw;
+      // The stored bytes may lie in a scratch buffer: a block kept gets a buffer of its own.
+      out = kept ? this.decoded.alloc(b.size) : raw;
+      if (kept) raw.copy(out);
     } else {
       const h = history ?? Buffer.alloc(0);
-      const buf = Buffer.allocUnsafe(h.length + b.size);
+      // A block to be kept is decoded into a buffer of the budget (all 4 MiB blocks with their
+      // window take the same size, so an evicted one is reused); one decoded only for its tail,
+      // on the way to another, into a buffer of its own that evicts nothing.
+      const buf = kept ? this.decoded.alloc(h.length + b.size) : Buffer.allocUnsafe(h.length + b.size);
       h.copy(buf, 0);
+      let why: string | null = null;
       try {
         const r = fastLzDecode(raw, buf, h.length, buf.length, 0);
-        if (r === NEEDS_HISTORY) {
-          this.broken.set(i, `block ${i} (stream bytes ${b.start}-${b.start + b.size}) references bytes before ${i === 0 || b.start <= h.length ? 'the start of the stream' : 'the window it can reach'}`);
-          return null;
-        }
+        if (r === NEEDS_HISTORY) why = `block ${i} (stream bytes ${b.start}-${b.start + b.size}) references bytes before ${i === 0 || b.start <= h.length ? 'the start of the stream' : 'the window it can reach'}`;
       } catch (err) {
-        if (!(err instanceof FastLzError)) throw err;
-        this.broken.set(i, `block ${i} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${err.message}`);
+        if (!(err instanceof FastLzError)) {
+          if (kept) this.decoded.discard(buf);
+          throw err;
+        }
+        why = `block ${i} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${err.message}`;
+      }
+      if (why !== null) {
+        this.broken.set(i, why);
+        if (kept) this.decoded.discard(buf);
         return null;
       }
       out = buf.subarray(h.length);
     }
+    // Kept before its tail is cut: alloc() made room for exactly this block, and an entry set
+    // in between would take that room, making this set evict a buffer alloc() could have reused.
+    if (kept) this.decoded.set(i, out);
     // The window the next block may reach: the stream's last MAX_DISTANCE bytes so far, which
     // for short blocks spans several.
     if (out.length >= MAX_DISTANCE) {
-      this.tails.set(i, Buffer.from(out.subarray(out.length - MAX_DISTANCE)));
+      this.tails.set(i, this.copyOf(out.subarray(out.length - MAX_DISTANCE)));
     } else if (!partial && (history || i === 0 || b.raw)) {
       const prev = history ?? Buffer.alloc(0);
       if (b.raw && i > 0 && !history) return out;
@@ -329,9 +385,20 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     return out;
   }
 
-  private rawSync(i: number): Buffer {
+  /**
+   * Block i's stored bytes, read into scratch buffer `slot`, which stays in the budget (counted)
+   * while in use: being of no pool, it is never handed to anyone else, even if evicted meanwhile.
+   * A decode asks first for its own block's bytes, which it keeps to the end (slot 0); the blocks
+   * it traces or decodes on the way are used one at a time (slot 1).
+   */
+  private rawSync(i: number, slot: number): Buffer {
     const b = this.blocks[i] as BlockEntry;
-    const raw = Buffer.allocUnsafe(b.stored);
+    let buf = this.scratch.get(slot);
+    if (!buf || buf.length < b.stored) {
+      buf = this.scratch.alloc(Math.ceil(b.stored / SCRATCH_STEP) * SCRATCH_STEP);
+      this.scratch.set(slot, buf);
+    }
+    const raw = buf.subarray(0, b.stored);
     if (this.inner.readAtSync(raw, b.dataOffset) < b.stored) throw this.fail(`block ${i} is cut short`);
     return raw;
   }
@@ -344,25 +411,41 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   }
 
   private blockSync(k: number): Buffer {
+    const hit = this.decoded.get(k);
+    if (hit) return hit;
     const g = this.plan(k);
     let step = g.next();
-    while (!step.done) step = g.next(this.rawSync(step.value));
+    for (let slot = 0; !step.done; slot = 1) step = g.next(this.rawSync(step.value, slot));
     return step.value;
   }
 
-  private blockAsync(k: number): Promise<Buffer> {
+  /**
+   * Hand block k to `use` (which copies out of it at once), decoding it after reads on the
+   * thread pool if it is not held. Readers of one block share one decode, and each copies the
+   * moment it is done: by the time a promise's continuation ran, the buffer could be reused.
+   */
+  private withBlockAsync(k: number, use: (block: Buffer) => void): Promise<void> {
+    const held = this.decoded.get(k);
+    if (held) {
+      use(held);
+      return Promise.resolve();
+    }
     const running = this.inflight.get(k);
-    if (running) return running;
-    const p = (async () => {
+    if (running) {
+      running.users.push(use);
+      return running.done;
+    }
+    const users = [use];
+    const done = (async () => {
       const g = this.plan(k);
       let step = g.next();
       while (!step.done) step = g.next(await this.rawAsync(step.value));
-      return step.value;
+      for (const u of users) u(step.value);
     })();
-    this.inflight.set(k, p);
+    this.inflight.set(k, { users, done });
     const clear = (): void => void this.inflight.delete(k);
-    p.then(clear, clear);
-    return p;
+    done.then(clear, clear);
+    return done;
   }
 
   private checkRange(position: number, end: number): void {
@@ -401,8 +484,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
     let done = 0;
     for (const s of this.spans(position, length)) {
-      const block = this.decoded.get(s.k) ?? (await this.blockAsync(s.k));
-      block.copy(buf, offset + s.at, s.within, s.within + s.n);
+      await this.withBlockAsync(s.k, (block) => block.copy(buf, offset + s.at, s.within, s.within + s.n));
       done += s.n;
     }
     return done;

@@ -1,5 +1,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import { CacheBudget, type CacheSpace } from '../budget';
+import { droppedGarbage } from './garbage';
 import { DecodingLayer } from './layer';
 import { VmssError } from '../errors';
 import { openReadOnly, type DamagedRange, type Source } from './source';
@@ -7,11 +9,15 @@ import { openReadOnly, type DamagedRange, type Source } from './source';
 /** First four bytes of an encrypted VMware data file (`encobj`), little-endian. */
 export const ENCOBJ_MAGIC = 0x8943dd9e;
 const HEADER = 4096;
-/** Decrypted pages kept for the parser's many small synchronous reads. */
-const PAGE_CACHE_PAGES = 64;
+/** The budget of a file opened on its own, without the mount's: 64 decrypted pages and a scratch buffer. */
+const DEFAULT_BUDGET = 8 * 1024 * 1024;
+/** Scratch sizes are rounded up to this, so that a few sizes serve reads of every length. */
+const SCRATCH_STEP = 256 * 1024;
+/** Pages decrypted per update() of the one CBC pass (64 KiB). */
+const DECRYPT_STEP = 16;
 /** Past this, a logical size is not believed: 256 TiB, the page cache's key space. */
 const MAX_LOGICAL = 2 ** 48;
-/** The IV of the one CBC pass over rearranged pages: it only decrypts the first page's IV, which is skipped. */
+/** The IV of the one CBC pass over whole pages (each page's first block is then corrected). */
 const ZERO_IV = Buffer.alloc(16);
 
 export interface EncObjHeader {
@@ -68,10 +74,15 @@ export class EncObjSource extends DecodingLayer implements Source {
   readonly damaged: DamagedRange[] = [];
   /** Whole pages present in the file. */
   private readonly pages: number;
-  private readonly lru = new Map<number, Buffer>();
+  /** Decrypted pages kept for the parser's many small synchronous reads (in the mount's budget). */
+  private readonly lru: CacheSpace;
+  /** The ciphertext buffer of large synchronous reads, kept between them in the budget. */
+  private readonly scratch: CacheSpace;
 
-  private constructor(inner: Source, private readonly key: Buffer, readonly header: EncObjHeader) {
+  private constructor(inner: Source, private readonly key: Buffer, readonly header: EncObjHeader, budget: CacheBudget) {
     super(inner);
+    this.lru = budget.space();
+    this.scratch = budget.space();
     this.pages = Math.max(0, Math.floor((inner.size - HEADER) / 4096));
     const present = this.pages * 4064;
     const logical = header.logicalSize;
@@ -87,11 +98,11 @@ export class EncObjSource extends DecodingLayer implements Source {
     }
   }
 
-  static open(inner: Source, key: Buffer): EncObjSource {
+  static open(inner: Source, key: Buffer, budget: CacheBudget = new CacheBudget(DEFAULT_BUDGET)): EncObjSource {
     const head = Buffer.alloc(HEADER);
     const got = inner.readAtSync(head, 0);
     const h = parseEncObjHeader(inner.name, head.subarray(0, got));
-    return new EncObjSource(inner, key, h);
+    return new EncObjSource(inner, key, h, budget);
   }
 
   private decryptPage(raw: Buffer, dst: Buffer, dstOffset: number): void {
@@ -111,17 +122,12 @@ export class EncObjSource extends DecodingLayer implements Source {
   /** Decrypted page `p` (4064 bytes), from the small LRU or the file. */
   private pageSync(p: number): Buffer {
     const hit = this.lru.get(p);
-    if (hit) {
-      this.lru.delete(p);
-      this.lru.set(p, hit);
-      return hit;
-    }
+    if (hit) return hit;
     const raw = Buffer.alloc(4096);
     if (this.inner.readAtSync(raw, HEADER + p * 4096) < 4096) throw this.pageError(p * 4064);
     const plain = Buffer.alloc(4064);
     this.decryptPage(raw, plain, 0);
     this.lru.set(p, plain);
-    if (this.lru.size > PAGE_CACHE_PAGES) this.lru.delete(this.lru.keys().next().value as number);
     return plain;
   }
 
@@ -132,10 +138,16 @@ export class EncObjSource extends DecodingLayer implements Source {
       // A large read (a compressed block): every page once, decrypted in one pass.
       const first = Math.floor(position / 4064);
       const last = Math.floor((end - 1) / 4064);
-      const raw = Buffer.allocUnsafeSlow((last - first + 1) * 4096);
-      if (this.inner.readAtSync(raw, HEADER + first * 4096) < raw.length) throw this.pageError(position);
-      const from = position - first * 4064;
-      return this.decryptPages(raw, last - first + 1).copy(buf, 0, from, from + (end - position));
+      const need = (last - first + 1) * 4096;
+      // The scratch stays in the budget (counted) while in use; of no pool, nothing else reuses it.
+      let raw = this.scratch.get(0);
+      if (!raw || raw.length < need) {
+        raw = this.scratch.alloc(Math.ceil(need / SCRATCH_STEP) * SCRATCH_STEP);
+        this.scratch.set(0, raw);
+      }
+      if (this.inner.readAtSync(raw.subarray(0, need), HEADER + first * 4096) < need) throw this.pageError(position);
+      this.decryptPages(raw, last - first + 1, buf, 0, position - first * 4064, end - position);
+      return end - position;
     }
     let done = 0;
     for (let pos = position; pos < end;) {
@@ -162,31 +174,45 @@ export class EncObjSource extends DecodingLayer implements Source {
     const raw = Buffer.allocUnsafe((last - first + 1) * 4096);
     const got = await this.inner.read(raw, 0, raw.length, HEADER + first * 4096);
     if (got < raw.length) throw this.pageError(position);
-    const plain = this.decryptPages(raw, last - first + 1);
-    const from = position - first * 4064;
-    plain.copy(buf, offset, from, from + (end - position));
+    this.decryptPages(raw, last - first + 1, buf, offset, position - first * 4064, end - position);
     return end - position;
   }
 
   /**
-   * Decrypt whole pages at once. In CBC each ciphertext block is XORed, once decrypted, with the
-   * block before it; so with every page's IV moved in front of its ciphertext (IV ‖ ct, page
-   * after page), one CBC pass over all of them decrypts every page correctly, each IV decrypting
-   * to 16 bytes that are skipped. A cipher object per page cost more than the AES itself.
+   * Decrypt the first `pages` whole pages of `raw` (each ciphertext ‖ IV ‖ MAC) at once, writing
+   * `n` bytes of their plaintext from `from` into dst at dstOffset. In CBC each ciphertext block
+   * is XORed, once decrypted, with the block before it; so one CBC pass over the pages as they
+   * lie decrypts every block right but each page's first, which it XORs with the 16 bytes before
+   * it in the file (the previous page's MAC; for the first page, the zero IV) instead of the
+   * page's own IV: XORing both in again corrects it. The IV and MAC blocks decrypt to bytes that
+   * are skipped. A cipher object per page cost more than the AES itself, and moving each IV in
+   * front of its page first cost a copy of every byte.
    */
-  private decryptPages(raw: Buffer, pages: number): Buffer {
-    const arranged = Buffer.allocUnsafe(pages * 4080);
-    for (let p = 0; p < pages; p++) {
-      raw.copy(arranged, p * 4080, p * 4096 + 4064, p * 4096 + 4080);
-      raw.copy(arranged, p * 4080 + 16, p * 4096, p * 4096 + 4064);
-    }
+  private decryptPages(raw: Buffer, pages: number, dst: Buffer, dstOffset: number, from: number, n: number): void {
     const cbc = crypto.createDecipheriv('aes-256-cbc', this.key, ZERO_IV);
     cbc.setAutoPadding(false);
-    const d = cbc.update(arranged);
-    const plain = Buffer.allocUnsafe(pages * 4064);
-    for (let p = 0; p < pages; p++) d.copy(plain, p * 4064, p * 4080 + 16, p * 4080 + 4080);
-    return plain;
+    const firstPage = Math.floor(from / 4064);
+    const lastPage = Math.min(pages - 1, Math.floor((from + n - 1) / 4064));
+    // The pass goes a few pages at a time: each update() returns a new buffer, and small ones
+    // are garbage the allocator reuses at once instead of multi-MiB ones that swell the RSS.
+    for (let s = 0; s <= lastPage; s += DECRYPT_STEP) {
+      const e = Math.min(s + DECRYPT_STEP, lastPage + 1);
+      const d = cbc.update(raw.subarray(s * 4096, e * 4096));
+      for (let p = Math.max(s, firstPage); p < e; p++) {
+        const at = (p - s) * 4096;
+        const rawAt = p * 4096;
+        for (let i = 0; i < 16; i++) {
+          const before = p === 0 ? 0 : (raw[rawAt - 16 + i] as number);
+          d[at + i] = (d[at + i] as number) ^ before ^ (raw[rawAt + 4064 + i] as number);
+        }
+        const lo = Math.max(from, p * 4064);
+        const hi = Math.min(from + n, p * 4064 + 4064);
+        d.copy(dst, dstOffset + (lo - from), at + (lo - p * 4064), at + (hi - p * 4064));
+      }
+      droppedGarbage(d.length);
+    }
   }
+
 
 }
 

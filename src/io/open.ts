@@ -1,3 +1,4 @@
+import type { CacheBudget } from '../budget';
 import { VmssError } from '../errors';
 import { BlockStreamSource, looksLikeBlockStream } from './blockstream';
 import { ENCOBJ_MAGIC, EncObjSource } from './encobj';
@@ -29,7 +30,13 @@ export function noKeys(file: string): VmssError {
  */
 export function openSource(
   file: string,
-  opts: { keys: KeySupplier | null; memory: boolean; openFile?: ((file: string) => Source) | undefined },
+  opts: {
+    keys: KeySupplier | null;
+    memory: boolean;
+    openFile?: ((file: string) => Source) | undefined;
+    /** What the decoding layers' caches draw from: the mount's one budget (--cache-size). */
+    budget?: CacheBudget | undefined;
+  },
 ): OpenedSource {
   // The file as it lies on disk: opened here, or handed out by a VM folder's descriptor pool.
   const plain = (opts.openFile ?? SourceFile.open)(file);
@@ -39,11 +46,11 @@ export function openSource(
     const encrypted = plain.readAtSync(magic, 0) === 4 && magic.readUInt32LE(0) === ENCOBJ_MAGIC;
     if (encrypted) {
       if (!opts.keys) throw noKeys(file);
-      source = EncObjSource.open(plain, opts.keys.dataKey(file));
+      source = EncObjSource.open(plain, opts.keys.dataKey(file), opts.budget);
     }
     let stream: BlockStreamSource | null = null;
     if (opts.memory && looksLikeBlockStream(source)) {
-      stream = new BlockStreamSource(source);
+      stream = new BlockStreamSource(source, { budget: opts.budget });
       source = stream;
     }
     return { source, encrypted, stream };

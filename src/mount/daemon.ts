@@ -94,7 +94,8 @@ interface Served {
 function openServed(opts: ServeOptions, cache: PageCache): Served {
   if (isDirectory(opts.snapshot)) {
     if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
-    const folder = openFolder(opts.snapshot, { keys: opts.keys });
+    // The decoding layers' caches draw from the page cache's budget: one --cache-size for all.
+    const folder = openFolder(opts.snapshot, { keys: opts.keys, budget: cache.budget });
     try {
       const tree = buildFolderTree(folder, cache);
       const files = folderFiles(folder);
@@ -104,7 +105,7 @@ function openServed(opts: ServeOptions, cache: PageCache): Served {
       throw err;
     }
   }
-  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys });
+  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys, budget: cache.budget });
   try {
     const tree = buildTree(snap, cache);
     const warnings = [...snap.warnings, ...(snap.physmemError ? [`physmem.raw is not served: ${snap.physmemError}`] : []), ...(tree.notes ?? [])];
@@ -203,6 +204,8 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
       if (opts.debug) {
         const st = cache.stats;
         report.log(`page cache: ${st.hits} hits, ${st.misses} chunk misses (${st.shared} shared, ${st.prefetched} read ahead), ${st.direct} reads straight from the source`);
+        // Every cache of the mount (chunks, decoded blocks, decrypted pages) draws from one budget.
+        report.log(`cache budget: peak ${cache.budget.peak} bytes held of ${cache.budget.maxBytes} (--cache-size), ${cache.budget.held} at unmount; ${cache.budget.stats.reused} buffers reused, ${cache.budget.stats.fresh} allocated (${cache.budget.stats.freshBytes} bytes)`);
       }
       if (native) {
         // Failed native reads are answered EIO in C, which cannot write our log: they are told here.
