@@ -1,3 +1,5 @@
+import { LRUCache } from 'lru-cache';
+
 /**
  * One memory budget (--cache-size) for every cache of a mount: the page cache's chunks and the
  * decoding layers' decoded blocks, tails, decrypted pages and scratch buffers. What a mount holds
@@ -9,8 +11,12 @@
  * does not learn that a source below it decodes blocks, nor a decoding layer who reads it.
  */
 export class CacheBudget {
-  /** Every entry, least recently used first (a Map keeps insertion order). */
-  private readonly entries = new Map<number, Entry>();
+  /**
+   * Every entry, in one LRU order. Its own bound is the budget, but it never has to apply it:
+   * evict() makes room first, counting the buffers still being filled, which it does not know.
+   * dispose keeps the count, whatever removes an entry.
+   */
+  private readonly entries: LRUCache<number, Entry>;
   private heldBytes = 0;
   private peakBytes = 0;
   private lastSpace = 0;
@@ -27,7 +33,16 @@ export class CacheBudget {
   /** Buffers handed out by alloc(): reused from an evicted entry, or fresh (for --debug). */
   readonly stats = { reused: 0, fresh: 0, freshBytes: 0 };
 
-  constructor(readonly maxBytes: number) {}
+  constructor(readonly maxBytes: number) {
+    this.entries = new LRUCache<number, Entry>({
+      maxSize: Math.max(1, maxBytes),
+      sizeCalculation: (e) => Math.max(1, e.bytes),
+      dispose: (e) => {
+        this.heldBytes -= e.bytes;
+        e.space.bytes -= e.bytes;
+      },
+    });
+  }
 
   /**
    * A new space. With a `pool`, evicted buffers of the space are handed to the next alloc() of
@@ -52,17 +67,12 @@ export class CacheBudget {
 
   /** @internal */
   get(key: number): Buffer | undefined {
-    const e = this.entries.get(key);
-    if (!e) return undefined;
-    // Most recently used goes last.
-    this.entries.delete(key);
-    this.entries.set(key, e);
-    return e.buf;
+    return this.entries.get(key)?.buf;
   }
 
   /** @internal */
   peek(key: number): Buffer | undefined {
-    return this.entries.get(key)?.buf;
+    return this.entries.peek(key)?.buf;
   }
 
   /** @internal Store `buf` (false when it alone exceeds the budget: it is then not kept). */
@@ -77,8 +87,8 @@ export class CacheBudget {
     }
     if (bytes > this.maxBytes) return false;
     this.evict(bytes, null);
-    this.entries.set(key, { buf, bytes, space });
     this.heldBytes += bytes;
+    this.entries.set(key, { buf, bytes, space });
     space.bytes += bytes;
     this.notePeak();
     return true;
@@ -97,13 +107,8 @@ export class CacheBudget {
   }
 
   /** @internal */
-  delete(key: number): Buffer | undefined {
-    const e = this.entries.get(key);
-    if (!e) return undefined;
+  delete(key: number): void {
     this.entries.delete(key);
-    this.heldBytes -= e.bytes;
-    e.space.bytes -= e.bytes;
-    return e.buf;
   }
 
   /**
@@ -142,20 +147,18 @@ export class CacheBudget {
     let reused: Buffer | null = null;
     if (want !== null) {
       let scanned = 0;
-      for (const [key, e] of this.entries) {
+      for (const key of this.entries.rkeys()) {
         if (++scanned > SCAN_FOR_REUSE) break;
-        if (this.reusable(e, want)) {
-          this.delete(key);
+        const e = this.entries.peek(key);
+        if (e && this.reusable(e, want)) {
           // A cached view (a decoded block after its window) gives back its whole allocation.
           reused = Buffer.from(e.buf.buffer, 0, want.n);
+          this.delete(key);
           break;
         }
       }
     }
-    for (const key of this.entries.keys()) {
-      if (this.heldBytes + bytes <= this.maxBytes) break;
-      this.delete(key);
-    }
+    while (this.heldBytes + bytes > this.maxBytes && this.entries.size > 0) this.entries.pop();
     return reused;
   }
 
