@@ -216,7 +216,7 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
         expect(Number(/(\d+) spliced/.exec(line ?? '')?.[1]), line).to.be.greaterThan(0);
         expect(native.stderr).to.match(/native reads on \(.*vmssfs_native\.node\) for \d+ files/);
         // Sequential readers get a wider kernel read-ahead (the suite runs as root, who may set it).
-        expect(native.stderr).to.match(/^vmssfs: read-ahead: 512 KiB$/m);
+        expect(native.stderr).to.match(/^vmssfs: read-ahead: 1024 KiB$/m);
       });
     });
   }
