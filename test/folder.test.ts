@@ -314,6 +314,21 @@ describe('VM folder: commands and bad input', function () {
     expect(fs.existsSync(path.join(out, 'snapshots.json'))).to.equal(true);
   });
 
+  it('leaves every file\'s access time as it was: the .vmx and .vmsd are read as evidence is (O_NOATIME)', async () => {
+    const dir = scratch.named('atime');
+    fs.mkdirSync(dir);
+    writeVault(dir);
+    // An access time older than the modification time: relatime would move it on any read.
+    const old = new Date('2001-01-01T00:00:00Z');
+    const files = fs.readdirSync(dir).map((n) => path.join(dir, n));
+    for (const f of files) fs.utimesSync(f, old, fs.statSync(f).mtime);
+    const r = await runCli(['info', dir]);
+    expect(r.code, r.stderr).to.equal(0);
+    const c = await runCli(['cat', dir, 'after sample/config.vmx']);
+    expect(c.code, c.stderr).to.equal(0);
+    for (const f of files) expect(fs.statSync(f).atime.toISOString(), path.basename(f)).to.equal(old.toISOString());
+  });
+
   it('refuses --vmem with a folder', async () => {
     const r = await runCli(['ls', '--vmem', path.join(vaultDir, 'vault-Snapshot1.vmem'), vaultDir]);
     expect(r.code).to.equal(2);

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
+import { readSmallEvidence } from '../io/source';
 import { dataFileKeyFromConfig, decryptConfig, parseKeySafe, parseVmx, unlockKeySafe } from './keysafe';
 
 /** What the user gave to open an encrypted VM (all optional; nothing is read until needed). */
@@ -102,8 +103,11 @@ export class Keyring {
     }
     let text: string;
     try {
-      text = fs.readFileSync(vmxPath, 'utf8');
+      const read = readSmallEvidence(vmxPath, VMX_MAX);
+      if (read.bytes === null) throw new VmssError(`${vmxPath}: ${read.size} bytes is too large for a .vmx`);
+      text = read.bytes.toString('utf8');
     } catch (err) {
+      if (err instanceof VmssError) throw err;
       throw new VmssError(`${vmxPath}: cannot read the .vmx${this.opts.vmx !== undefined ? ' given with --vmx' : ''} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
     }
     const vmx = parseVmx(text);
@@ -125,6 +129,9 @@ export class Keyring {
   }
 }
 
+/** A .vmx is a few KiB: a file larger than this is not one, and is not read. */
+const VMX_MAX = 4 * 1024 * 1024;
+
 /** The one .vmx in `file`'s folder holding encryption.keySafe; null when none; an error when several. */
 export function findVmx(file: string): string | null {
   const dir = path.dirname(path.resolve(file));
@@ -139,8 +146,8 @@ export function findVmx(file: string): string | null {
     const p = path.join(dir, n);
     try {
       // A .vmx is a few KiB; anything large is not one.
-      if (fs.statSync(p).size > 4 * 1024 * 1024) continue;
-      if (parseVmx(fs.readFileSync(p, 'utf8')).has('encryption.keysafe')) found.push(p);
+      const read = readSmallEvidence(p, VMX_MAX);
+      if (read.bytes !== null && parseVmx(read.bytes.toString('utf8')).has('encryption.keysafe')) found.push(p);
     } catch {
       // unreadable: not a candidate
     }

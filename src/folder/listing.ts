@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
-import { errnoText } from '../io/source';
+import { errnoText, readSmallEvidence } from '../io/source';
 import { TEXT_MAX } from './vmsd';
 
 /** What a VM folder holds, before anything in it is parsed: its files, and which .vmx and .vmsd are its own. */
@@ -62,12 +62,9 @@ export function listFolder(dirArg: string): FolderListing {
 /** A small text file of the folder, or null (with a warning) when it is too large or unreadable. */
 export function readText(file: string, warnings: string[]): Buffer | null {
   try {
-    const st = fs.statSync(file);
-    if (st.size > TEXT_MAX) {
-      warnings.push(`${file}: ${st.size} bytes is too large for a VMware text file; ignored`);
-      return null;
-    }
-    return fs.readFileSync(file);
+    const read = readSmallEvidence(file, TEXT_MAX);
+    if (read.bytes === null) warnings.push(`${file}: ${read.size} bytes is too large for a VMware text file; ignored`);
+    return read.bytes;
   } catch (err) {
     warnings.push(`${file}: cannot read: ${errnoText(err)}; ignored`);
     return null;

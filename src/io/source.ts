@@ -216,6 +216,29 @@ export function openReadOnly(file: string): { fd: number; noatime: boolean } {
   return { fd: fs.openSync(file, fs.constants.O_RDONLY), noatime: false };
 }
 
+/**
+ * A whole small file of the evidence (a .vmx, a .vmsd), read as evidence files are: read-only and,
+ * where the kernel allows it, without changing its access time. Null when it holds more than
+ * `max` bytes (it is then not read). Throws Node's error when it cannot be opened or read.
+ */
+export function readSmallEvidence(file: string, max: number): { bytes: Buffer; size: number } | { bytes: null; size: number } {
+  const { fd } = openReadOnly(file);
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size > max) return { bytes: null, size };
+    const buf = Buffer.alloc(size);
+    let done = 0;
+    while (done < size) {
+      const n = fs.readSync(fd, buf, done, size - done, done);
+      if (n === 0) break;
+      done += n;
+    }
+    return { bytes: buf.subarray(0, done), size };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** The warning for a source whose access time reads may change (said once, with the snapshot's warnings). */
 export function atimeWarning(src: Pick<SourceFile, 'name' | 'atimeKept'>): string | null {
   if (src.atimeKept) return null;
