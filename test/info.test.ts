@@ -206,15 +206,6 @@ describe('info', () => {
 
     it('starts with the magic and version, the group count and the run table, exactly as in the article', () => {
       expect(text.slice(0, 7)).to.deep.equal(ARTICLE_LISTING.slice(0, 7));
-      expect(text.slice(0, 7)).to.deep.equal([
-        'Magic: 0xbad1bad1 (Version 1)',
-        'Group count: 0x5c',
-        '',
-        'File Offset PhysMem Offset Size      ',
-        '----------- -------------- ----------',
-        '0x000010000 0x000000000000 0xc0000000',
-        '0x0c0010000 0x000100000000 0xc0000000',
-      ]);
     });
 
     it('has the tag table header and dash lines of the article, with Value at column 74', () => {

@@ -212,11 +212,16 @@ describe('mount: faults of the mount itself', function () {
     afterEach(async () => m?.unmount());
 
     const asNobody = (file: string) => runCommand('setpriv', [...NOBODY, 'head', '-c', '16', file]);
+    /** A copy of the snapshot with these permission bits, for the evidence whose modes the mount shows. */
+    const copyWithMode = (name: string, mode: number): string => {
+      const file = path.join(tmp.dir, name);
+      fs.copyFileSync(w.path, file);
+      fs.chmodSync(file, mode);
+      return file;
+    };
 
     it('with -o allow_other, denies other users a snapshot that is 0600', async () => {
-      const secret = path.join(tmp.dir, 'secret.vmss');
-      fs.copyFileSync(w.path, secret);
-      fs.chmodSync(secret, 0o600);
+      const secret = copyWithMode('secret.vmss', 0o600);
       m = await TestMount.start(secret, ['-o', 'allow_other']);
       const st = await fs.promises.stat(m.path('physmem.raw'));
       expect(st.mode & 0o7777).to.equal(0o400);
@@ -228,9 +233,7 @@ describe('mount: faults of the mount itself', function () {
     });
 
     it('with -o allow_other, lets other users read a snapshot the evidence lets them read (0644)', async () => {
-      const open = path.join(tmp.dir, 'open.vmss');
-      fs.copyFileSync(w.path, open);
-      fs.chmodSync(open, 0o644);
+      const open = copyWithMode('open.vmss', 0o644);
       m = await TestMount.start(open, ['-o', 'allow_other']);
       expect((await fs.promises.stat(m.path('physmem.raw'))).mode & 0o7777).to.equal(0o444);
       expect((await fs.promises.stat(m.path('groups'))).mode & 0o7777).to.equal(0o555);
@@ -239,9 +242,7 @@ describe('mount: faults of the mount itself', function () {
     });
 
     it('applies -o umask= and uid=/gid= on top of the evidence\'s modes, never adding a bit', async () => {
-      const open = path.join(tmp.dir, 'masked.vmss');
-      fs.copyFileSync(w.path, open);
-      fs.chmodSync(open, 0o640);
+      const open = copyWithMode('masked.vmss', 0o640);
       m = await TestMount.start(open, ['-o', 'umask=0,uid=4242,gid=4343,allow_other']);
       const st = await fs.promises.stat(m.path('physmem.raw'));
       expect(st.mode & 0o7777, 'umask=0 adds nothing the evidence does not grant').to.equal(0o440);
