@@ -1,10 +1,10 @@
-import { CacheBudget } from '../budget';
+import { CacheBudget } from '../cache/budget';
 import { VmssError } from '../errors';
 import { hex } from '../format/header';
 import { errnoText } from '../io/source';
-import { openNamedCheckpoint, type NamedCheckpoint } from '../folder/target';
-import { PAGE_SIZE, type Run, type Segment } from '../runmap';
-import type { OpenOptions, PhysMem } from '../snapshot';
+import { openNamedCheckpoint, type NamedCheckpoint } from '../target/named';
+import { PAGE_SIZE, type Run, type Segment } from '../format/regions';
+import type { OpenOptions, PhysMem } from '../evidence/snapshot';
 import { Progress } from './extract';
 
 /**

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
 import { errnoText } from '../io/source';
-import type { OpenOptions } from '../open';
+import type { OpenOptions } from '../evidence/open';
 import type { Tree } from '../tree/build';
 import type { DirNode, FileNode, Node } from '../tree/nodes';
 import { CHUNK, lookup, openTree, readChunk, treeParts } from './common';

@@ -1,4 +1,4 @@
-import { NOT_IN_SYSCALL, USER_REGS, type CpuState, type RegName, type SystemRegName, type VcpuState } from '../cpu';
+import { NOT_IN_SYSCALL, USER_REGS, type CpuState, type RegName, type SystemRegName, type VcpuState } from './cpu';
 import type { RandomAccess } from '../io/source';
 import { hex } from './header';
 

@@ -1,7 +1,7 @@
-import type { CpuState } from './cpu';
-import type { Checkpoint } from './format/checkpoint';
-import type { Source } from './io/source';
-import type { SegmentMap, Run } from './runmap';
+import type { CpuState } from '../format/cpu';
+import type { Checkpoint } from '../format/checkpoint';
+import type { Source } from '../io/source';
+import type { SegmentMap, Run } from '../format/regions';
 import type { TextDoc } from './textdoc';
 
 /** Guest-physical memory as served: runs into one memory file, holes between them. */

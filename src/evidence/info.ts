@@ -1,7 +1,7 @@
-import { vcpuJson } from './cpu';
-import { magicName, tagValueText, tagPath } from './format/checkpoint';
-import { hex } from './format/header';
-import type { Tag } from './format/tags';
+import { vcpuJson } from '../format/cpu';
+import { magicName, tagValueText, tagPath } from '../format/checkpoint';
+import { hex } from '../format/header';
+import type { Tag } from '../format/tags';
 import type { CompressionSummary, EncryptionSummary, Snapshot } from './snapshot';
 import { docText, groupedDoc, type TextDoc } from './textdoc';
 

@@ -1,18 +1,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { VmssError, WrongKeyError } from './errors';
-import { parseCheckpoint, findGroup, findTag, type Checkpoint } from './format/checkpoint';
-import { hex } from './format/header';
-import { atimeWarning, type Source } from './io/source';
+import { VmssError, WrongKeyError } from '../errors';
+import { parseCheckpoint, findGroup, findTag, type Checkpoint } from '../format/checkpoint';
+import { hex } from '../format/header';
+import { atimeWarning, type Source } from '../io/source';
 import type { Evidence, PhysMem } from './evidence';
-import { checkpointCpuState } from './format/cpustate';
+import { checkpointCpuState } from '../format/cpustate';
 import { infoJsonDoc, infoJsonText, infoText, infoTextDoc } from './info';
-import { buildRuns, expectedBlobSize, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
-import { tagLabel, type Tag } from './format/tags';
-import { isEncObjFile } from './io/encobj';
-import { openSource, type KeySupplier, type OpenedSource } from './io/open';
-import type { EncryptionInfo } from './crypto/keyring';
-import type { CacheBudget } from './budget';
+import { buildRuns, expectedBlobSize, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from '../format/regions';
+import { tagLabel, type Tag } from '../format/tags';
+import { isEncObjFile } from '../io/encobj';
+import { openSource, type KeySupplier, type OpenedSource } from '../io/sources';
+import type { EncryptionInfo } from '../crypto/keyring';
+import type { CacheBudget } from '../cache/budget';
 
 export type { PhysMem } from './evidence';
 

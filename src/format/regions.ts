@@ -1,5 +1,5 @@
-import { findGroup, indexTags, tagUint, type Checkpoint } from './format/checkpoint';
-import { hex } from './format/header';
+import { findGroup, indexTags, tagUint, type Checkpoint } from './checkpoint';
+import { hex } from './header';
 
 export const PAGE_SIZE = 4096;
 
