@@ -11,8 +11,10 @@ export { Keyring, type KeyOptions, type EncryptionInfo } from './crypto/keyring'
 export { parseCheckpoint, findGroup, findTag, tagUint, tagValueText, type Checkpoint, type Group } from './format/checkpoint';
 export { MAGICS } from './format/header';
 export { tagLabel, type Tag } from './format/tags';
-export { SegmentMap, buildRuns, type Run, type Segment } from './format/regions';
-export { openSnapshot, type Snapshot, type PhysMem, type OpenOptions } from './evidence/snapshot';
+export { buildRuns, type Run } from './format/regions';
+export { SegmentMap, type Segment } from './tree/segments';
+export { openSnapshot, type OpenOptions } from './evidence/snapshot';
+export type { Snapshot, PhysMem } from './evidence/evidence';
 export { openEvidence } from './evidence/open';
 export type { Evidence } from './evidence/evidence';
 export type { CpuState, VcpuState } from './format/cpu';

@@ -5,7 +5,8 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { infoJson, infoText, type InfoJson } from '../src/evidence/info';
-import { openSnapshot, type Snapshot } from '../src/evidence/snapshot';
+import type { Snapshot } from '../src/evidence/evidence';
+import { openSnapshot } from '../src/evidence/snapshot';
 import {
   cpuRegisters, padded, u16, u32, u64, u8, writeCheckpoint, writeSnapshot,
   type BlockData, type CheckpointSpec, type GroupSpec, type WrittenCheckpoint, type WrittenTag,

@@ -4,7 +4,8 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import { findTag } from '../src/format/checkpoint';
-import { buildRuns, missingRanges, SegmentMap, PAGE_SIZE, type MemoryBlob, type Run, type RunsResult } from '../src/format/regions';
+import { buildRuns, missingRanges, PAGE_SIZE, type MemoryBlob, type Run, type RunsResult } from '../src/format/regions';
+import { SegmentMap } from '../src/tree/segments';
 import { openSnapshot } from '../src/evidence/snapshot';
 import {
   PAGE, u32, writeCheckpoint, writeSnapshot,

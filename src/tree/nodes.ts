@@ -1,5 +1,5 @@
 import type { ChunkSource, PageCache } from '../cache/pagecache';
-import { SegmentMap, type Segment } from '../format/regions';
+import { SegmentMap, type Segment } from './segments';
 import { PIECE_CHARS, unitsText, type TextDoc } from '../evidence/textdoc';
 
 /**

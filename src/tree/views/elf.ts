@@ -1,5 +1,5 @@
 import { USER_REGS, type CpuState, type RegName } from '../../format/cpu';
-import type { PhysMem } from '../../evidence/snapshot';
+import type { PhysMem } from '../../evidence/evidence';
 import type { Extent } from '../nodes';
 import type { View } from './lime';
 

@@ -1,4 +1,4 @@
-import type { PhysMem } from '../../evidence/snapshot';
+import type { PhysMem } from '../../evidence/evidence';
 import type { Extent } from '../nodes';
 
 /**
