@@ -7,12 +7,12 @@ import { extract } from '../commands/extract';
 import { ls } from '../commands/ls';
 import { UsageError, VmssError, describeError } from '../errors';
 import { mountCommand } from '../mount/command';
-import { openEvidence, type OpenOptions } from '../evidence/open';
+import { openNamed, type OpenOptions } from '../target/target';
 import { OutputClosed, stdoutOutput } from './output';
 import { KEY_OPTIONS, keyringFrom } from './options';
 import { docPieces } from '../evidence/textdoc';
-import { FOLDER_VMEM, isDirectory, openFolder } from '../evidence/folder/folder';
 import { snapshotsJsonText, snapshotsText } from '../evidence/folder/report';
+import type { VmFolder } from '../evidence/folder/folder';
 
 const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
   --assume-flat    when the memory group is lost or damaged (layout unknown), serve the memory
@@ -139,8 +139,9 @@ function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean; 'pass
 const info: Handler = async (args) => {
   const { values, positionals } = parse('info', args, { ...EVIDENCE, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
   if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
-  if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, evidenceOptions(values));
-  const snap = openEvidence(positionals[0] as string, evidenceOptions(values));
+  const opened = openNamed(positionals[0] as string, evidenceOptions(values));
+  if (opened.kind === 'folder') return folderInfo(opened.folder, values.json ?? false);
+  const snap = opened.evidence;
   try {
     const doc = values.json ? snap.infoJsonDoc(snap.warnings) : snap.infoTextDoc(snap.warnings, { verbose: values.verbose });
     for (const piece of docPieces(doc)) await writeOut(piece);
@@ -172,12 +173,8 @@ const extractCommand: Handler = async (args) => {
   return 0;
 };
 
-// --- VM folders and diff (issue 13)
-
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
-async function folderInfo(dir: string, json: boolean, opts: OpenOptions): Promise<number> {
-  if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
-  const folder = openFolder(dir, { keys: opts.keys });
+async function folderInfo(folder: VmFolder, json: boolean): Promise<number> {
   try {
     await writeOut(json ? snapshotsJsonText(folder) : snapshotsText(folder));
   } finally {

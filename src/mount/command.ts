@@ -6,8 +6,7 @@ import { optionErrorText } from '../cli/args';
 import { KEY_OPTIONS, keyringFrom } from '../cli/options';
 import { Keyring, type KeyHandoff } from '../crypto/keyring';
 import { UsageError, VmssError, describeError } from '../errors';
-import { FOLDER_VMEM, isDirectory, unlockFolderKeys } from '../evidence/folder/folder';
-import { encryptedFiles } from '../evidence/snapshot';
+import { unlockTarget } from '../target/target';
 import { serve, type Reporter, type ServeOptions } from './daemon';
 import { openLog, safeWriter } from './log';
 import { MAX_OPTION_BYTES, parseUserOptions } from './options';
@@ -114,13 +113,7 @@ export async function mountCommand(argv: string[]): Promise<number> {
   }
   // The password is asked here, while this process has the terminal; the daemon gets the key
   // (and, for a folder, the decrypted configuration it reads checkpoint.vmState from).
-  if (isDirectory(serveOpts.snapshot)) {
-    if (serveOpts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
-    unlockFolderKeys(serveOpts.snapshot, keys);
-  } else {
-    const encrypted = encryptedFiles(serveOpts.snapshot, { vmem: serveOpts.vmem });
-    if (encrypted.length > 0) keys.dataKey(encrypted[0] as string);
-  }
+  unlockTarget(serveOpts.snapshot, { vmem: serveOpts.vmem, keys });
   return startDaemon(serveOpts, values.log, keys.handoff());
 }
 

@@ -1,9 +1,9 @@
-import * as fs from 'node:fs';
 import { VmssError } from '../errors';
 import type { CacheBudget } from '../cache/budget';
 import type { Snapshot } from '../evidence/evidence';
 import { openSnapshot, type OpenOptions } from '../evidence/snapshot';
-import { isDirectory, openFolder } from '../evidence/folder/folder';
+import { openFolder } from '../evidence/folder/folder';
+import { naming } from './target';
 
 /** One checkpoint named on a command line: a file, or `VMDIR:NAME`, a checkpoint of a VM folder. */
 export interface NamedCheckpoint {
@@ -13,29 +13,19 @@ export interface NamedCheckpoint {
   close(): void;
 }
 
-function exists(p: string): boolean {
-  try {
-    fs.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Open `arg`: a checkpoint file (.vmss, .vmsn, .vmem), or `VMDIR:NAME` where NAME is the
  * checkpoint's directory in the folder's mount, or its display name when that is unique. A path
  * that exists is always a path, even with a colon in it.
  */
 export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?: OpenOptions['keys'], budget?: CacheBudget): NamedCheckpoint {
-  if (isDirectory(arg)) throw new VmssError(`${arg}: is a VM folder; name one of its checkpoints as ${arg}:NAME (vmssfs ls ${arg} lists them)`);
-  const colon = arg.lastIndexOf(':');
-  if (exists(arg) || colon < 0 || !isDirectory(arg.slice(0, colon))) {
+  const named = naming(arg);
+  if (named.kind === 'folder') throw new VmssError(`${arg}: is a VM folder; name one of its checkpoints as ${arg}:NAME (vmssfs ls ${arg} lists them)`);
+  if (named.kind === 'file') {
     const snap = openSnapshot(arg, { vmem, keys, budget });
     return { snap, warnings: [...snap.warnings], close: () => snap.close() };
   }
-  const dir = arg.slice(0, colon);
-  const name = arg.slice(colon + 1);
+  const { dir, name } = named;
   const folder = openFolder(dir, { keys, budget });
   try {
     const byDir = folder.checkpoints.filter((c) => c.directory === name);

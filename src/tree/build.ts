@@ -9,16 +9,9 @@ import { limeView, type View } from './views/lime';
 import { escapeName, uniqueNames } from './names';
 import { BytesFile, DocFile, ExtentFile, type DirNode, type FileNode, type Node } from './nodes';
 import { TagFile } from './tagfile';
+import { treeOf, type Tree } from './tree';
 
-/** The read-only tree a snapshot presents, independent of how it is served (FUSE, ls/cat/extract). */
-export interface Tree {
-  readonly root: DirNode;
-  /** Every file and directory's time: the snapshot file's mtime. */
-  readonly mtime: Date;
-  lookup(path: string): Node | undefined;
-  /** What building the views found worth telling (missing CPU state...); also in info.txt and metadata.json warnings. */
-  readonly notes?: readonly string[];
-}
+export type { Tree } from './tree';
 
 /** config.vmx is read whole at build time to trim its NUL padding; a larger cfgFile is not a .vmx. */
 const CONFIG_MAX = 16 * 1024 * 1024;
@@ -134,21 +127,5 @@ export function buildTree(snap: Evidence, cache: PageCache, opts: BuildOptions =
   add('info.txt', infoTxt);
   add('metadata.json', metadata);
   add('groups', groups);
-  return {
-    root,
-    mtime: snap.metaFile.mtime,
-    notes,
-    lookup(path: string): Node | undefined {
-      let node: Node = root;
-      // As a shell path would be: `./info.txt`, `groups//cpu/` (tree names are never `.`).
-      for (const part of path.split('/')) {
-        if (part === '' || part === '.') continue;
-        if (node.kind !== 'dir') return undefined;
-        const next = node.children.get(part);
-        if (!next) return undefined;
-        node = next;
-      }
-      return node;
-    },
-  };
+  return treeOf(root, snap.metaFile.mtime, notes);
 }
