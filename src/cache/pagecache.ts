@@ -1,5 +1,5 @@
 import { CacheBudget, type CacheSpace } from './budget';
-import type { PlainFile } from '../io/source';
+import type { DirectFile } from '../io/source';
 
 /** What the cache reads from: an evidence file (SourceFile satisfies it). */
 export interface ChunkSource {
@@ -24,21 +24,22 @@ export interface ChunkSource {
    */
   readonly readsInPlace?: boolean;
   /**
-   * False for a decoding layer (decryption, decompression): most of its read is decoding on this
+   * True for a decoding layer (decryption, decompression): most of its read is decoding on this
    * thread, so its time says nothing about the disk and is not taken as a sign of a slow one.
+   * Every other source read in place is timed, whether or not it holds a descriptor for good.
    */
-  readonly plain?: boolean;
+  readonly decodes?: boolean;
   /**
    * A descriptor whose bytes are the source's bytes as they are (no decoding) on a local
    * filesystem, so native code may pread it on any thread (src/fuse/native.ts). Sources that
    * decrypt, decompress or may hang leave it undefined and stay on the JavaScript path.
    */
-  readonly plainFd?: number;
+  readonly directFd?: number;
   /**
-   * For a plain local file that holds no descriptor for good (a VM folder's memory files, opened
+   * For a local file read as it is that holds no descriptor for good (a VM folder's memory files, opened
    * on first read): where it is and which file it must be, so native code may open it itself.
    */
-  readonly plainFile?: PlainFile;
+  readonly directFile?: DirectFile;
 }
 
 /** An underlying read failed (EIO from a bad sector, a vanished share, a file that shrank). */
@@ -300,7 +301,7 @@ export class PageCache {
   }
 
   private noteSyncTime(src: ChunkSource, ns: number): void {
-    if (src.plain === false) return;
+    if (src.decodes === true) return;
     const sp = this.speedOf(src);
     sp.slowRun = ns > SLOW_SYNC_READ_NS ? sp.slowRun + 1 : 0;
     if (ns > STUCK_READ_NS || sp.slowRun >= SLOW_RUN) this.markSlow(src, sp, ns);
