@@ -1,4 +1,4 @@
-import { CacheBudget, type CacheSpace } from './budget';
+import { CacheBudget, DEFAULT_CACHE_BYTES, type CacheSpace } from './budget';
 import type { DirectFile } from '../io/source';
 
 /** What the cache reads from: an evidence file (SourceFile satisfies it). */
@@ -154,7 +154,7 @@ export class PageCache {
     this.chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
     this.prefetch = opts.prefetch ?? DEFAULT_PREFETCH;
     this.onSlow = opts.onSlow;
-    this.budget = opts.budget ?? new CacheBudget(Math.max(opts.maxBytes ?? 64 * 1024 * 1024, this.chunkSize));
+    this.budget = opts.budget ?? new CacheBudget(Math.max(opts.maxBytes ?? DEFAULT_CACHE_BYTES, this.chunkSize));
   }
 
   /** Key of a chunk being read: source id in the high bits, chunk number below (2^32 chunks per file). */

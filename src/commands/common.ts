@@ -1,13 +1,11 @@
 import { VmssError } from '../errors';
+import { DEFAULT_CACHE_BYTES } from '../cache/budget';
 import { PageCache, SourceReadError } from '../cache/pagecache';
 import { openTarget, type OpenOptions, type Target } from '../target/target';
 import type { FileNode } from '../tree/nodes';
 
 export { findNode as lookup } from '../target/target';
 export { pathParts as treeParts } from '../tree/tree';
-
-/** Same bound as the mount's default --cache-size: these commands read mostly sequentially. */
-const CACHE_BYTES = 64 * 1024 * 1024;
 
 /** Bytes per read/write when streaming a file: big enough for throughput, small enough to never matter in memory. */
 export const CHUNK = 1024 * 1024;
@@ -16,8 +14,9 @@ export const CHUNK = 1024 * 1024;
  * The tree the mount would serve, built the same way (openTarget over a PageCache), for the
  * commands that work without FUSE. Warnings go to stderr as the mount prints them.
  */
+// The mount's default --cache-size bounds them: these commands read mostly sequentially.
 export function openTree(snapshot: string, opts: OpenOptions): Target {
-  const t = openTarget(snapshot, opts, new PageCache({ maxBytes: CACHE_BYTES }));
+  const t = openTarget(snapshot, opts, new PageCache({ maxBytes: DEFAULT_CACHE_BYTES }));
   for (const w of t.warnings) process.stderr.write(`vmssfs: warning: ${w}\n`);
   return t;
 }

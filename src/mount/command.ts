@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { optionErrorText } from '../cli/args';
 import { KEY_OPTIONS, keyringFrom } from '../cli/options';
+import { DEFAULT_CACHE_BYTES } from '../cache/budget';
 import { Keyring, type KeyHandoff } from '../crypto/keyring';
 import { UsageError, VmssError, describeError } from '../errors';
 import { unlockTarget } from '../target/target';
@@ -46,7 +47,7 @@ function parseMountArgs(argv: string[]) {
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 2) throw new UsageError('mounting takes SNAPSHOT and MOUNTPOINT');
-  const cacheMiB = values['cache-size'] === undefined ? 64 : Number(values['cache-size']);
+  const cacheMiB = values['cache-size'] === undefined ? DEFAULT_CACHE_BYTES / (1024 * 1024) : Number(values['cache-size']);
   if (!Number.isInteger(cacheMiB) || cacheMiB < 1 || cacheMiB > 1024 * 1024) {
     throw new UsageError(`--cache-size takes a whole number of MiB (1 or more), not ${values['cache-size']}`);
   }
