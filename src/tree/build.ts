@@ -111,8 +111,8 @@ export function buildTree(snap: Evidence, cache: PageCache, opts: BuildOptions =
   const notes = [...(lime?.notes ?? []), ...(elf?.notes ?? [])];
   const warnings = [...snap.warnings, ...notes];
   const cp = snap.checkpoint;
-  // Nodes are made in the order that existed before the views, so earlier inode numbers stay put;
-  // the views are listed next to physmem.raw.
+  // Nodes are numbered in this order (physmem.raw, config.vmx, ... groups, then the views), so the
+  // other files keep the numbers they have without the views; the views are listed next to physmem.raw.
   const physmem = b.physmem();
   const config = cp && b.configVmx(cp);
   const screenshot = cp && b.screenshot(cp);
