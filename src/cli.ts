@@ -48,11 +48,14 @@ ${VMEM_HELP}`,
   vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] [key options] A B
   which guest-physical pages differ between checkpoints A and B (files, or VMDIR:NAME for a
   snapshot of a VM folder): merged ranges, then pages only in A or only in B, and the counts
-  --json           the same as JSON: {a, b, pageSize, changed, onlyA, onlyB, counts}
+  --json           the same as JSON: {a, b, pageSize, changed, onlyA, onlyB, unreadable, counts}
   --vmem-a FILE, --vmem-b FILE
                    A's or B's memory file, when it is not the checkpoint's own
   --password-file FILE, --key HEX, --vmx FILE
                    key material for encrypted checkpoints, as the mount takes it
+  pages that cannot be read on one side or both (a truncated encrypted file, a bad sector) are
+  listed as unreadable and never compared; exit status: 0 compared (whether or not pages
+  differ), 1 bad input, 2 usage, 3 incomplete (some pages unreadable)
 `,
 };
 
@@ -190,8 +193,7 @@ const diffCommand: Handler = async (args) => {
   const { values, positionals } = parse('diff', args, { json: { type: 'boolean' }, 'vmem-a': { type: 'string' }, 'vmem-b': { type: 'string' }, ...KEY_OPTIONS });
   if (positionals.length !== 2) throw new CommandUsageError('diff takes two checkpoints, A and B', 'diff');
   const opts = { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'], keys: keyringFrom(values) };
-  await diff(positionals[0] as string, positionals[1] as string, opts, writeOut);
-  return 0;
+  return await diff(positionals[0] as string, positionals[1] as string, opts, writeOut);
 };
 
 const commands: ReadonlyMap<string, Handler> = new Map([['info', info], ['ls', lsCommand], ['cat', catCommand], ['extract', extractCommand], ['diff', diffCommand]]);
