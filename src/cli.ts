@@ -43,7 +43,10 @@ ${VMEM_HELP}`,
   copy files or directories of the tree to OUTDIR/PATH (no PATH: everything but physmem.lime and
   physmem.elf), sparse where the memory has holes, read-only (0444), dated by the snapshot
   --force          replace files that already exist under OUTDIR (links there are never followed)
-${VMEM_HELP}`,
+${VMEM_HELP}  a file whose evidence cannot be read is named on stderr and left out (no partial copy); the
+  rest is written. Exit status: 0 all written, 1 bad input or a failed write, 2 usage,
+  3 incomplete (some files could not be read)
+`,
   diff: `usage:
   vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] [key options] A B
   which guest-physical pages differ between checkpoints A and B (files, or VMDIR:NAME for a
@@ -171,8 +174,7 @@ const extractCommand: Handler = async (args) => {
   const { values, positionals } = parse('extract', args, { ...EVIDENCE, force: { type: 'boolean' } });
   if (positionals.length < 2) throw new CommandUsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs', 'extract');
   const [snapshot, outDir, ...paths] = positionals as [string, string, ...string[]];
-  await extract(snapshot, outDir, paths, { ...evidenceOptions(values), force: values.force });
-  return 0;
+  return await extract(snapshot, outDir, paths, { ...evidenceOptions(values), force: values.force });
 };
 
 // --- VM folders and diff (issue 13)
