@@ -7,11 +7,12 @@ import { extract } from './commands/extract';
 import { ls } from './commands/ls';
 import { UsageError, VmssError, describeError } from './errors';
 import { mountCommand } from './mount/command';
-import { openEvidence, type OpenOptions } from './open';
+import type { OpenOptions } from './open';
 import { OutputClosed, stdoutOutput } from './output';
 import { KEY_OPTIONS, keyringFrom } from './cli-options';
 import { docPieces } from './textdoc';
-import { FOLDER_VMEM, isDirectory, openFolder } from './folder/folder';
+import { folderVmem, isDirectory, openFolder } from './folder/folder';
+import { openNamedCheckpoint } from './folder/target';
 import { snapshotsJsonText, snapshotsText } from './folder/report';
 
 const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
@@ -49,8 +50,9 @@ ${VMEM_HELP}  a file whose evidence cannot be read is named on stderr and left o
 `,
   diff: `usage:
   vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] [key options] A B
-  which guest-physical pages differ between checkpoints A and B (files, or VMDIR:NAME for a
-  snapshot of a VM folder): merged ranges, then pages only in A or only in B, and the counts
+  which guest-physical pages differ between checkpoints A and B (checkpoint files, ESXi guest
+  dumps, or VMDIR:NAME for a snapshot of a VM folder; NAME may hold colons): merged ranges of
+  changed and of unreadable pages in address order, then pages only in A or only in B, counts
   --json           the same as JSON: {a, b, pageSize, changed, onlyA, onlyB, unreadable, counts}
   --vmem-a FILE, --vmem-b FILE
                    A's or B's memory file, when it is not the checkpoint's own
@@ -75,12 +77,14 @@ export const USAGE = `usage:
                                              no PATH: everything but physmem.lime and physmem.elf
   vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] [key options] A B
                                              which guest-physical pages differ between checkpoints
-                                             A and B (files, or VMDIR:NAME for a folder's snapshot)
+                                             or guest dumps A and B (files, or VMDIR:NAME)
   vmssfs COMMAND --help                      that command's usage
   vmssfs --version | -V                      print the version
 
 SNAPSHOT may also be a VM folder (holding a .vmx and its .vmsd): one directory per checkpoint,
-plus snapshots.json and snapshots.txt. An encrypted VM's folder takes the key options below.
+plus snapshots.json and snapshots.txt; or VMDIR:NAME, one checkpoint of a folder (NAME: its
+directory in the folder's mount, or its display name), which takes --vmem for its memory file.
+An encrypted VM's folder takes the key options below.
 
 options of every command:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
@@ -146,12 +150,13 @@ const info: Handler = async (args) => {
   const { values, positionals } = parse('info', args, { ...EVIDENCE, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
   if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
   if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, evidenceOptions(values));
-  const snap = openEvidence(positionals[0] as string, evidenceOptions(values));
+  const named = openNamedCheckpoint(positionals[0] as string, evidenceOptions(values));
+  const snap = named.snap;
   try {
-    const doc = values.json ? snap.infoJsonDoc(snap.warnings) : snap.infoTextDoc(snap.warnings, { verbose: values.verbose });
+    const doc = values.json ? snap.infoJsonDoc(named.warnings) : snap.infoTextDoc(named.warnings, { verbose: values.verbose });
     for (const piece of docPieces(doc)) await writeOut(piece);
   } finally {
-    snap.close();
+    named.close();
   }
   return 0;
 };
@@ -181,7 +186,7 @@ const extractCommand: Handler = async (args) => {
 
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
 async function folderInfo(dir: string, json: boolean, opts: OpenOptions): Promise<number> {
-  if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+  if (opts.vmem !== undefined) throw new UsageError(folderVmem(dir));
   const folder = openFolder(dir, { keys: opts.keys });
   try {
     await writeOut(json ? snapshotsJsonText(folder) : snapshotsText(folder));

@@ -270,10 +270,10 @@ function memoryOf(side: NamedCheckpoint, label: string): PhysMem {
 export async function diff(aArg: string, bArg: string, opts: DiffOptions, out: (text: string) => Promise<void>): Promise<number> {
   // One budget for both sides' decoding caches (compressed or encrypted memory), as a mount has.
   const budget = new CacheBudget(DECODE_BUDGET);
-  const a = openNamedCheckpoint(aArg, opts.vmemA, opts.keys, budget);
+  const a = openNamedCheckpoint(aArg, { vmem: opts.vmemA, keys: opts.keys, budget });
   let b: NamedCheckpoint;
   try {
-    b = openNamedCheckpoint(bArg, opts.vmemB, opts.keys, budget);
+    b = openNamedCheckpoint(bArg, { vmem: opts.vmemB, keys: opts.keys, budget });
   } catch (err) {
     a.close();
     throw err;

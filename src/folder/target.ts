@@ -1,6 +1,5 @@
 import * as fs from 'node:fs';
 import { VmssError } from '../errors';
-import type { CacheBudget } from '../budget';
 import type { Evidence } from '../evidence';
 import { openEvidence, type OpenOptions } from '../open';
 import { isDirectory, openFolder, type FolderCheckpoint, type VmFolder } from './folder';
@@ -50,18 +49,19 @@ function named(folder: VmFolder, name: string): { found: FolderCheckpoint | null
 /**
  * Open `arg`: anything `openEvidence` opens (a checkpoint, its .vmem, an ESXi guest dump), or
  * `VMDIR:NAME` where NAME is the checkpoint's directory in the folder's mount, or its display name
- * when that is unique. With `vmem`, a folder's checkpoint is opened afresh with that memory file.
+ * when that is unique. With --vmem (or --assume-flat), a folder's checkpoint is opened afresh with
+ * them: `VMDIR:NAME --vmem FILE` is how a folder checkpoint's memory file is given by path.
  */
-export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?: OpenOptions['keys'], budget?: CacheBudget): NamedCheckpoint {
+export function openNamedCheckpoint(arg: string, opts: OpenOptions = {}): NamedCheckpoint {
   if (isDirectory(arg)) throw new VmssError(`${arg}: is a VM folder; name one of its checkpoints as ${arg}:NAME (vmssfs ls ${arg} lists them)`);
   const splits = folderSplits(arg);
   if (splits.length === 0) {
-    const snap = openEvidence(arg, { vmem, keys, budget });
+    const snap = openEvidence(arg, opts);
     return { snap, warnings: [...snap.warnings], close: () => snap.close() };
   }
   let firstWhy: string | null = null;
   for (const { dir, name } of splits) {
-    const folder = openFolder(dir, { keys, budget });
+    const folder = openFolder(dir, { keys: opts.keys, budget: opts.budget });
     try {
       const { found: c, why } = named(folder, name);
       if (!c) {
@@ -69,11 +69,10 @@ export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?
         folder.close();
         continue;
       }
-      if (c.snap === null || c.file === null) throw new VmssError(`${arg}: not served: ${c.problem ?? 'unknown'}`);
+      if (c.file === null || (c.snap === null && opts.vmem === undefined)) throw new VmssError(`${arg}: not served: ${c.problem ?? 'unknown'}`);
       // Only this checkpoint's warnings: the folder's are about the others.
-      if (vmem === undefined) return { snap: c.snap, warnings: [...c.snap.warnings], close: folder.close };
-      // --vmem: the checkpoint opened afresh with the memory file given.
-      const snap = openEvidence(c.file, { vmem, keys, budget });
+      if (c.snap !== null && opts.vmem === undefined && !opts.assumeFlat) return { snap: c.snap, warnings: [...c.snap.warnings], close: folder.close };
+      const snap = openEvidence(c.file, opts);
       folder.close();
       return { snap, warnings: [...snap.warnings], close: () => snap.close() };
     } catch (err) {
