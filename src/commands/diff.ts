@@ -157,7 +157,7 @@ export async function comparePhys(
   const stepBytes = a.file.readsInPlace && b.file.readsInPlace ? IN_PLACE_STEP : DIFF_CHUNK;
   const bufs = [0, 1].map(() => ({ a: Buffer.allocUnsafe(stepBytes), b: Buffer.allocUnsafe(stepBytes) }));
   const it = steps(stretches, stepBytes);
-  const load = (step: Step | undefined, k: number): { step: Step; done: Promise<[Unread[], Unread[]]> } | null => {
+  const load = (step: Step | undefined, k: number): { step: Step; done: Promise<[readonly Unread[], readonly Unread[]]> } | null => {
     if (!step) return null;
     const buf = bufs[k % 2] as { a: Buffer; b: Buffer };
     return { step, done: Promise.all([readPhys(a, step.start, buf.a, step.length), readPhys(b, step.start, buf.b, step.length)]) };
@@ -180,8 +180,8 @@ export async function comparePhys(
   let current = load(it.next().value as Step | undefined, k);
   while (current) {
     const next = load(it.next().value as Step | undefined, k + 1);
-    let lostA: Unread[];
-    let lostB: Unread[];
+    let lostA: readonly Unread[];
+    let lostB: readonly Unread[];
     try {
       [lostA, lostB] = await current.done;
     } catch (err) {
