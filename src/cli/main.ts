@@ -172,7 +172,7 @@ const extractCommand: Handler = async (args) => {
   return 0;
 };
 
-// --- VM folders and diff (issue 13)
+// --- VM folders and diff
 
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
 async function folderInfo(dir: string, json: boolean, opts: OpenOptions): Promise<number> {
