@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { alteredPage, writeFolderCheckpoint, writeVmFolder } from '../scripts/folder-writer';
-import { writeGuestDump } from '../scripts/writer';
+import { alteredPage, writeFolderCheckpoint, writeVmFolder } from './kit/folder-writer';
+import { writeGuestDump } from './kit/writer';
 import { scratchDir } from './helpers/paths';
 import { runCli } from './helpers/run';
 import { pageRanges } from './helpers/vault';

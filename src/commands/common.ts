@@ -1,11 +1,11 @@
 import { UsageError, VmssError } from '../errors';
-import { folderFiles, folderVmem, isDirectory, openFolder } from '../folder/folder';
-import { openNamedCheckpoint } from '../folder/target';
-import { buildFolderTree, folderWarnings } from '../folder/tree';
-import { PageCache, SourceReadError } from '../pagecache';
-import { evidenceFiles, type Evidence } from '../evidence';
+import { folderFiles, folderVmem, isDirectory, openFolder } from '../evidence/folder/folder';
+import { openNamedCheckpoint } from '../target/named';
+import { buildFolderTree, folderWarnings } from '../tree/folder';
+import { PageCache, SourceReadError } from '../cache/pagecache';
+import { evidenceFiles, type Evidence } from '../evidence/evidence';
 import type { Source } from '../io/source';
-import type { OpenOptions } from '../open';
+import type { OpenOptions } from '../evidence/open';
 import { buildTree, type Tree } from '../tree/build';
 import type { FileNode, Node } from '../tree/nodes';
 

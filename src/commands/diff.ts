@@ -1,10 +1,12 @@
-import { CacheBudget } from '../budget';
+import { CacheBudget } from '../cache/budget';
 import { VmssError } from '../errors';
-import { hex } from '../format/header';
-import { openNamedCheckpoint, type NamedCheckpoint } from '../folder/target';
-import { PAGE_SIZE, type Segment } from '../runmap';
-import type { OpenOptions, PhysMem } from '../snapshot';
-import { Progress } from './extract';
+import { hex } from '../format/integers';
+import { openNamedCheckpoint, type NamedCheckpoint } from '../target/named';
+import { PAGE_SIZE } from '../format/regions';
+import type { Segment } from '../tree/segments';
+import type { PhysMem } from '../evidence/evidence';
+import type { OpenOptions } from '../evidence/snapshot';
+import { Progress } from './progress';
 import { readPhys, type Unread } from './physread';
 
 /**

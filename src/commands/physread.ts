@@ -1,7 +1,7 @@
 import { VmssError } from '../errors';
 import { errnoText } from '../io/source';
-import { PAGE_SIZE, type Run } from '../runmap';
-import type { PhysMem } from '../snapshot';
+import { PAGE_SIZE, type Run } from '../format/regions';
+import type { PhysMem } from '../evidence/evidence';
 
 /** Guest-physical pages [start, start+length) that could not be read, and the first reason. */
 export interface Unread {

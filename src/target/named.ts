@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import { VmssError } from '../errors';
-import type { Evidence } from '../evidence';
-import { openEvidence, type OpenOptions } from '../open';
-import { isDirectory, openFolder, type FolderCheckpoint, type VmFolder } from './folder';
+import type { Evidence } from '../evidence/evidence';
+import { openEvidence, type OpenOptions } from '../evidence/open';
+import { isDirectory, openFolder, type FolderCheckpoint, type VmFolder } from '../evidence/folder/folder';
 
 /** One checkpoint named on a command line: a file, or `VMDIR:NAME`, a checkpoint of a VM folder. */
 export interface NamedCheckpoint {
