@@ -1,56 +1,36 @@
-import * as fs from 'node:fs';
 import { UsageError, VmssError } from '../errors';
 import type { PageCache } from '../cache/pagecache';
 import { evidenceFiles, type Evidence } from '../evidence/evidence';
-import { FOLDER_VMEM, folderFiles, isDirectory, openFolder, unlockFolderKeys, type FolderKeys, type VmFolder } from '../evidence/folder/folder';
-import { openEvidence, type OpenOptions } from '../evidence/open';
+import { folderFiles, folderVmem, openFolder, unlockFolderKeys, type FolderKeys, type VmFolder } from '../evidence/folder/folder';
+import type { OpenOptions } from '../evidence/open';
 import { encryptedFiles } from '../evidence/snapshot';
 import type { Source } from '../io/source';
 import { buildTree } from '../tree/build';
 import { buildFolderTree } from '../tree/folder';
 import type { Node } from '../tree/nodes';
 import { lookupPath, type Tree } from '../tree/tree';
+import { naming, openNamedCheckpoint } from './named';
 
 export type { OpenOptions } from '../evidence/open';
-
-/**
- * How a name on the command line is read: a VM folder (a directory), `VMDIR:NAME` (a checkpoint
- * of a folder, where the commands that take one checkpoint accept it), or a file. A path that
- * exists is always a path, even with a colon in it.
- */
-export type Naming = { kind: 'folder' } | { kind: 'folder-checkpoint'; dir: string; name: string } | { kind: 'file' };
-
-function exists(p: string): boolean {
-  try {
-    fs.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** What `arg` names (see Naming): the one place that tells a folder from a file. */
-export function naming(arg: string): Naming {
-  if (isDirectory(arg)) return { kind: 'folder' };
-  const colon = arg.lastIndexOf(':');
-  if (colon < 0 || exists(arg) || !isDirectory(arg.slice(0, colon))) return { kind: 'file' };
-  return { kind: 'folder-checkpoint', dir: arg.slice(0, colon), name: arg.slice(colon + 1) };
-}
 
 /** A folder is served whole: --vmem, which names one checkpoint's memory, is refused with it. */
 function namesFolder(arg: string, vmem: string | undefined): boolean {
   if (naming(arg).kind !== 'folder') return false;
-  if (vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+  if (vmem !== undefined) throw new UsageError(folderVmem(arg));
   return true;
 }
 
-/** What the user named, opened: one piece of evidence, or a VM folder. */
-export type Opened = { kind: 'evidence'; evidence: Evidence } | { kind: 'folder'; folder: VmFolder };
+/**
+ * What the user named, opened: a VM folder, or one piece of evidence (a checkpoint, its .vmem,
+ * a guest dump, or VMDIR:NAME) with the warnings that are its own.
+ */
+export type Opened = { kind: 'folder'; folder: VmFolder } | { kind: 'evidence'; evidence: Evidence; warnings: string[]; close(): void };
 
 /** Open what `arg` names without building a tree (`vmssfs info`). */
 export function openNamed(arg: string, opts: OpenOptions = {}): Opened {
   if (namesFolder(arg, opts.vmem)) return { kind: 'folder', folder: openFolder(arg, { keys: opts.keys, budget: opts.budget }) };
-  return { kind: 'evidence', evidence: openEvidence(arg, opts) };
+  const named = openNamedCheckpoint(arg, opts);
+  return { kind: 'evidence', evidence: named.snap, warnings: named.warnings, close: named.close };
 }
 
 /**
@@ -60,6 +40,12 @@ export function openNamed(arg: string, opts: OpenOptions = {}): Opened {
 export function unlockTarget(arg: string, opts: { vmem?: string; keys: FolderKeys }): void {
   if (namesFolder(arg, opts.vmem)) {
     unlockFolderKeys(arg, opts.keys);
+    return;
+  }
+  const named = naming(arg);
+  if (named.kind === 'folder-checkpoint') {
+    // VMDIR:NAME: the folder's key, as for the whole folder.
+    unlockFolderKeys((named.splits[0] as { dir: string }).dir, opts.keys);
     return;
   }
   const encrypted = encryptedFiles(arg, { vmem: opts.vmem });
@@ -93,7 +79,7 @@ export function folderWarnings(folder: VmFolder): string[] {
 
 /**
  * Open what `arg` names and build the tree that is served from it over `cache`: a single piece of
- * evidence, or a VM folder. The mount and every command that reads the tree start here. The
+ * evidence (VMDIR:NAME too), or a VM folder. The mount and every command that reads the tree start here. The
  * decoding layers' caches draw from the cache's budget: one bound for all.
  */
 export function openTarget(arg: string, opts: OpenOptions, cache: PageCache): Target {
@@ -112,10 +98,10 @@ export function openTarget(arg: string, opts: OpenOptions, cache: PageCache): Ta
   const snap = opened.evidence;
   try {
     const tree = buildTree(snap, cache);
-    const warnings = [...snap.warnings, ...(snap.physmemError ? [`physmem.raw is not served: ${snap.physmemError}`] : []), ...(tree.notes ?? [])];
-    return { tree, evidence: snap, source: snap.metaFile.name, files: evidenceFiles(snap), warnings, close: () => snap.close() };
+    const warnings = [...opened.warnings, ...(snap.physmemError ? [`physmem.raw is not served: ${snap.physmemError}`] : []), ...(tree.notes ?? [])];
+    return { tree, evidence: snap, source: snap.metaFile.name, files: evidenceFiles(snap), warnings, close: opened.close };
   } catch (err) {
-    snap.close();
+    opened.close();
     throw err;
   }
 }
