@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseOptions, wantsHelp } from './args';
+import { parseOptions, wantsHelp } from '../mount/args';
 import { cat } from '../commands/cat';
 import { diff } from '../commands/diff';
 import { extract } from '../commands/extract';
@@ -8,8 +8,8 @@ import { ls } from '../commands/ls';
 import { UsageError, VmssError, describeError } from '../errors';
 import { mountCommand } from '../mount/command';
 import { openNamed, type OpenOptions } from '../target/target';
-import { OutputClosed, stdoutOutput } from './output';
-import { KEY_OPTIONS, keyringFrom } from './options';
+import { OutputClosed, stdoutOutput } from '../commands/output';
+import { KEY_OPTIONS, keyringFrom } from '../mount/key-options';
 import { docPieces } from '../evidence/textdoc';
 import { snapshotsJsonText, snapshotsText } from '../evidence/folder/report';
 import type { VmFolder } from '../evidence/folder/folder';

@@ -6,7 +6,7 @@ import type { PageCache } from '../cache/pagecache';
 import type { TextDoc } from '../evidence/textdoc';
 import { elfView } from './views/elf';
 import { limeView, type View } from './views/lime';
-import { escapeName, uniqueNames } from './names';
+import { escapeName, uniqueNames } from '../evidence/names';
 import { BytesFile, DocFile, ExtentFile, type DirNode, type FileNode, type Node } from './nodes';
 import { TagFile } from './tagfile';
 import { treeOf, type Tree } from './tree';
