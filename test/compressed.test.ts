@@ -95,7 +95,7 @@ describe('compressed memory', function () {
       const src = new BlockStreamSource(inner);
       expect(inner.bytes, 'one header per block').to.equal(32 * 16);
       expect(src.blocks).to.have.length(32);
-      expect(src.plain).to.equal(false);
+      expect(src.decodes).to.equal(true);
       for (const [pos, len] of [[0, 100], [BS - 50, 100], [17 * BS + 3, 3 * BS], [plain.length - 10, 10]] as const) {
         expect((await readAll(src, pos, len)).equals(plain.subarray(pos, pos + len)), `@${pos}`).to.equal(true);
       }
@@ -301,10 +301,10 @@ describe('compressed memory', function () {
       const f = path.join(dir, 'x');
       fs.writeFileSync(f, compressStream(Buffer.alloc(10000, 1), 4096).bytes);
       const s = SourceFile.open(f);
-      expect(s.plain).to.equal(true);
+      expect(s.decodes).to.equal(false);
       expect(typeof s.fd).to.equal('number');
       const z = new BlockStreamSource(s);
-      expect(z.plain).to.equal(false);
+      expect(z.decodes).to.equal(true);
       expect(z.readsInPlace).to.equal(s.readsInPlace);
       expect('fd' in z).to.equal(false);
       z.close();

@@ -23,7 +23,7 @@ class CountingFile implements Source {
   get owner() { return this.f.owner; }
   get identity() { return this.f.identity; }
   get atimeKept() { return this.f.atimeKept; }
-  readonly plain = true;
+  readonly decodes = false;
   readonly readsInPlace = false;
   readonly damaged = [];
   readAtSync(buf: Buffer, position: number): number {
@@ -119,7 +119,7 @@ describe('encrypted VMs', function () {
       const src = EncObjSource.open(inner, key);
       try {
         expect(src.size).to.equal(plainBytes.length);
-        expect(src.plain, 'a decoded source is not a plain file').to.equal(false);
+        expect(src.decodes, 'a decoding layer, not the file as it is').to.equal(true);
         expect('fd' in src).to.equal(false);
         for (const [pos, len] of [[0, 10], [4060, 10], [4064 * 33 + 5, 9000], [plainBytes.length - 7, 100]] as const) {
           inner.bytes = 0;

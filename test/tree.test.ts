@@ -5,7 +5,7 @@ import { PageCache } from '../src/cache/pagecache';
 import type { Snapshot } from '../src/evidence/evidence';
 import { openSnapshot } from '../src/evidence/snapshot';
 import { buildTree, type Tree } from '../src/tree/build';
-import { escapeName, uniqueNames } from '../src/tree/names';
+import { escapeName, uniqueNames } from '../src/evidence/names';
 import type { FileNode, Node } from '../src/tree/nodes';
 import { tempDir } from './helpers/paths';
 

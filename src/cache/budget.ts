@@ -10,6 +10,9 @@ import { LRUCache } from 'lru-cache';
  * Each cache takes a space of it (its own keys) and knows nothing of the others: a page cache
  * does not learn that a source below it decodes blocks, nor a decoding layer who reads it.
  */
+/** The default bound of every cache together: the mount's --cache-size, and what the commands use. */
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+
 export class CacheBudget {
   /**
    * Every entry, in one LRU order. Its own bound is the budget, but it never has to apply it:

@@ -1,5 +1,5 @@
-import { CacheBudget, type CacheSpace } from './budget';
-import type { PlainFile } from '../io/source';
+import { CacheBudget, DEFAULT_CACHE_BYTES, type CacheSpace } from './budget';
+import type { DirectFile } from '../io/source';
 
 /** What the cache reads from: an evidence file (SourceFile satisfies it). */
 export interface ChunkSource {
@@ -24,21 +24,22 @@ export interface ChunkSource {
    */
   readonly readsInPlace?: boolean;
   /**
-   * False for a decoding layer (decryption, decompression): most of its read is decoding on this
+   * True for a decoding layer (decryption, decompression): most of its read is decoding on this
    * thread, so its time says nothing about the disk and is not taken as a sign of a slow one.
+   * Every other source read in place is timed, whether or not it holds a descriptor for good.
    */
-  readonly plain?: boolean;
+  readonly decodes?: boolean;
   /**
    * A descriptor whose bytes are the source's bytes as they are (no decoding) on a local
    * filesystem, so native code may pread it on any thread (src/fuse/native.ts). Sources that
    * decrypt, decompress or may hang leave it undefined and stay on the JavaScript path.
    */
-  readonly plainFd?: number;
+  readonly directFd?: number;
   /**
-   * For a plain local file that holds no descriptor for good (a VM folder's memory files, opened
+   * For a local file read as it is that holds no descriptor for good (a VM folder's memory files, opened
    * on first read): where it is and which file it must be, so native code may open it itself.
    */
-  readonly plainFile?: PlainFile;
+  readonly directFile?: DirectFile;
 }
 
 /** An underlying read failed (EIO from a bad sector, a vanished share, a file that shrank). */
@@ -65,10 +66,10 @@ export interface PageCacheOptions {
 }
 
 /**
- * 64 KiB, chosen when every read went through chunks: a random 4 KiB first touch then cost
- * 8.5-10 us per read against 15-20 us at 128 KiB, and 32 KiB and below lost on sequential reads
- * (per-chunk overhead). Local sources read random and large misses straight through, so the
- * size matters for small forward readers and for sources read on the thread pool.
+ * 64 KiB: read through chunks, a random 4 KiB first touch costs 8.5-10 us per read against
+ * 15-20 us at 128 KiB, and 32 KiB and below lose on sequential reads (per-chunk overhead). Local
+ * sources read random and large misses straight through, so the size matters for small forward
+ * readers and for sources read on the thread pool.
  */
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 export const DEFAULT_PREFETCH = 4;
@@ -153,7 +154,7 @@ export class PageCache {
     this.chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
     this.prefetch = opts.prefetch ?? DEFAULT_PREFETCH;
     this.onSlow = opts.onSlow;
-    this.budget = opts.budget ?? new CacheBudget(Math.max(opts.maxBytes ?? 64 * 1024 * 1024, this.chunkSize));
+    this.budget = opts.budget ?? new CacheBudget(Math.max(opts.maxBytes ?? DEFAULT_CACHE_BYTES, this.chunkSize));
   }
 
   /** Key of a chunk being read: source id in the high bits, chunk number below (2^32 chunks per file). */
@@ -300,7 +301,7 @@ export class PageCache {
   }
 
   private noteSyncTime(src: ChunkSource, ns: number): void {
-    if (src.plain === false) return;
+    if (src.decodes === true) return;
     const sp = this.speedOf(src);
     sp.slowRun = ns > SLOW_SYNC_READ_NS ? sp.slowRun + 1 : 0;
     if (ns > STUCK_READ_NS || sp.slowRun >= SLOW_RUN) this.markSlow(src, sp, ns);

@@ -1,19 +1,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseOptions, wantsHelp } from './args';
+import { parseOptions, wantsHelp } from '../mount/args';
 import { cat } from '../commands/cat';
 import { diff } from '../commands/diff';
 import { extract } from '../commands/extract';
 import { ls } from '../commands/ls';
 import { UsageError, VmssError, describeError } from '../errors';
 import { mountCommand } from '../mount/command';
-import type { OpenOptions } from '../evidence/open';
-import { OutputClosed, stdoutOutput } from './output';
-import { KEY_OPTIONS, keyringFrom } from './options';
+import { openNamed, type OpenOptions } from '../target/target';
+import { OutputClosed, stdoutOutput } from '../commands/output';
+import { KEY_OPTIONS, keyringFrom } from '../mount/key-options';
 import { docPieces } from '../evidence/textdoc';
-import { folderVmem, isDirectory, openFolder } from '../evidence/folder/folder';
-import { openNamedCheckpoint } from '../target/named';
 import { snapshotsJsonText, snapshotsText } from '../evidence/folder/report';
+import type { VmFolder } from '../evidence/folder/folder';
 
 const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
   --assume-flat    when the memory group is lost or damaged (layout unknown), serve the memory
@@ -149,14 +148,14 @@ function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean; 'pass
 const info: Handler = async (args) => {
   const { values, positionals } = parse('info', args, { ...EVIDENCE, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
   if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
-  if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, evidenceOptions(values));
-  const named = openNamedCheckpoint(positionals[0] as string, evidenceOptions(values));
-  const snap = named.snap;
+  const opened = openNamed(positionals[0] as string, evidenceOptions(values));
+  if (opened.kind === 'folder') return folderInfo(opened.folder, values.json ?? false);
+  const snap = opened.evidence;
   try {
-    const doc = values.json ? snap.infoJsonDoc(named.warnings) : snap.infoTextDoc(named.warnings, { verbose: values.verbose });
+    const doc = values.json ? snap.infoJsonDoc(opened.warnings) : snap.infoTextDoc(opened.warnings, { verbose: values.verbose });
     for (const piece of docPieces(doc)) await writeOut(piece);
   } finally {
-    named.close();
+    opened.close();
   }
   return 0;
 };
@@ -182,12 +181,8 @@ const extractCommand: Handler = async (args) => {
   return await extract(snapshot, outDir, paths, { ...evidenceOptions(values), force: values.force });
 };
 
-// --- VM folders and diff
-
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
-async function folderInfo(dir: string, json: boolean, opts: OpenOptions): Promise<number> {
-  if (opts.vmem !== undefined) throw new UsageError(folderVmem(dir));
-  const folder = openFolder(dir, { keys: opts.keys });
+async function folderInfo(folder: VmFolder, json: boolean): Promise<number> {
   try {
     await writeOut(json ? snapshotsJsonText(folder) : snapshotsText(folder));
   } finally {

@@ -1,6 +1,6 @@
 import { VmssError } from '../errors';
 import type { OpenOptions } from '../evidence/open';
-import type { Output } from '../cli/output';
+import type { Output } from './output';
 import { CHUNK, lookup, openTree, readChunk } from './common';
 
 /**

@@ -1,4 +1,4 @@
-import { CacheBudget } from '../cache/budget';
+import { CacheBudget, DEFAULT_CACHE_BYTES } from '../cache/budget';
 import { VmssError } from '../errors';
 import { hex } from '../format/integers';
 import { openNamedCheckpoint, type NamedCheckpoint } from '../target/named';
@@ -30,7 +30,7 @@ export const IN_PLACE_STEP = 64 * 1024;
  * What both sides' decoding caches (decoded blocks, decrypted pages) hold at most together: the
  * mount's default --cache-size. Plain memory uses none of it.
  */
-const DECODE_BUDGET = 64 * 1024 * 1024;
+const DECODE_BUDGET = DEFAULT_CACHE_BYTES;
 
 /** The exit status of a comparison that could not read every page it should have compared. */
 export const DIFF_INCOMPLETE = 3;

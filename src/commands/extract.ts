@@ -250,7 +250,7 @@ export async function extract(snapshot: string, outDir: string, paths: string[],
     const root = t.tree.root;
     const items: Item[] = paths.length > 0
       ? paths.map((p) => ({ treePath: p, node: lookup(t.tree, p) }))
-      : t.snap === null ? folderItems(root) : withoutViews(root, '');
+      : t.evidence === null ? folderItems(root) : withoutViews(root, '');
     const total = items.reduce((sum, i) => sum + totalBytes(i.node), 0);
     const progress = process.stderr.isTTY && total > PROGRESS_MIN_BYTES ? new Progress(total, process.stderr) : null;
     await fs.promises.mkdir(outDir, { recursive: true }).catch((err: unknown) => fail(outDir, err));

@@ -5,11 +5,10 @@ import type { Evidence, PhysMem } from './evidence';
 import { guestCpuState, guestRuns, readGuestDump, RELEASE, type GuestDump } from '../format/guestdump';
 import { hex } from '../format/integers';
 import { SourceFile } from '../io/source';
-import { missingRanges } from '../format/regions';
+import { missingRanges, PAGE_SIZE as PAGE } from '../format/regions';
 import { SegmentMap } from '../tree/segments';
 import { wholeDoc } from './textdoc';
 
-const PAGE = 4096;
 
 export interface GuestOpenOptions {
   /** The memory file, when it is not the dump's sibling (debug.guest -> debug.vmem). */

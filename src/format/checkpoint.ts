@@ -1,4 +1,5 @@
 import type { RandomAccess } from '../io/source';
+import { safeNumber, uintLE } from './integers';
 import { readGroupTable, readHeader, MAGICS, type GroupEntry } from './header';
 import { readTagStream, tagLabel, MAX_TAGS_PER_FILE, type Tag } from './tags';
 
@@ -63,17 +64,7 @@ export function findTag(cp: Checkpoint, group: string, name: string, indices: nu
 /** An inline tag's value as an unsigned integer (1, 2, 4 or 8 bytes), else undefined. */
 export function tagUint(tag: Tag | undefined): number | undefined {
   if (!tag?.inline) return undefined;
-  const b = tag.inline;
-  switch (b.length) {
-    case 1: return b.readUInt8(0);
-    case 2: return b.readUInt16LE(0);
-    case 4: return b.readUInt32LE(0);
-    case 8: {
-      const v = b.readBigUInt64LE(0);
-      return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : undefined;
-    }
-    default: return undefined;
-  }
+  return safeNumber(uintLE(tag.inline, 0, tag.inline.length));
 }
 
 /**
@@ -83,13 +74,9 @@ export function tagUint(tag: Tag | undefined): number | undefined {
 export function tagValueText(tag: Tag): string | null {
   const b = tag.inline;
   if (!b) return null;
-  switch (b.length) {
-    case 1: return String(b.readUInt8(0));
-    case 2: return String(b.readUInt16LE(0));
-    case 4: return '0x' + b.readUInt32LE(0).toString(16);
-    case 8: return '0x' + b.readBigUInt64LE(0).toString(16);
-    default: return null;
-  }
+  const v = uintLE(b, 0, b.length);
+  if (v === undefined) return null;
+  return b.length <= 2 ? String(v) : '0x' + v.toString(16);
 }
 
 export function tagPath(group: string, tag: Tag): string {

@@ -1,5 +1,6 @@
 import { NOT_IN_SYSCALL, type CpuState, type RegName, type SystemRegName, type VcpuState } from './cpu';
 import type { RandomAccess } from '../io/source';
+import { uintLE } from './integers';
 import { findGroup, findTag, indexTags, tagUint, type Checkpoint, type Group } from './checkpoint';
 import { tagLabel, type Tag } from './tags';
 
@@ -31,13 +32,8 @@ const PLATFORM_ARM64 = 3;
 function inlineU64(tag: Tag | undefined): bigint | undefined {
   const b = tag?.inline;
   if (!b) return undefined;
-  switch (b.length) {
-    case 1: return BigInt(b.readUInt8(0));
-    case 2: return BigInt(b.readUInt16LE(0));
-    case 4: return BigInt(b.readUInt32LE(0));
-    case 8: return b.readBigUInt64LE(0);
-    default: return undefined;
-  }
+  const v = uintLE(b, 0, b.length);
+  return v === undefined ? undefined : BigInt(v);
 }
 
 /**

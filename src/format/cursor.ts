@@ -1,4 +1,5 @@
 import type { RandomAccess } from '../io/source';
+import { safeNumber, uintLE } from './integers';
 
 const WINDOW = 64 * 1024;
 
@@ -49,14 +50,5 @@ export class Cursor {
 
 /** Read a little-endian unsigned integer of 1, 2, 4 or 8 bytes; 8-byte values above 2^53 are null. */
 export function readUint(buf: Buffer, offset: number, width: number): number | null {
-  switch (width) {
-    case 1: return buf.readUInt8(offset);
-    case 2: return buf.readUInt16LE(offset);
-    case 4: return buf.readUInt32LE(offset);
-    case 8: {
-      const v = buf.readBigUInt64LE(offset);
-      return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : null;
-    }
-    default: return null;
-  }
+  return safeNumber(uintLE(buf, offset, width)) ?? null;
 }

@@ -1,6 +1,7 @@
 import { NOT_IN_SYSCALL, USER_REGS, type CpuState, type RegName, type SystemRegName, type VcpuState } from './cpu';
 import type { RandomAccess } from '../io/source';
 import { hex } from './integers';
+import { PAGE_SIZE as PAGE } from './regions';
 
 /**
  * ESXi guest dumps (`debug.guest`, beside `debug.vmem`): what ESXi writes for a guest that
@@ -23,7 +24,6 @@ import { hex } from './integers';
  */
 
 export const GUEST_EXT = /\.guest$/i;
-const PAGE = 4096;
 const HEAD = 8;
 const MEMINFO = 56;
 const MEMINFO_V1 = 36;

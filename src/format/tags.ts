@@ -47,7 +47,7 @@ export const MAX_TAGS_PER_FILE = 250_000;
 /**
  * The bytes a file's tags hold, packed: each tag's indices (u32 each) and inline value sit in one
  * growing buffer, and each distinct name is one string. A tag of its own Buffer, index array and
- * name string cost about 400 bytes of heap; at the 250,000-tag cap that alone was 100 MiB.
+ * name string would cost about 400 bytes of heap: 100 MiB at the 250,000-tag cap.
  */
 export class TagStore {
   bytes = Buffer.allocUnsafe(64 * 1024);

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ChunkSource } from '../cache/pagecache';
-import type { PlainFile } from '../io/source';
+import type { DirectFile } from '../io/source';
 import type { Extent, Node } from '../tree/nodes';
 import type { Tree } from '../tree/build';
 
@@ -12,7 +12,7 @@ import type { Tree } from '../tree/build';
  * JavaScript. Every other operation, and reads of every other file, still reach the adapter.
  *
  * What goes native is derived from the tree: each file whose `extents` draw only on sources with
- * a `plainFd` (plain bytes on a local filesystem) or a `plainFile` (the same, opened on first read:
+ * a `directFd` (the file's bytes as they are, on a local filesystem) or a `directFile` (the same, opened on first read:
  * a VM folder's memory files). Everything else (sources on network shares or
  * FUSE mounts, sources that must be decoded, files made in memory) stays on the JavaScript path.
  *
@@ -116,11 +116,11 @@ export function nativeSpec(tree: Tree): { spec: NativeSpec; sources: ChunkSource
   const sourceOf = (src: ChunkSource): number | null => {
     let i = sourceIndex.get(src);
     if (i === undefined) {
-      const fd = src.plainFd;
-      const file = fd === undefined ? src.plainFile : undefined;
+      const fd = src.directFd;
+      const file = fd === undefined ? src.directFile : undefined;
       if (fd === undefined && file === undefined) return null;
       i = spec.sources.length;
-      spec.sources.push(fd !== undefined ? { fd, size: src.size } : { ...(file as PlainFile), size: src.size });
+      spec.sources.push(fd !== undefined ? { fd, size: src.size } : { ...(file as DirectFile), size: src.size });
       sources.push(src);
       sourceIndex.set(src, i);
     }

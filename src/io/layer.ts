@@ -1,14 +1,14 @@
 import { nextSourceId, type Source } from './source';
 
 /**
- * What every decoding layer (decryption, decompression) shares: it is never a plain file (no
+ * What every decoding layer (decryption, decompression) shares: its bytes are decoded (no
  * descriptor to read directly), and the file beneath it answers for its name, its time, who may
  * read it and whether it can be read in place (decoding is synchronous work on this thread either
  * way). Closing the layer closes what it wraps.
  */
 export abstract class DecodingLayer {
   readonly id = nextSourceId();
-  readonly plain = false;
+  readonly decodes = true;
   readonly readsInPlace: boolean;
 
   constructor(protected readonly inner: Source) {

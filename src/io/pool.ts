@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
-import { errnoText, nextSourceId, onLocalFilesystem, openReadOnly, type DamagedRange, type PlainFile, type Source } from './source';
+import { errnoText, nextSourceId, onLocalFilesystem, openReadOnly, type DamagedRange, type DirectFile, type Source } from './source';
 
 const O_NOATIME = (fs.constants as Record<string, number>).O_NOATIME ?? 0;
 
@@ -72,8 +72,8 @@ export class FilePool {
  */
 export class PooledFile implements Source {
   readonly id = nextSourceId();
-  /** No descriptor is held for good: the native path opens the file itself (plainFile), never ours. */
-  readonly plain = false;
+  /** The file's bytes as they are; no descriptor is held for good: the native path opens the file itself (directFile), never ours. */
+  readonly decodes = false;
   readonly damaged: readonly DamagedRange[] = [];
   readonly size: number;
   readonly mtime: Date;
@@ -102,11 +102,11 @@ export class PooledFile implements Source {
   }
 
   /**
-   * Plain bytes on a local filesystem, opened on demand: the native read path may open the file
+   * The file's bytes as they are, on a local filesystem, opened on demand: the native read path may open the file
    * itself (it checks device and inode as we do). Identities past 2^53 do not survive a number
    * and stay on the JavaScript path.
    */
-  get plainFile(): PlainFile | undefined {
+  get directFile(): DirectFile | undefined {
     const { dev, ino } = this.identity;
     if (!this.readsInPlace || !Number.isSafeInteger(dev) || !Number.isSafeInteger(ino) || !path.isAbsolute(this.name)) return undefined;
     return { path: this.name, dev, ino };

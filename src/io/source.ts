@@ -44,10 +44,10 @@ export interface Source extends RandomAccess {
   readonly id: number;
   readonly mtime: Date;
   /**
-   * True only for a file on disk read as is. Decoded sources are false, and have no `fd`:
-   * anything that reads a file descriptor directly must leave them to their own read().
+   * True for a layer that decodes the file beneath it (decryption, decompression): its bytes are
+   * not the file's, it has no `fd`, and most of a read is decoding work on this thread.
    */
-  readonly plain: boolean;
+  readonly decodes: boolean;
   /** See ChunkSource.readsInPlace; decoded sources say false. */
   readonly readsInPlace: boolean;
   /** Asynchronous positional read; short only at end of data; rejects with code EIO in damage. */
@@ -78,7 +78,7 @@ const O_NOATIME = (fs.constants as Record<string, number>).O_NOATIME ?? 0;
 export class SourceFile implements Source {
   /** Small stable number used as the page cache key prefix. */
   readonly id: number;
-  readonly plain = true;
+  readonly decodes = false;
   readonly damaged: readonly DamagedRange[] = [];
 
   private constructor(
@@ -122,8 +122,8 @@ export class SourceFile implements Source {
     );
   }
 
-  /** Plain bytes on a local filesystem: the native read path may pread the descriptor itself. */
-  get plainFd(): number | undefined {
+  /** The file's bytes as they are, on a local filesystem: the native read path may pread the descriptor itself. */
+  get directFd(): number | undefined {
     return this.readsInPlace ? this.fd : undefined;
   }
 
@@ -266,7 +266,7 @@ export function errnoText(err: unknown): string {
 export class BufferSource implements Source {
   readonly id = nextSourceId();
   readonly mtime = new Date(0);
-  readonly plain = true;
+  readonly decodes = false;
   readonly damaged: readonly DamagedRange[] = [];
   readonly owner = { uid: 0, gid: 0, mode: 0o444 };
   readonly identity = { dev: 0, ino: 0 };
@@ -292,8 +292,8 @@ export class BufferSource implements Source {
   }
 }
 
-/** A plain local file by path, and the identity (device, inode) a reopening must find there. */
-export interface PlainFile {
+/** A local file read as it is, by path, and the identity (device, inode) a reopening must find there. */
+export interface DirectFile {
   path: string;
   dev: number;
   ino: number;

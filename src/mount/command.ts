@@ -2,13 +2,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { optionErrorText } from '../cli/args';
-import { KEY_OPTIONS, keyringFrom } from '../cli/options';
+import { optionErrorText } from './args';
+import { KEY_OPTIONS, keyringFrom } from './key-options';
+import { DEFAULT_CACHE_BYTES } from '../cache/budget';
 import { Keyring, type KeyHandoff } from '../crypto/keyring';
 import { UsageError, VmssError, describeError } from '../errors';
-import { folderVmem, isDirectory, unlockFolderKeys } from '../evidence/folder/folder';
-import { folderSplits } from '../target/named';
-import { encryptedFiles } from '../evidence/snapshot';
+import { unlockTarget } from '../target/target';
 import { serve, type Reporter, type ServeOptions } from './daemon';
 import { openLog, safeWriter } from './log';
 import { MAX_OPTION_BYTES, parseUserOptions } from './options';
@@ -48,7 +47,7 @@ function parseMountArgs(argv: string[]) {
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 2) throw new UsageError('mounting takes SNAPSHOT and MOUNTPOINT');
-  const cacheMiB = values['cache-size'] === undefined ? 64 : Number(values['cache-size']);
+  const cacheMiB = values['cache-size'] === undefined ? DEFAULT_CACHE_BYTES / (1024 * 1024) : Number(values['cache-size']);
   if (!Number.isInteger(cacheMiB) || cacheMiB < 1 || cacheMiB > 1024 * 1024) {
     throw new UsageError(`--cache-size takes a whole number of MiB (1 or more), not ${values['cache-size']}`);
   }
@@ -115,17 +114,7 @@ export async function mountCommand(argv: string[]): Promise<number> {
   }
   // The password is asked here, while this process has the terminal; the daemon gets the key
   // (and, for a folder, the decrypted configuration it reads checkpoint.vmState from).
-  const split = folderSplits(serveOpts.snapshot)[0];
-  if (isDirectory(serveOpts.snapshot)) {
-    if (serveOpts.vmem !== undefined) throw new UsageError(folderVmem(serveOpts.snapshot));
-    unlockFolderKeys(serveOpts.snapshot, keys);
-  } else if (split) {
-    // VMDIR:NAME: the folder's key, as for the whole folder.
-    unlockFolderKeys(split.dir, keys);
-  } else {
-    const encrypted = encryptedFiles(serveOpts.snapshot, { vmem: serveOpts.vmem });
-    if (encrypted.length > 0) keys.dataKey(encrypted[0] as string);
-  }
+  unlockTarget(serveOpts.snapshot, { vmem: serveOpts.vmem, keys });
   return startDaemon(serveOpts, values.log, keys.handoff());
 }
 

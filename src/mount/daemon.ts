@@ -1,16 +1,12 @@
 import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
-import { UsageError, VmssError, describeError } from '../errors';
-import { folderFiles, folderVmem, isDirectory, openFolder } from '../evidence/folder/folder';
-import { openNamedCheckpoint } from '../target/named';
-import { buildFolderTree, folderWarnings } from '../tree/folder';
+import { VmssError, describeError } from '../errors';
 import { fuseOperations } from '../fuse/adapter';
 import { errnoName, prepareNative, type NativeReads } from '../fuse/native';
-import { evidenceFiles } from '../evidence/evidence';
 import { PageCache } from '../cache/pagecache';
 import type { Source } from '../io/source';
-import { buildTree, type Tree } from '../tree/build';
+import { openTarget } from '../target/target';
 import { treeModes } from '../tree/modes';
 import { fittedMountOptions, optionString, parseUserOptions } from './options';
 import type { Keyring } from '../crypto/keyring';
@@ -81,45 +77,6 @@ function runFusermount(args: string[]): Promise<boolean> {
   });
 }
 
-/** What a mount serves: its tree, the files it reads, and what to tell the user about them. */
-interface Served {
-  tree: Tree;
-  /** The path the user named: the mount's fsname. */
-  source: string;
-  /** Every evidence file read: the tree grants no more than they do, and a log is never one of them. */
-  files: Source[];
-  warnings: string[];
-  close(): void;
-}
-
-/** The tree to serve and what it reads: a single piece of evidence, or a VM folder (a tree of checkpoint trees). */
-function openServed(opts: ServeOptions, cache: PageCache): Served {
-  if (isDirectory(opts.snapshot)) {
-    if (opts.vmem !== undefined) throw new UsageError(folderVmem(opts.snapshot));
-    // The decoding layers' caches draw from the page cache's budget: one --cache-size for all.
-    const folder = openFolder(opts.snapshot, { keys: opts.keys, budget: cache.budget });
-    try {
-      const tree = buildFolderTree(folder, cache);
-      const files = folderFiles(folder);
-      return { tree, source: folder.dir, files, warnings: [...folderWarnings(folder), ...(tree.notes ?? [])], close: folder.close };
-    } catch (err) {
-      folder.close();
-      throw err;
-    }
-  }
-  // A file, or VMDIR:NAME: one checkpoint of a VM folder.
-  const named = openNamedCheckpoint(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys, budget: cache.budget });
-  const snap = named.snap;
-  try {
-    const tree = buildTree(snap, cache);
-    const warnings = [...named.warnings, ...(snap.physmemError ? [`physmem.raw is not served: ${snap.physmemError}`] : []), ...(tree.notes ?? [])];
-    return { tree, source: snap.metaFile.name, files: evidenceFiles(snap), warnings, close: named.close };
-  } catch (err) {
-    named.close();
-    throw err;
-  }
-}
-
 /**
  * Parse, mount and serve until unmounted (fusermount -u, or a signal). Resolves with the exit
  * status once the mount is gone; rejects with VmssError when it could not mount.
@@ -137,7 +94,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     maxBytes: opts.cacheMiB * 1024 * 1024,
     onSlow: (source, ms, forMs) => report.log(`${source}: a read took ${ms} ms (the disk, not memory): its reads go to the thread pool for ${forMs / 1000} s, so that it stalls no other read`),
   });
-  const served = openServed(opts, cache);
+  const served = openTarget(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys }, cache);
   try {
     opts.onSources?.(served.files);
   } catch (err) {

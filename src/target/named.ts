@@ -37,7 +37,7 @@ export function folderSplits(arg: string): { dir: string; name: string }[] {
 }
 
 /** The checkpoints of `folder` that `name` names: by directory in the mount, else by a unique display name. */
-function named(folder: VmFolder, name: string): { found: FolderCheckpoint | null; why: string } {
+function checkpointNamed(folder: VmFolder, name: string): { found: FolderCheckpoint | null; why: string } {
   const byDir = folder.checkpoints.filter((c) => c.directory === name);
   const byName = folder.checkpoints.filter((c) => c.displayName === name);
   const found = byDir[0] ?? (byName.length === 1 ? (byName[0] as FolderCheckpoint) : null);
@@ -47,23 +47,36 @@ function named(folder: VmFolder, name: string): { found: FolderCheckpoint | null
 }
 
 /**
+ * How a name on the command line is read: a VM folder (a directory), `VMDIR:NAME` (one
+ * checkpoint of a folder: the ways to split it, see folderSplits), or a file. The one place that
+ * tells them apart.
+ */
+export type Naming = { kind: 'folder' } | { kind: 'folder-checkpoint'; splits: { dir: string; name: string }[] } | { kind: 'file' };
+
+export function naming(arg: string): Naming {
+  if (isDirectory(arg)) return { kind: 'folder' };
+  const splits = folderSplits(arg);
+  return splits.length > 0 ? { kind: 'folder-checkpoint', splits } : { kind: 'file' };
+}
+
+/**
  * Open `arg`: anything `openEvidence` opens (a checkpoint, its .vmem, an ESXi guest dump), or
  * `VMDIR:NAME` where NAME is the checkpoint's directory in the folder's mount, or its display name
  * when that is unique. With --vmem (or --assume-flat), a folder's checkpoint is opened afresh with
  * them: `VMDIR:NAME --vmem FILE` is how a folder checkpoint's memory file is given by path.
  */
 export function openNamedCheckpoint(arg: string, opts: OpenOptions = {}): NamedCheckpoint {
-  if (isDirectory(arg)) throw new VmssError(`${arg}: is a VM folder; name one of its checkpoints as ${arg}:NAME (vmssfs ls ${arg} lists them)`);
-  const splits = folderSplits(arg);
-  if (splits.length === 0) {
+  const named = naming(arg);
+  if (named.kind === 'folder') throw new VmssError(`${arg}: is a VM folder; name one of its checkpoints as ${arg}:NAME (vmssfs ls ${arg} lists them)`);
+  if (named.kind === 'file') {
     const snap = openEvidence(arg, opts);
     return { snap, warnings: [...snap.warnings], close: () => snap.close() };
   }
   let firstWhy: string | null = null;
-  for (const { dir, name } of splits) {
+  for (const { dir, name } of named.splits) {
     const folder = openFolder(dir, { keys: opts.keys, budget: opts.budget });
     try {
-      const { found: c, why } = named(folder, name);
+      const { found: c, why } = checkpointNamed(folder, name);
       if (!c) {
         firstWhy ??= `${dir}: ${why}`;
         folder.close();

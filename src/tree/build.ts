@@ -6,19 +6,12 @@ import type { PageCache } from '../cache/pagecache';
 import type { TextDoc } from '../evidence/textdoc';
 import { elfView } from './views/elf';
 import { limeView, type View } from './views/lime';
-import { escapeName, uniqueNames } from './names';
+import { escapeName, uniqueNames } from '../evidence/names';
 import { BytesFile, DocFile, ExtentFile, type DirNode, type FileNode, type Node } from './nodes';
 import { TagFile } from './tagfile';
+import { treeOf, type Tree } from './tree';
 
-/** The read-only tree a snapshot presents, independent of how it is served (FUSE, ls/cat/extract). */
-export interface Tree {
-  readonly root: DirNode;
-  /** Every file and directory's time: the snapshot file's mtime. */
-  readonly mtime: Date;
-  lookup(path: string): Node | undefined;
-  /** What building the views found worth telling (missing CPU state...); also in info.txt and metadata.json warnings. */
-  readonly notes?: readonly string[];
-}
+export type { Tree } from './tree';
 
 /** config.vmx is read whole at build time to trim its NUL padding; a larger cfgFile is not a .vmx. */
 const CONFIG_MAX = 16 * 1024 * 1024;
@@ -118,8 +111,8 @@ export function buildTree(snap: Evidence, cache: PageCache, opts: BuildOptions =
   const notes = [...(lime?.notes ?? []), ...(elf?.notes ?? [])];
   const warnings = [...snap.warnings, ...notes];
   const cp = snap.checkpoint;
-  // Nodes are made in the order that existed before the views, so earlier inode numbers stay put;
-  // the views are listed next to physmem.raw.
+  // Nodes are numbered in this order (physmem.raw, config.vmx, ... groups, then the views), so the
+  // other files keep the numbers they have without the views; the views are listed next to physmem.raw.
   const physmem = b.physmem();
   const config = cp && b.configVmx(cp);
   const screenshot = cp && b.screenshot(cp);
@@ -134,21 +127,5 @@ export function buildTree(snap: Evidence, cache: PageCache, opts: BuildOptions =
   add('info.txt', infoTxt);
   add('metadata.json', metadata);
   add('groups', groups);
-  return {
-    root,
-    mtime: snap.metaFile.mtime,
-    notes,
-    lookup(path: string): Node | undefined {
-      let node: Node = root;
-      // As a shell path would be: `./info.txt`, `groups//cpu/` (tree names are never `.`).
-      for (const part of path.split('/')) {
-        if (part === '' || part === '.') continue;
-        if (node.kind !== 'dir') return undefined;
-        const next = node.children.get(part);
-        if (!next) return undefined;
-        node = next;
-      }
-      return node;
-    },
-  };
+  return treeOf(root, snap.metaFile.mtime, notes);
 }

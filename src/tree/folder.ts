@@ -1,5 +1,6 @@
 import type { PageCache } from '../cache/pagecache';
-import { buildTree, type Tree } from './build';
+import { buildTree } from './build';
+import { treeOf, type Tree } from './tree';
 import { BytesFile, type DirNode, type Node } from './nodes';
 import type { VmFolder } from '../evidence/folder/folder';
 import { snapshotsJsonText, snapshotsText } from '../evidence/folder/report';
@@ -29,31 +30,5 @@ export function buildFolderTree(folder: VmFolder, cache: PageCache): Tree {
     root.children.set(c.directory, sub.root);
     for (const n of sub.notes ?? []) notes.push(`${c.directory}: ${n}`);
   }
-  return {
-    root,
-    mtime: folder.mtime,
-    notes,
-    lookup(path: string): Node | undefined {
-      let node: Node = root;
-      for (const part of path.split('/')) {
-        if (part === '') continue;
-        if (node.kind !== 'dir') return undefined;
-        const next = node.children.get(part);
-        if (!next) return undefined;
-        node = next;
-      }
-      return node;
-    },
-  };
-}
-
-/** Every warning of a folder, as the mount and the commands print them: the folder's, then each served checkpoint's. */
-export function folderWarnings(folder: VmFolder): string[] {
-  const out = [...folder.warnings];
-  for (const c of folder.checkpoints) {
-    if (c.snap === null) continue;
-    for (const w of c.snap.warnings) out.push(`${c.directory}: ${w}`);
-    if (c.snap.physmemError) out.push(`${c.directory}: physmem.raw is not served: ${c.snap.physmemError}`);
-  }
-  return out;
+  return treeOf(root, folder.mtime, notes);
 }

@@ -8,7 +8,7 @@ import { FilePool } from '../../io/pool';
 import type { CacheBudget } from '../../cache/budget';
 import type { EncryptionSummary, Snapshot } from '../evidence';
 import { openSnapshot } from '../snapshot';
-import { escapeName, uniqueNames } from '../../tree/names';
+import { escapeName, uniqueNames } from '../names';
 import { encryptedConfig, readEncryptedText, unlockFolder, type FolderKeys } from './keys';
 import { isFile, listFolder, readText } from './listing';
 import { notTextReason, parseDictionary, parseVmsd, type Vmsd } from './vmsd';

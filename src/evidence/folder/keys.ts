@@ -11,7 +11,7 @@ import { noKeys, openSource, type KeySupplier } from '../../io/sources';
 import type { FolderListing } from './listing';
 import { TEXT_MAX } from './vmsd';
 
-/** Key material as a folder takes it: a Keyring (cli/options.ts), or any supplier of the data files' key. */
+/** Key material as a folder takes it: a Keyring (mount/key-options.ts), or any supplier of the data files' key. */
 export interface FolderKeys {
   readonly info: EncryptionInfo | null;
   /** `vmx`: the key-safe .vmx to use when none was named with --vmx (the folder's own). */

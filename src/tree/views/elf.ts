@@ -2,6 +2,7 @@ import { USER_REGS, type CpuState, type RegName } from '../../format/cpu';
 import type { PhysMem } from '../../evidence/evidence';
 import type { Extent } from '../nodes';
 import type { View } from './lime';
+import { PAGE_SIZE as PAGE } from '../../format/regions';
 
 // ELF64 constants (System V gABI; the x86-64 and AArch64 psABIs for the machine numbers).
 const EHDR_SIZE = 64;
@@ -17,7 +18,6 @@ const PF_W = 2;
 const PF_R = 4;
 /** e_phnum's escape: the real count is in section header 0's sh_info (gABI "extended numbering"). */
 const PN_XNUM = 0xffff;
-const PAGE = 4096;
 
 // A note is namesz, descsz, type (u32 each), the name NUL-terminated and padded to 4, the desc padded to 4.
 const NT_PRSTATUS = 1;
