@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError, WrongKeyError } from './errors';
-import { parseCheckpoint, findGroup, findTag, type Checkpoint } from './format/checkpoint';
+import { parseCheckpoint, findGroup, findTag, tagUint, type Checkpoint } from './format/checkpoint';
 import { hex } from './format/header';
 import { atimeWarning, type Source } from './io/source';
 import type { Evidence, PhysMem } from './evidence';
@@ -121,10 +121,15 @@ function resolvePaths(arg: string, opts: OpenOptions): { meta: string; vmem: str
   return { meta, vmem: arg, explicitVmem: true, notes };
 }
 
-/** `memory/Memory` without indices, taken only when no region tag says otherwise (as Volatility 2 does). */
+/**
+ * `memory/Memory` without indices, taken only when no region tag says otherwise (as Volatility 2
+ * does). `regionsCount` = 0 is no region, as its absence is.
+ */
 function plainMemoryTag(cp: Checkpoint): Tag | undefined {
   const mem = findGroup(cp, 'memory');
-  if (!mem || mem.tags.some((t) => t.name.startsWith('region'))) return undefined;
+  if (!mem) return undefined;
+  const regions = (t: Tag): boolean => /^region(PPN|Size|PageNum)$/.test(t.name) || (t.name === 'regionsCount' && tagUint(t) !== 0);
+  if (mem.tags.some(regions)) return undefined;
   return mem.tags.find((t) => t.name === 'Memory' && t.indices.length === 0 && t.block);
 }
 
