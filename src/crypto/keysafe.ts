@@ -42,10 +42,15 @@ export function parseVmx(text: string): Map<string, string> {
 
 /** Parse `encryption.keySafe`'s value. `file` names the .vmx in errors. */
 export function parseKeySafe(value: string, file: string): KeySafe {
-  const text = pctDecode(value);
-  const m = /phrase\/[^/]*\/pass2key=([^:]+):cipher=([^:]+):rounds=([0-9]+):salt=([^,]+),([^,]+),([^)]+)\)/.exec(text);
-  if (!m) throw new VmssError(`${file}: encryption.keySafe is not a password key safe this tool can read`);
-  const [, kdf, cipher, rounds, salt, mac, dict] = m as unknown as string[];
+  // VMware percent-encodes every part after `pair/(`, the phrase ID too: an ID of 8 random bytes
+  // in base64 holds a `/` (written %2f) about one time in six. So the value is split on its own
+  // separators first, and each part decoded after.
+  const parts = /phrase\/([^/,()]*)\/([^,()]+),([^,()]+),([^,()]+)\)/.exec(value);
+  const m = parts && /^pass2key=([^:]+):cipher=([^:]+):rounds=([0-9]+):salt=(.+)$/.exec(pctDecode(parts[2] as string));
+  if (!parts || !m) throw new VmssError(`${file}: encryption.keySafe is not a password key safe this tool can read`);
+  const [, kdf, cipher, rounds, salt] = m as unknown as string[];
+  const mac = pctDecode(parts[3] as string);
+  const dict = parts[4] as string;
   if (kdf !== 'PBKDF2-HMAC-SHA-1') throw new VmssError(`${file}: key safe uses ${kdf}, not PBKDF2-HMAC-SHA-1`);
   if (mac !== 'HMAC-SHA-1') throw new VmssError(`${file}: key safe is checked with ${mac}, not HMAC-SHA-1`);
   if (cipher !== 'XTS-AES-256' && cipher !== 'AES-256') throw new VmssError(`${file}: key safe cipher ${cipher} is not XTS-AES-256 or AES-256`);
