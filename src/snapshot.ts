@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError, WrongKeyError } from './errors';
 import { parseCheckpoint, findGroup, findTag, tagUint, type Checkpoint } from './format/checkpoint';
-import { hex } from './format/header';
+import { hex, MAGICS } from './format/header';
 import { atimeWarning, type Source } from './io/source';
 import type { Evidence, PhysMem } from './evidence';
 import { checkpointCpuState } from './format/cpustate';
@@ -47,6 +47,19 @@ export interface OpenOptions {
 export interface EncryptionSummary extends EncryptionInfo {
   /** The files that were decrypted. */
   files: string[];
+  /** Whether decrypted bytes were checked against tampering and damage: they cannot be (INTEGRITY). */
+  integrity: string;
+}
+
+/**
+ * What decryption can promise about the bytes it gives. Each encrypted page ends in a 16-byte
+ * MAC, but VMware has not published how it is computed, so nothing here can check it.
+ */
+export const INTEGRITY = 'not verified: each encrypted page carries a MAC whose algorithm VMware has not published, so a damaged or altered page decrypts to wrong bytes without an error';
+
+/** The summary shown by info and metadata.json: how the key was found, which files, and INTEGRITY. */
+export function encryptionSummary(info: EncryptionInfo, files: string[]): EncryptionSummary {
+  return { ...info, files, integrity: INTEGRITY };
 }
 
 export interface CompressionSummary {
@@ -246,7 +259,7 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     const stream = physmem && mem?.stream ? mem.stream : null;
     const snap: Snapshot = {
       checkpoint, metaFile, memoryPath: physmem ? memoryPath : null, physmem, physmemError, warnings,
-      encryption: decrypted.length > 0 && info ? { ...info, files: decrypted } : null,
+      encryption: decrypted.length > 0 && info ? encryptionSummary(info, decrypted) : null,
       compression: stream && memoryPath
         ? { file: memoryPath, blocks: stream.blocks.length, storedBytes: stream.storedSize, decompressedBytes: stream.decodedSize }
         : null,
@@ -268,15 +281,28 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
   }
 }
 
-/** Parse a checkpoint; a decrypted file that is not one was most likely decrypted with the wrong key. */
+/**
+ * Parse a checkpoint. A decrypted file that is not one was decrypted with the wrong key, unless
+ * it is cut short: what decides is its first page, which starts with a checkpoint's magic under
+ * the right key; without that page the key cannot be told right or wrong.
+ */
 function parseDecrypted(opened: OpenedSource): Checkpoint {
   try {
     return parseCheckpoint(opened.source);
   } catch (err) {
-    if (opened.encrypted && err instanceof VmssError) {
-      throw new WrongKeyError(`${opened.source.name}: decrypted, it is not a VMware checkpoint: the key is wrong (check --key or --vmx)`);
+    if (!opened.encrypted || !(err instanceof VmssError)) throw err;
+    const src = opened.source;
+    const head = Buffer.alloc(4);
+    const cut = src.damaged.find((d) => d.start === 0);
+    if (src.readAtSync(head, 0) < 4 && cut) {
+      throw new VmssError(`${src.name}: cut short: ${cut.why}; with no encrypted page left to decrypt, neither the checkpoint nor the key can be read`);
     }
-    throw err;
+    if (MAGICS.has(head.readUInt32LE(0))) {
+      // The key is right: what failed is the file, and its damage is the likelier cause.
+      const damage = src.damaged.map((d) => d.why).join('; ');
+      throw new VmssError(damage ? `${err.message} (${src.name}: ${damage})` : err.message);
+    }
+    throw new WrongKeyError(`${src.name}: decrypted, it is not a VMware checkpoint: the key is wrong (check --key or --vmx)`, src.name);
   }
 }
 

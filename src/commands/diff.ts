@@ -1,5 +1,5 @@
 import { CacheBudget } from '../budget';
-import { VmssError } from '../errors';
+import { VmssError, WrongKeyError } from '../errors';
 import { hex } from '../format/header';
 import { errnoText } from '../io/source';
 import { openNamedCheckpoint, type NamedCheckpoint } from '../folder/target';
@@ -246,6 +246,14 @@ function memoryOf(side: NamedCheckpoint, label: string): PhysMem {
 }
 
 /**
+ * B did not decrypt with the key that opened A. The key options give one key, which serves both
+ * sides: a VM keyed differently cannot be opened by naming another .vmx.
+ */
+function otherKey(file: string): VmssError {
+  return new VmssError(`${file}: decrypted with the key that opened A, it is not a VMware checkpoint: diff opens both sides with one key, and B's VM is keyed differently from A's (or B is damaged): diff compares checkpoints of one encrypted VM, or an encrypted one with plain ones`);
+}
+
+/**
  * `vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] A B`: which guest-physical pages differ
  * between two checkpoints, as merged ranges, streamed to `out` as they are found.
  */
@@ -258,7 +266,7 @@ export async function diff(aArg: string, bArg: string, opts: DiffOptions, out: (
     b = openNamedCheckpoint(bArg, opts.vmemB, opts.keys, budget);
   } catch (err) {
     a.close();
-    throw err;
+    throw a.snap.encryption && err instanceof WrongKeyError ? otherKey(err.file) : err;
   }
   try {
     for (const w of a.warnings) process.stderr.write(`vmssfs: warning: A: ${w}\n`);

@@ -85,13 +85,14 @@ function keyField(text: string, what: string, file: string): Buffer {
 
 /**
  * The configuration key the key safe protects. The HMAC over the decrypted dictionary is what
- * tells a wrong password apart: a wrong one throws "wrong password".
+ * tells a wrong password apart: a wrong one (or a damaged key safe) throws "wrong password".
  */
 export function unlockKeySafe(ks: KeySafe, password: string, file: string): Buffer {
   const kek = crypto.pbkdf2Sync(Buffer.from(password, 'utf8'), ks.salt, ks.rounds, ks.cipher === 'XTS-AES-256' ? 64 : 32, 'sha1');
   const box = openBox(ks.dict, kek);
   const ok = box !== null && crypto.timingSafeEqual(crypto.createHmac('sha1', kek).update(box.plain).digest(), box.mac);
-  if (!ok || !box) throw new VmssError(`${file}: wrong password (the key safe's HMAC does not match)`);
+  // A wrong password and a damaged key safe look the same here: both fail the HMAC.
+  if (!ok || !box) throw new VmssError(`${file}: wrong password, or the key safe is damaged (its HMAC does not match)`);
   return keyField(box.plain.toString('latin1'), 'the key safe\'s dictionary', file);
 }
 

@@ -6,7 +6,7 @@ import { evidenceFiles } from '../evidence';
 import type { Source } from '../io/source';
 import { FilePool } from '../io/pool';
 import type { CacheBudget } from '../budget';
-import { openSnapshot, type EncryptionSummary, type Snapshot } from '../snapshot';
+import { encryptionSummary, openSnapshot, type EncryptionSummary, type Snapshot } from '../snapshot';
 import { escapeName, uniqueNames } from '../tree/names';
 import { encryptedConfig, readEncryptedText, unlockFolder, type FolderKeys } from './keys';
 import { isFile, listFolder, readText } from './listing';
@@ -248,7 +248,7 @@ export function openFolder(dirArg: string, opts: FolderOptions = {}): VmFolder {
 
   for (const c of served) decrypted.push(...((c.snap as Snapshot).encryption?.files ?? []).map((f) => path.basename(f)));
   const info = keys?.info ?? null;
-  const encryption = decrypted.length > 0 && info ? { ...info, files: [...new Set(decrypted)] } : null;
+  const encryption = decrypted.length > 0 && info ? encryptionSummary(info, [...new Set(decrypted)]) : null;
 
   return {
     dir, vmx, vmsd: vmsdName, encryption, checkpoints, warnings, mtime, pool,
