@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { InfoJson } from '../src/info';
+import type { InfoJson } from '../src/evidence/info';
 import { writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { TestMount } from './helpers/mount';
 import { tempDir } from './helpers/paths';

@@ -4,8 +4,8 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeSnapshot } from '../scripts/writer';
-import type { InfoJson } from '../src/info';
+import { writeSnapshot } from './kit/writer';
+import type { InfoJson } from '../src/evidence/info';
 import { TestMount } from './helpers/mount';
 import { tempDir } from './helpers/paths';
 import { readRange, sha256File } from './helpers/read';

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { makeKeyChain } from '../scripts/encrypted-vm';
+import { makeKeyChain } from './kit/encrypted-vm';
 import { dataFileKeyFromVmx, parseKeySafe, parseVmx, unlockKeySafe } from '../src/crypto/keysafe';
 import { cmpFiles, daemonPid, expectNoSecrets, PASSWORD, secretsOf, writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { isMounted } from './helpers/mount';

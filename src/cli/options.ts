@@ -1,5 +1,5 @@
-import { Keyring } from './crypto/keyring';
-import { UsageError } from './errors';
+import { Keyring } from '../crypto/keyring';
+import { UsageError } from '../errors';
 
 /** The key options every command takes. */
 export const KEY_OPTIONS = {
