@@ -132,7 +132,7 @@ describe('key material as people keep it', function () {
       }
     });
 
-    it('a wrong or empty key file, and --key with --key-file, are one-line errors', async () => {
+    it('a wrong, empty or non-hex key file, and --key with --key-file, are one-line errors', async () => {
       const wrong = path.join(tmp.dir, 'wrong-key.txt');
       fs.writeFileSync(wrong, `${'00'.repeat(32)}\n`);
       const w = await runCli(['info', '--key-file', wrong, vm.meta]);
@@ -141,6 +141,9 @@ describe('key material as people keep it', function () {
       const empty = path.join(tmp.dir, 'empty-key.txt');
       fs.writeFileSync(empty, '\n');
       expect((await runCli(['info', '--key-file', empty, vm.meta])).stderr).to.equal(`vmssfs: ${empty}: the key file's first line is empty\n`);
+      const notHex = path.join(tmp.dir, 'not-hex.txt');
+      fs.writeFileSync(notHex, 'the key\n');
+      expect((await runCli(['info', '--key-file', notHex, vm.meta])).stderr).to.equal(`vmssfs: ${notHex}: --key-file takes the data file key as 64 (or 128) hex digits\n`);
       const both = await runCli(['info', '--key', vm.keyHex as string, '--key-file', keyFile, vm.meta]);
       expect(both.code).to.equal(2);
       expect(both.stderr).to.match(/--key and --key-file both give the data file key/);

@@ -98,7 +98,10 @@ export class Keyring {
     const given = this.opts.key ?? (this.opts.keyFile !== undefined ? readSecretLine(this.opts.keyFile, 'key file', 'Data file key (hex): ') : undefined);
     if (given !== undefined) {
       const hex = given.trim();
-      if (!/^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(hex)) throw new VmssError('--key takes the data file key as 64 (or 128) hex digits');
+      if (!/^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(hex)) {
+        const from = this.opts.key !== undefined ? '--key takes' : `${this.opts.keyFile === '-' ? 'standard input' : this.opts.keyFile}: --key-file takes`;
+        throw new VmssError(`${from} the data file key as 64 (or 128) hex digits`);
+      }
       return { key: Buffer.from(hex.slice(0, 64), 'hex'), info: { keyFrom: '--key' }, config: null };
     }
     const vmxPath = this.opts.vmx !== undefined ? path.resolve(this.opts.vmx) : defaultVmx !== undefined ? path.resolve(defaultVmx) : findVmx(file);
