@@ -286,7 +286,9 @@ export async function diff(aArg: string, bArg: string, opts: DiffOptions, out: (
     b = openNamedCheckpoint(bArg, { vmem: opts.vmemB, keys: opts.keys, budget });
   } catch (err) {
     a.close();
-    throw a.snap.encryption && err instanceof WrongKeyError ? otherKey(err.file) : err;
+    // A was decrypted (a checkpoint's summary says so): B failed on the key that opened A.
+    const aEncrypted = 'encryption' in a.snap && a.snap.encryption !== null;
+    throw aEncrypted && err instanceof WrongKeyError ? otherKey(err.file) : err;
   }
   try {
     for (const w of a.warnings) process.stderr.write(`vmssfs: warning: A: ${w}\n`);
