@@ -18,7 +18,15 @@ export class VmssError extends Error {
  * An encrypted file that decrypted to something that is not a checkpoint: most likely the key
  * is wrong. A VM folder tells it from a damaged file by whether the key opened any other file.
  */
-export class WrongKeyError extends VmssError {}
+export class WrongKeyError extends VmssError {
+  constructor(
+    message: string,
+    /** The encrypted file that did not decrypt to a checkpoint. */
+    readonly file: string,
+  ) {
+    super(message);
+  }
+}
 
 /** A bad command line: the CLI prints the message and the usage, and exits 2. */
 export class UsageError extends VmssError {

@@ -6,6 +6,7 @@ import { makeKeyChain, encryptFile } from './kit/encrypted-vm';
 import { dataFileKeyFromVmx, parseKeySafe, parseVmx, unlockKeySafe } from '../src/crypto/keysafe';
 import { VmssError } from '../src/errors';
 import { EncObjSource } from '../src/io/encobj';
+import { INTEGRITY } from '../src/evidence/evidence';
 import { SourceFile, type Source } from '../src/io/source';
 import { cmpFiles, daemonPid, expectNoSecrets, PASSWORD, secretsOf, walkFiles, writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { isMounted, TestMount } from './helpers/mount';
@@ -188,7 +189,7 @@ describe('encrypted VMs', function () {
       mounts.push(m);
       await expectSameTreeAsPlain(vm, m);
       const meta = JSON.parse(await fs.promises.readFile(m.path('metadata.json'), 'utf8')) as Record<string, unknown>;
-      expect(meta.encryption).to.deep.equal({ keyFrom: 'password', vmx: vm.vmx, cipher: 'XTS-AES-256', rounds: 2000, files: [vm.meta, vm.vmem] });
+      expect(meta.encryption).to.deep.equal({ keyFrom: 'password', vmx: vm.vmx, cipher: 'XTS-AES-256', rounds: 2000, files: [vm.meta, vm.vmem], integrity: INTEGRITY });
       expect(meta.compression).to.include({ file: vm.vmem, blocks: 8, decompressedBytes: 2048 * 4096 });
       expectNoSecret(JSON.stringify(meta), vm, 'metadata.json');
       const info = await fs.promises.readFile(m.path('info.txt'), 'utf8');
@@ -257,7 +258,7 @@ describe('encrypted VMs', function () {
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stdout.length).to.be.greaterThan(0);
       const j = await runCli(['info', '--json', '--key', vm.keyHex as string, vm.vmem]);
-      expect((JSON.parse(j.stdout) as { encryption: unknown }).encryption).to.deep.equal({ keyFrom: '--key', files: [vm.meta, vm.vmem] });
+      expect((JSON.parse(j.stdout) as { encryption: unknown }).encryption).to.deep.equal({ keyFrom: '--key', files: [vm.meta, vm.vmem], integrity: INTEGRITY });
     });
 
     it('info, ls and extract take the password from standard input (--password-file -)', async () => {
@@ -380,7 +381,7 @@ describe('encrypted VMs', function () {
       fs.writeFileSync(pw, 'not it\n');
       const r = await runCli(['info', '--password-file', pw, vm.meta]);
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.equal(`vmssfs: ${vm.vmx}: wrong password (the key safe's HMAC does not match)\n`);
+      expect(r.stderr).to.equal(`vmssfs: ${vm.vmx}: wrong password, or the key safe is damaged (its HMAC does not match)\n`);
     });
 
     it('a wrong --key: exit 1, the decrypted file is not a checkpoint', async () => {

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { SnapshotsJson } from '../src/evidence/folder/report';
+import { INTEGRITY } from '../src/evidence/evidence';
 import { cmpFiles, daemonPid, expectNoSecrets, PASSWORD, secretsOf } from './helpers/encrypted';
 import { isMounted, TestMount } from './helpers/mount';
 import { BIN, tempDir } from './helpers/paths';
@@ -75,6 +76,7 @@ describe('VM folder of an encrypted VM', function () {
       keyFrom: 'password', vmx: v.vm.vmx, cipher: 'XTS-AES-256', rounds: 1000,
       files: ['vault.vmsd', 'vault-Snapshot1.vmsn', 'vault-Snapshot1.vmem', 'vault-Snapshot2.vmsn', 'vault-Snapshot2.vmem', 'vault-Snapshot3.vmsn',
         'vault-Snapshot4.vmsn', 'vault-Snapshot4.vmem', 'vault-3-3c85c1f6.vmss', 'vault-3-3c85c1f6.vmem', STRAY],
+      integrity: INTEGRITY,
     });
     const txt = await fs.promises.readFile(m.path('snapshots.txt'), 'utf8');
     expect(txt).to.include(`Encrypted: vault.vmsd, vault-Snapshot1.vmsn`).and.include(`decrypted with the key safe of ${v.vm.vmx} (XTS-AES-256, 1000 PBKDF2 rounds) and the password`);
@@ -82,6 +84,7 @@ describe('VM folder of an encrypted VM', function () {
     expect(meta.encryption).to.deep.equal({
       keyFrom: 'password', vmx: v.vm.vmx, cipher: 'XTS-AES-256', rounds: 1000,
       files: [path.join(vmDir, 'vault-3-3c85c1f6.vmss'), path.join(vmDir, 'vault-3-3c85c1f6.vmem')],
+      integrity: INTEGRITY,
     });
     for (const f of ['snapshots.json', 'snapshots.txt', ...SERVED.flatMap(([d]) => [`${d}/metadata.json`, `${d}/info.txt`])]) {
       expectNoSecrets(await fs.promises.readFile(m.path(f), 'utf8'), secrets, f);
@@ -216,7 +219,7 @@ describe('VM folder of an encrypted VM', function () {
   it('a wrong password: exit 1, "wrong password", for the commands and the mount', async () => {
     const pw = path.join(tmp.dir, 'wrong.txt');
     fs.writeFileSync(pw, 'not it\n');
-    const want = `vmssfs: ${v.vm.vmx}: wrong password (the key safe's HMAC does not match)\n`;
+    const want = `vmssfs: ${v.vm.vmx}: wrong password, or the key safe is damaged (its HMAC does not match)\n`;
     for (const args of [['info', '--password-file', pw, vmDir], ['diff', '--password-file', pw, `${vmDir}:clean install`, `${vmDir}:after sample`]]) {
       const r = await runCli(args);
       expect(r.code, args.join(' ')).to.equal(1);

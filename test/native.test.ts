@@ -128,12 +128,12 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
       }
     });
 
-    it('leaves a file on the JavaScript path when any of its sources is not plain (no plainFd)', () => {
+    it('leaves a file on the JavaScript path when any of its sources is not plain (no directFd)', () => {
       const w = writeSnapshot(scratch.file(), LAYOUT);
       const snap = openSnapshot(w.path);
       try {
         const tree = buildTree(snap, new PageCache({ maxBytes: 1 << 20 }));
-        // What an encrypted or remote source looks like to the tree: the same reads, no plainFd.
+        // What an encrypted or remote source looks like to the tree: the same reads, no directFd.
         const hidden = new Map<ChunkSource, ChunkSource>();
         const opaque = (src: ChunkSource): ChunkSource => {
           let o = hidden.get(src);

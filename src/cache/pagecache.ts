@@ -40,6 +40,27 @@ export interface ChunkSource {
    * on first read): where it is and which file it must be, so native code may open it itself.
    */
   readonly directFile?: DirectFile;
+  /**
+   * Ranges known to be unreadable (a truncated encrypted container, a broken chain of compressed
+   * blocks): a read that touches one fails with EIO naming why, and the bytes around it are read
+   * as usual.
+   */
+  readonly damaged?: readonly Damage[];
+}
+
+/** An unreadable range of a source, and why, in words for the analyst. */
+export interface Damage {
+  start: number;
+  end: number;
+  why: string;
+}
+
+/** The first damaged range of `src` that meets [from, to), if any. */
+function damageIn(src: ChunkSource, from: number, to: number): Damage | null {
+  const list = src.damaged;
+  if (list === undefined || list.length === 0) return null;
+  for (const d of list) if (d.start < to && d.end > from && d.end > d.start) return d;
+  return null;
 }
 
 /** An underlying read failed (EIO from a bad sector, a vanished share, a file that shrank). */
@@ -187,6 +208,14 @@ export class PageCache {
    */
   readNow(src: ChunkSource, position: number, dst: Buffer, dstOffset: number, length: number): Promise<void> | null {
     if (length <= 0) return null;
+    const hurt = damageIn(src, position, position + length);
+    if (hurt) {
+      // Refused whole, never answered short: the kernel takes a short reply for the end of the
+      // file. It then reads page by page, so every page before the damage is still served.
+      const from = Math.max(position, hurt.start);
+      const to = Math.min(hurt.end, src.size);
+      return Promise.reject(new SourceReadError(`${src.name}: bytes ${from}-${to} cannot be read: ${hurt.why}`, 'EIO'));
+    }
     const cs = this.chunkSize;
     const first = Math.floor(position / cs);
     const last = Math.floor((position + length - 1) / cs);
@@ -244,6 +273,10 @@ export class PageCache {
       dst.fill(0, dstOffset, dstOffset + (to - from));
       return null;
     }
+    if (damageIn(src, c * this.chunkSize, (c + 1) * this.chunkSize)) {
+      // A chunk that cannot be read whole: the intact bytes asked for are read alone, uncached.
+      return this.readAround(src, c * this.chunkSize + from, dst, dstOffset, to - from);
+    }
     const k = this.key(src, c);
     const hit = this.space(src).get(c);
     if (hit) {
@@ -266,6 +299,21 @@ export class PageCache {
     }
     const list = waiters;
     return new Promise<void>((resolve, reject) => list.push({ dst, dstOffset, from, to, resolve, reject }));
+  }
+
+  /** Read intact bytes of a damaged chunk straight into dst (readNow has refused any read of the damage). */
+  private readAround(src: ChunkSource, position: number, dst: Buffer, dstOffset: number, length: number): Promise<void> | null {
+    this.stats.direct++;
+    if (this.inPlace(src)) {
+      this.readSync(src, dst.subarray(dstOffset, dstOffset + length), position);
+      return null;
+    }
+    return src.read(dst, dstOffset, length, position).then(
+      (got) => this.check(src, position, length, got),
+      (err: unknown) => {
+        throw this.readError(src, length, position, err);
+      },
+    );
   }
 
   private inPlace(src: ChunkSource): boolean {
@@ -326,7 +374,7 @@ export class PageCache {
     const maxChunk = Math.ceil(src.size / this.chunkSize) - 1;
     for (let c = last + 1; c <= Math.min(last + this.prefetch, maxChunk); c++) {
       const k = this.key(src, c);
-      if (this.space(src).has(c) || this.inflight.has(k)) continue;
+      if (this.space(src).has(c) || this.inflight.has(k) || damageIn(src, c * this.chunkSize, (c + 1) * this.chunkSize)) continue;
       this.stats.prefetched++;
       // A failed read-ahead is not an error anyone asked for: the real read retries and reports it.
       this.load(src, c, k);

@@ -17,7 +17,7 @@ import type { VmFolder } from '../evidence/folder/folder';
 const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
   --assume-flat    when the memory group is lost or damaged (layout unknown), serve the memory
                    file as memory from address 0 anyway (reported as a warning)
-  --password-file FILE, --key HEX, --vmx FILE
+  --password-file FILE, --key HEX, --key-file FILE, --vmx FILE
                    key material for an encrypted VM (see vmssfs --help)
 `;
 
@@ -55,7 +55,7 @@ ${VMEM_HELP}  a file whose evidence cannot be read is named on stderr and left o
   --json           the same as JSON: {a, b, pageSize, changed, onlyA, onlyB, unreadable, counts}
   --vmem-a FILE, --vmem-b FILE
                    A's or B's memory file, when it is not the checkpoint's own
-  --password-file FILE, --key HEX, --vmx FILE
+  --password-file FILE, --key HEX, --key-file FILE, --vmx FILE
                    key material for encrypted checkpoints, as the mount takes it
   pages that cannot be read on one side or both (a truncated encrypted file, a bad sector) are
   listed as unreadable and never compared; exit status: 0 compared (whether or not pages
@@ -94,6 +94,8 @@ key options, for an encrypted VM (the mount and every command take them):
   --password-file FILE the VM's password is FILE's first line (- reads standard input);
                        without it, a terminal is asked (no echo)
   --key HEX            the data file key (64 hex digits) instead of a password
+  --key-file FILE      that key from FILE's first line (- reads standard input; on a terminal,
+                       without echo), so that it never sits on a command line
   --vmx FILE           the VM's .vmx holding encryption.keySafe (default: the one beside SNAPSHOT,
                        or a VM folder's own)
 
@@ -141,7 +143,7 @@ export function writeOut(text: string | Buffer): Promise<void> {
 /** Options every command takes to open its evidence: one place, so the commands cannot drift apart. */
 const EVIDENCE = { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' }, ...KEY_OPTIONS } as const;
 
-function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean; 'password-file'?: string; key?: string; vmx?: string }): OpenOptions {
+function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean; 'password-file'?: string; key?: string; 'key-file'?: string; vmx?: string }): OpenOptions {
   return { vmem: values.vmem, assumeFlat: values['assume-flat'], keys: keyringFrom(values) };
 }
 

@@ -1,5 +1,5 @@
 import { CacheBudget, DEFAULT_CACHE_BYTES } from '../cache/budget';
-import { VmssError } from '../errors';
+import { VmssError, WrongKeyError } from '../errors';
 import { hex } from '../format/integers';
 import { openNamedCheckpoint, type NamedCheckpoint } from '../target/named';
 import { PAGE_SIZE } from '../format/regions';
@@ -265,6 +265,14 @@ function memoryOf(side: NamedCheckpoint, label: string): PhysMem {
 }
 
 /**
+ * B did not decrypt with the key that opened A. The key options give one key, which serves both
+ * sides: a VM keyed differently cannot be opened by naming another .vmx.
+ */
+function otherKey(file: string): VmssError {
+  return new VmssError(`${file}: decrypted with the key that opened A, it is not a VMware checkpoint: diff opens both sides with one key, and B's VM is keyed differently from A's (or B is damaged): diff compares checkpoints of one encrypted VM, or an encrypted one with plain ones`);
+}
+
+/**
  * `vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] A B`: which guest-physical pages differ
  * between two checkpoints, as merged ranges, streamed to `out` as they are found. Returns the exit
  * status: 0, or DIFF_INCOMPLETE when some pages could not be read.
@@ -278,7 +286,9 @@ export async function diff(aArg: string, bArg: string, opts: DiffOptions, out: (
     b = openNamedCheckpoint(bArg, { vmem: opts.vmemB, keys: opts.keys, budget });
   } catch (err) {
     a.close();
-    throw err;
+    // A was decrypted (a checkpoint's summary says so): B failed on the key that opened A.
+    const aEncrypted = 'encryption' in a.snap && a.snap.encryption !== null;
+    throw aEncrypted && err instanceof WrongKeyError ? otherKey(err.file) : err;
   }
   try {
     for (const w of a.warnings) process.stderr.write(`vmssfs: warning: A: ${w}\n`);

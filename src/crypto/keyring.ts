@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as tty from 'node:tty';
 import { VmssError } from '../errors';
 import { readSmallEvidence } from '../io/source';
 import { dataFileKeyFromConfig, decryptConfig, parseKeySafe, parseVmx, unlockKeySafe } from './keysafe';
@@ -11,6 +12,8 @@ export interface KeyOptions {
   passwordFile?: string;
   /** The data files' key as hex (32 bytes, or the 64 of dataFileKey of which the first 32 count). */
   key?: string;
+  /** File whose first line is that key in hex; '-' is standard input (a terminal is read without echo). */
+  keyFile?: string;
   /** The VM's .vmx holding encryption.keySafe. */
   vmx?: string;
   /** Ask on the terminal (no echo) when nothing else gave a password. */
@@ -92,9 +95,13 @@ export class Keyring {
   }
 
   private resolve(file: string, defaultVmx: string | undefined): Resolved {
-    if (this.opts.key !== undefined) {
-      const hex = this.opts.key.trim();
-      if (!/^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(hex)) throw new VmssError('--key takes the data file key as 64 (or 128) hex digits');
+    const given = this.opts.key ?? (this.opts.keyFile !== undefined ? readSecretLine(this.opts.keyFile, 'key file', 'Data file key (hex): ') : undefined);
+    if (given !== undefined) {
+      const hex = given.trim();
+      if (!/^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/.test(hex)) {
+        const from = this.opts.key !== undefined ? '--key takes' : `${this.opts.keyFile === '-' ? 'standard input' : this.opts.keyFile}: --key-file takes`;
+        throw new VmssError(`${from} the data file key as 64 (or 128) hex digits`);
+      }
       return { key: Buffer.from(hex.slice(0, 64), 'hex'), info: { keyFrom: '--key' }, config: null };
     }
     const vmxPath = this.opts.vmx !== undefined ? path.resolve(this.opts.vmx) : defaultVmx !== undefined ? path.resolve(defaultVmx) : findVmx(file);
@@ -123,7 +130,7 @@ export class Keyring {
   }
 
   private password(file: string, vmxPath: string): string {
-    if (this.opts.passwordFile !== undefined) return readPasswordFile(this.opts.passwordFile);
+    if (this.opts.passwordFile !== undefined) return readSecretLine(this.opts.passwordFile, 'password file', `Password for ${path.basename(vmxPath)}: `);
     if (this.opts.prompt && process.stdin.isTTY) return promptPassword(`Password for ${path.basename(vmxPath)}: `);
     throw new VmssError(`${file} is encrypted (VMware encobj, key safe in ${vmxPath}): give its password with --password-file FILE (- for standard input), or the data file key with --key HEX (and another .vmx with --vmx FILE)`);
   }
@@ -158,40 +165,79 @@ export function findVmx(file: string): string | null {
   return found[0] ?? null;
 }
 
-function readPasswordFile(file: string): string {
-  let text: string;
+/**
+ * The first line of a password or key file, decoded as people store text: UTF-8, with or
+ * without a byte-order mark, or UTF-16 with one (Windows PowerShell 5.1's `>` writes UTF-16LE
+ * with a BOM); the line ends at LF or CRLF. `-` is standard input; on a terminal, one line is
+ * read there without echo, as the prompt reads it (`question` is shown first).
+ */
+export function readSecretLine(file: string, what: string, question: string): string {
+  const where = file === '-' ? 'standard input' : file;
+  let bytes: Buffer;
   try {
-    text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
+    if (file === '-' && isTerminal(0)) return promptPassword(question, 0, what === 'key file' ? 'key' : 'password');
+    bytes = file === '-' ? fs.readFileSync(0) : fs.readFileSync(file);
   } catch (err) {
-    throw new VmssError(`${file === '-' ? 'standard input' : file}: cannot read the password file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    if (err instanceof VmssError) throw err;
+    throw new VmssError(`${where}: cannot read the ${what} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  const line = text.split(/\r?\n/)[0] ?? '';
-  if (line === '') throw new VmssError(`${file === '-' ? 'standard input' : file}: the password file's first line is empty`);
+  const line = decodeText(bytes).split(/\r?\n/)[0] ?? '';
+  if (line === '') throw new VmssError(`${where}: the ${what}'s first line is empty`);
   return line;
 }
 
-/** Read a line from the terminal with echo off (stty), restoring it whatever happens. */
-function promptPassword(question: string): string {
-  const tty = fs.openSync('/dev/tty', 'r+');
-  const stty = (arg: string): void => void spawnSync('stty', [arg], { stdio: [tty, 'ignore', 'ignore'] });
+/** Text by its byte-order mark: UTF-8 (mark dropped), UTF-16LE or UTF-16BE; UTF-8 without one. */
+export function decodeText(b: Buffer): string {
+  if (b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) return b.subarray(3).toString('utf8');
+  if (b[0] === 0xff && b[1] === 0xfe) return b.subarray(2).toString('utf16le');
+  if (b[0] === 0xfe && b[1] === 0xff) {
+    const le = Buffer.from(b.subarray(2, 2 + ((b.length - 2) & ~1)));
+    return le.swap16().toString('utf16le');
+  }
+  return b.toString('utf8');
+}
+
+function isTerminal(fd: number): boolean {
+  try {
+    return tty.isatty(fd);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Read a line from the terminal with echo off (stty), restoring it whatever happens: the
+ * controlling terminal, or `fd` when it is one (standard input named by `-`).
+ */
+function promptPassword(question: string, fd?: number, what = 'password'): string {
+  const term = fd ?? fs.openSync('/dev/tty', 'r+');
+  const stty = (arg: string): void => void spawnSync('stty', [arg], { stdio: [term, 'ignore', 'ignore'] });
+  // A terminal on standard input is normally open for writing too; else the question goes to stderr.
+  const say = (text: string): void => {
+    try {
+      fs.writeSync(term, text);
+    } catch {
+      fs.writeSync(2, text);
+    }
+  };
   try {
     // Echo off before the question: whatever is typed once it shows is never echoed.
     stty('-echo');
-    fs.writeSync(tty, question);
+    say(question);
     const chunks: Buffer[] = [];
     const b = Buffer.alloc(256);
     for (;;) {
-      const n = fs.readSync(tty, b, 0, b.length, null);
+      const n = fs.readSync(term, b, 0, b.length, null);
       if (n <= 0) break;
       chunks.push(Buffer.from(b.subarray(0, n)));
       if (b.subarray(0, n).includes(0x0a)) break;
     }
     const line = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
-    if (line === '') throw new VmssError('no password was typed');
+    if (line === '') throw new VmssError(`no ${what} was typed`);
     return line;
   } finally {
     stty('echo');
-    fs.writeSync(tty, '\n');
-    fs.closeSync(tty);
+    say('\n');
+    if (fd === undefined) fs.closeSync(term);
   }
 }

@@ -42,10 +42,15 @@ export function parseVmx(text: string): Map<string, string> {
 
 /** Parse `encryption.keySafe`'s value. `file` names the .vmx in errors. */
 export function parseKeySafe(value: string, file: string): KeySafe {
-  const text = pctDecode(value);
-  const m = /phrase\/[^/]*\/pass2key=([^:]+):cipher=([^:]+):rounds=([0-9]+):salt=([^,]+),([^,]+),([^)]+)\)/.exec(text);
-  if (!m) throw new VmssError(`${file}: encryption.keySafe is not a password key safe this tool can read`);
-  const [, kdf, cipher, rounds, salt, mac, dict] = m as unknown as string[];
+  // VMware percent-encodes every part after `pair/(`, the phrase ID too: an ID of 8 random bytes
+  // in base64 holds a `/` (written %2f) about one time in six. So the value is split on its own
+  // separators first, and each part decoded after.
+  const parts = /phrase\/([^/,()]*)\/([^,()]+),([^,()]+),([^,()]+)\)/.exec(value);
+  const m = parts && /^pass2key=([^:]+):cipher=([^:]+):rounds=([0-9]+):salt=(.+)$/.exec(pctDecode(parts[2] as string));
+  if (!parts || !m) throw new VmssError(`${file}: encryption.keySafe is not a password key safe this tool can read`);
+  const [, kdf, cipher, rounds, salt] = m as unknown as string[];
+  const mac = pctDecode(parts[3] as string);
+  const dict = parts[4] as string;
   if (kdf !== 'PBKDF2-HMAC-SHA-1') throw new VmssError(`${file}: key safe uses ${kdf}, not PBKDF2-HMAC-SHA-1`);
   if (mac !== 'HMAC-SHA-1') throw new VmssError(`${file}: key safe is checked with ${mac}, not HMAC-SHA-1`);
   if (cipher !== 'XTS-AES-256' && cipher !== 'AES-256') throw new VmssError(`${file}: key safe cipher ${cipher} is not XTS-AES-256 or AES-256`);
@@ -80,13 +85,14 @@ function keyField(text: string, what: string, file: string): Buffer {
 
 /**
  * The configuration key the key safe protects. The HMAC over the decrypted dictionary is what
- * tells a wrong password apart: a wrong one throws "wrong password".
+ * tells a wrong password apart: a wrong one (or a damaged key safe) throws "wrong password".
  */
 export function unlockKeySafe(ks: KeySafe, password: string, file: string): Buffer {
   const kek = crypto.pbkdf2Sync(Buffer.from(password, 'utf8'), ks.salt, ks.rounds, ks.cipher === 'XTS-AES-256' ? 64 : 32, 'sha1');
   const box = openBox(ks.dict, kek);
   const ok = box !== null && crypto.timingSafeEqual(crypto.createHmac('sha1', kek).update(box.plain).digest(), box.mac);
-  if (!ok || !box) throw new VmssError(`${file}: wrong password (the key safe's HMAC does not match)`);
+  // A wrong password and a damaged key safe look the same here: both fail the HMAC.
+  if (!ok || !box) throw new VmssError(`${file}: wrong password, or the key safe is damaged (its HMAC does not match)`);
   return keyField(box.plain.toString('latin1'), 'the key safe\'s dictionary', file);
 }
 

@@ -64,6 +64,19 @@ export interface Snapshot extends Evidence {
 export interface EncryptionSummary extends EncryptionInfo {
   /** The files that were decrypted. */
   files: string[];
+  /** Whether decrypted bytes were checked against tampering and damage: they cannot be (INTEGRITY). */
+  integrity: string;
+}
+
+/**
+ * What decryption can promise about the bytes it gives. Each encrypted page ends in a 16-byte
+ * MAC, but VMware has not published how it is computed, so nothing here can check it.
+ */
+export const INTEGRITY = 'not verified: each encrypted page carries a MAC whose algorithm VMware has not published, so a damaged or altered page decrypts to wrong bytes without an error';
+
+/** The summary shown by info and metadata.json: how the key was found, which files, and INTEGRITY. */
+export function encryptionSummary(info: EncryptionInfo, files: string[]): EncryptionSummary {
+  return { ...info, files, integrity: INTEGRITY };
 }
 
 export interface CompressionSummary {

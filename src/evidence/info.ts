@@ -107,7 +107,7 @@ export function infoJsonText(s: Snapshot): string {
 /** The line saying which files were decrypted and how the key was found: never the key or the password. */
 export function encryptionText(e: EncryptionSummary): string {
   const how = e.keyFrom === '--key' ? 'with the data file key given (--key)' : `with the key safe of ${e.vmx} (${e.cipher}, ${e.rounds} PBKDF2 rounds) and the password`;
-  return `Encrypted: ${e.files.join(', ')} decrypted ${how}`;
+  return `Encrypted: ${e.files.join(', ')} decrypted ${how}\nIntegrity: ${e.integrity}`;
 }
 
 /** Verbose hexdumps stop here per tag: a multi-MiB video RAM block helps nobody on a terminal. */

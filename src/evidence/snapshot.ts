@@ -1,10 +1,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError, WrongKeyError } from '../errors';
-import { parseCheckpoint, findGroup, findTag, type Checkpoint } from '../format/checkpoint';
+import { parseCheckpoint, findGroup, findTag, tagUint, type Checkpoint } from '../format/checkpoint';
+import { MAGICS } from '../format/header';
 import { hex } from '../format/integers';
 import { atimeWarning, type Source } from '../io/source';
-import type { PhysMem, Snapshot } from './evidence';
+import { encryptionSummary, type PhysMem, type Snapshot } from './evidence';
 import { checkpointCpuState } from '../format/cpustate';
 import { infoJsonDoc, infoJsonText, infoText, infoTextDoc } from './info';
 import { buildRuns, expectedBlobSize, flatRuns, missingRanges, type MemoryBlob, type Run } from '../format/regions';
@@ -97,10 +98,15 @@ function resolvePaths(arg: string, opts: OpenOptions): { meta: string; vmem: str
   return { meta, vmem: arg, explicitVmem: true, notes };
 }
 
-/** `memory/Memory` without indices, taken only when no region tag says otherwise (as Volatility 2 does). */
+/**
+ * `memory/Memory` without indices, taken only when no region tag says otherwise (as Volatility 2
+ * does). `regionsCount` = 0 is no region, as its absence is.
+ */
 function plainMemoryTag(cp: Checkpoint): Tag | undefined {
   const mem = findGroup(cp, 'memory');
-  if (!mem || mem.tags.some((t) => t.name.startsWith('region'))) return undefined;
+  if (!mem) return undefined;
+  const regions = (t: Tag): boolean => /^region(PPN|Size|PageNum)$/.test(t.name) || (t.name === 'regionsCount' && tagUint(t) !== 0);
+  if (mem.tags.some(regions)) return undefined;
   return mem.tags.find((t) => t.name === 'Memory' && t.indices.length === 0 && t.block);
 }
 
@@ -227,7 +233,7 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     const stream = physmem && mem?.stream ? mem.stream : null;
     const snap: Snapshot = {
       checkpoint, metaFile, memoryPath: physmem ? memoryPath : null, physmem, physmemError, warnings,
-      encryption: decrypted.length > 0 && info ? { ...info, files: decrypted } : null,
+      encryption: decrypted.length > 0 && info ? encryptionSummary(info, decrypted) : null,
       compression: stream && memoryPath
         ? { file: memoryPath, blocks: stream.blocks.length, storedBytes: stream.storedSize, decompressedBytes: stream.decodedSize }
         : null,
@@ -249,15 +255,28 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
   }
 }
 
-/** Parse a checkpoint; a decrypted file that is not one was most likely decrypted with the wrong key. */
+/**
+ * Parse a checkpoint. A decrypted file that is not one was decrypted with the wrong key, unless
+ * it is cut short: what decides is its first page, which starts with a checkpoint's magic under
+ * the right key; without that page the key cannot be told right or wrong.
+ */
 function parseDecrypted(opened: OpenedSource): Checkpoint {
   try {
     return parseCheckpoint(opened.source);
   } catch (err) {
-    if (opened.encrypted && err instanceof VmssError) {
-      throw new WrongKeyError(`${opened.source.name}: decrypted, it is not a VMware checkpoint: the key is wrong (check --key or --vmx)`);
+    if (!opened.encrypted || !(err instanceof VmssError)) throw err;
+    const src = opened.source;
+    const head = Buffer.alloc(4);
+    const cut = src.damaged.find((d) => d.start === 0);
+    if (src.readAtSync(head, 0) < 4 && cut) {
+      throw new VmssError(`${src.name}: cut short: ${cut.why}; with no encrypted page left to decrypt, neither the checkpoint nor the key can be read`);
     }
-    throw err;
+    if (MAGICS.has(head.readUInt32LE(0))) {
+      // The key is right: what failed is the file, and its damage is the likelier cause.
+      const damage = src.damaged.map((d) => d.why).join('; ');
+      throw new VmssError(damage ? `${err.message} (${src.name}: ${damage})` : err.message);
+    }
+    throw new WrongKeyError(`${src.name}: decrypted, it is not a VMware checkpoint: the key is wrong (check --key or --vmx)`, src.name);
   }
 }
 

@@ -92,7 +92,11 @@ export function buildRuns(cp: Checkpoint, blob: MemoryBlob): RunsResult {
       base = ARM64_RAM_BASE;
       notes.push(`Checkpoint/Platform is 3 (Apple silicon) and there are no region tags: assumed guest RAM starts at ${hex(base)}`);
     }
-    return { ok: true, runs: [{ start: base, length: blob.length, fileOffset: blob.offset }], notes };
+    // A .vmem shorter than the memory the checkpoint states is a truncated copy, not a smaller
+    // guest: served at the stated size, its missing tail reported as for regions (missingRanges).
+    const stated = blob.wholeFile ? statedMemSize(cp) : null;
+    const length = stated !== null && stated > blob.length ? stated : blob.length;
+    return { ok: true, runs: [{ start: base, length, fileOffset: blob.offset }], notes };
   }
 
   // Every region needs three tags, so a count beyond a third of the group is garbage: refuse it
@@ -157,13 +161,16 @@ export function expectedBlobSize(cp: Checkpoint): number | null {
   const mem = findGroup(cp, 'memory');
   if (!mem) return null;
   const regions = mem.tags.some((t) => REGION_TAG.test(t.name)) || (tagUint(mem.tags.find((t) => t.name === 'regionsCount')) ?? 0) > 0;
-  if (!regions) {
-    const mib = tagUint(findGroup(cp, 'Checkpoint')?.tags.find((t) => t.name === 'memSize'));
-    return mib && Number.isSafeInteger(mib * 1024 * 1024) ? mib * 1024 * 1024 : null;
-  }
+  if (!regions) return statedMemSize(cp);
   const r = buildRuns(cp, { offset: 0, length: Number.MAX_SAFE_INTEGER, wholeFile: true });
   if (!r.ok || r.runs.length === 0) return null;
   return Math.max(...r.runs.map((run) => run.fileOffset + run.length));
+}
+
+/** Checkpoint/memSize (MiB) in bytes: the guest's memory as the checkpoint states it; null when absent or absurd. */
+function statedMemSize(cp: Checkpoint): number | null {
+  const mib = tagUint(findGroup(cp, 'Checkpoint')?.tags.find((t) => t.name === 'memSize'));
+  return mib && Number.isSafeInteger(mib * 1024 * 1024) ? mib * 1024 * 1024 : null;
 }
 
 /**

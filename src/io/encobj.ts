@@ -91,7 +91,7 @@ export class EncObjSource extends DecodingLayer implements Source {
     } else if (logical <= MAX_LOGICAL) {
       // A truncated copy: the missing pages cannot be decrypted, and are not invented.
       this.size = logical;
-      this.damaged.push({ start: present, end: logical, why: `its encrypted pages end at plaintext byte ${present}, short of the logical size ${logical} (truncated copy)` });
+      this.damaged.push({ start: present, end: logical, why: `its ${inner.size} bytes hold ${this.pages} whole encrypted page${this.pages === 1 ? '' : 's'}, so its plaintext ends at byte ${present}, short of the logical size ${logical} (truncated copy)` });
     } else {
       this.size = present;
       this.damaged.push({ start: present, end: present, why: `its header claims an absurd logical size (${logical} bytes); served as the ${present} bytes its pages hold` });

@@ -28,6 +28,11 @@ export interface KeyChainOptions {
    * of an encrypted VM's .vmx there. Default: a displayName.
    */
   configLines?: string[];
+  /**
+   * The key safe's phrase ID. VMware's is 8 random bytes in base64 (so about one in six holds a
+   * `/`), percent-encoded with the rest of the phrase; the default is such a random one.
+   */
+  phraseId?: string;
 }
 
 export interface KeyChain {
@@ -67,7 +72,8 @@ export function makeKeyChain(opts: KeyChainOptions): KeyChain {
   const data = seal(Buffer.from(realVmx), configKey, configKey);
   // The salt is percent-encoded, then encoded again with the rest of the phrase.
   const phrase = pct(`pass2key=PBKDF2-HMAC-SHA-1:cipher=${cipher}:rounds=${rounds}:salt=${pct(salt.toString('base64'))}`);
-  const keySafe = `vmware:key/list/(pair/(phrase/${crypto.randomUUID()}/${phrase},${pct('HMAC-SHA-1')},${pct(dict.toString('base64'))}))`;
+  const phraseId = opts.phraseId ?? crypto.randomBytes(8).toString('base64');
+  const keySafe = `vmware:key/list/(pair/(phrase/${pct(phraseId)}/${phrase},${pct('HMAC-SHA-1')},${pct(dict.toString('base64'))}))`;
   const vmx = [
     '.encoding = "UTF-8"',
     'config.version = "8"',

@@ -511,6 +511,8 @@ export interface SnapshotOptions {
   omitRegionsCount?: boolean;
   /** Leave out every memory/regionPageNum[i]. */
   omitRegionPageNum?: boolean;
+  /** Without `regions`: write memory/regionsCount = 0 (no region tags), which means the same as its absence. */
+  regionsCountZero?: boolean;
 }
 
 export interface PhysRun { physAddr: number; fileOffset: number; length: number; file: string }
@@ -703,6 +705,8 @@ export function writeSnapshot(filePath: string, opts: SnapshotOptions): WrittenS
     if (!opts.omitRegionPageNum) rs.forEach((r, i) => memTags.push({ name: 'regionPageNum', indices: [i], value: u32(r.pageNum) }));
     rs.forEach((r, i) => memTags.push({ name: 'regionPPN', indices: [i], value: u32(r.ppn) }));
     rs.forEach((r, i) => memTags.push({ name: 'regionSize', indices: [i], value: u32(r.pages) }));
+  } else if (opts.regionsCountZero) {
+    memTags.push({ name: 'regionsCount', value: u32(0) });
   }
   if (opts.memory === 'embedded') {
     memTags.push({

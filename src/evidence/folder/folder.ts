@@ -6,7 +6,7 @@ import { evidenceFiles } from '../evidence';
 import type { Source } from '../../io/source';
 import { FilePool } from '../../io/pool';
 import type { CacheBudget } from '../../cache/budget';
-import type { EncryptionSummary, Snapshot } from '../evidence';
+import { encryptionSummary, type EncryptionSummary, type Snapshot } from '../evidence';
 import { openSnapshot } from '../snapshot';
 import { escapeName, uniqueNames } from '../names';
 import { encryptedConfig, readEncryptedText, unlockFolder, type FolderKeys } from './keys';
@@ -256,7 +256,7 @@ export function openFolder(dirArg: string, opts: FolderOptions = {}): VmFolder {
 
   for (const c of served) decrypted.push(...((c.snap as Snapshot).encryption?.files ?? []).map((f) => path.basename(f)));
   const info = keys?.info ?? null;
-  const encryption = decrypted.length > 0 && info ? { ...info, files: [...new Set(decrypted)] } : null;
+  const encryption = decrypted.length > 0 && info ? encryptionSummary(info, [...new Set(decrypted)]) : null;
 
   return {
     dir, vmx, vmsd: vmsdName, encryption, checkpoints, warnings, mtime, pool,
