@@ -1,10 +1,11 @@
-import Fuse from 'fuse-native';
+import type { Operations } from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { UsageError, VmssError, describeError } from '../errors';
 import { FOLDER_VMEM, folderFiles, isDirectory, openFolder } from '../folder/folder';
 import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { fuseOperations } from '../fuse/adapter';
+import { loadFuse } from '../fuse/load';
 import { errnoName, prepareNative, type NativeReads } from '../fuse/native';
 import { evidenceFiles } from '../evidence';
 import { PageCache } from '../pagecache';
@@ -41,16 +42,20 @@ export interface Reporter {
   log(text: string): void;
 }
 
-/** fuse-native only knows a fixed set of options; this passes ours (and the user's -o) through. */
-class VmssFuse extends Fuse {
-  constructor(mnt: string, ops: import('fuse-native').Operations, private readonly options: string[]) {
-    // timeout: false — fuse-native's auto-reply would hand the kernel's read buffer back while our
-    // read may still be filling it.
-    super(mnt, ops, { timeout: false });
+/**
+ * fuse-native only knows a fixed set of options; this passes ours (and the user's -o) through.
+ * The class is made when mounting: fuse-native (and libfuse with it) is loaded only then.
+ */
+function createFuse(mnt: string, ops: Operations, options: string[]) {
+  const Fuse = loadFuse();
+  class VmssFuse extends Fuse {
+    override _fuseOptions(): string {
+      return optionString(options);
+    }
   }
-  override _fuseOptions(): string {
-    return optionString(this.options);
-  }
+  // timeout: false — fuse-native's auto-reply would hand the kernel's read buffer back while our
+  // read may still be filling it.
+  return new VmssFuse(mnt, ops, { timeout: false });
 }
 
 /** Kernel read-ahead for the mount, KiB: the kernel's default for FUSE is 128. */
@@ -130,6 +135,8 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => (stop ? stop(sig) : (earlySignal ??= sig)));
   }
+  // Before the evidence is opened: without fuse-native or libfuse there is nothing to serve with.
+  loadFuse();
   const user = parseUserOptions(opts.fuseOptions);
   const cache = new PageCache({
     maxBytes: opts.cacheMiB * 1024 * 1024,
@@ -172,7 +179,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     served.close();
     throw err;
   }
-  const fuse = new VmssFuse(opts.mountpoint, ops, options);
+  const fuse = createFuse(opts.mountpoint, ops, options);
 
   try {
     await new Promise<void>((resolve, reject) => {
