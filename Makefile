@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-# fuse-native's prebuilt binary links libfuse.so.2; fusermount unmounts. Both from Debian, and
-# so are the independent tools the suite checks the mount with (strings and readelf, yara, getfattr, gdb),
-# and what the slow-disk and other-user tests build with (mkfs.ext4, losetup and mount, setpriv).
+# What the build and the suite need from Debian (libfuse2, a fusermount, the tools the suite checks
+# the mount with): scripts/system-deps.sh asks apt only for what is missing, and never for fuse or
+# fuse3 when a fusermount (or fusermount3) is there, so a desktop keeps its FUSE 3.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP_SYS := node_modules/.vmssfs-system-deps
 STAMP_NPM := node_modules/.package-lock.json
@@ -12,11 +12,7 @@ STAMP_NPM := node_modules/.package-lock.json
 .PHONY: build test demo fixtures bench fuzz lint typecheck deps system-deps compiler native native-asan prebuild clean
 
 system-deps:
-	@if ! { ldconfig -p | grep -q 'libfuse\.so\.2' && command -v fusermount && command -v strings && command -v yara && command -v getfattr && command -v gdb && command -v mkfs.ext4 && command -v losetup && command -v setpriv; } >/dev/null; then \
-	  echo "installing Debian's fuse, libfuse2, binutils, yara, attr, gdb, e2fsprogs, mount and util-linux"; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse libfuse2 binutils yara attr gdb e2fsprogs mount util-linux >/dev/null; \
-	fi
+	@bash scripts/system-deps.sh
 
 $(STAMP_NPM): package.json package-lock.json
 	npm ci --no-audit --no-fund
