@@ -248,7 +248,8 @@ function startDaemon(serveOpts: ServeOptions, logFile: string | undefined, hando
     // 'close': the daemon has exited and everything it wrote on stderr has arrived.
     child.on('close', (code) => {
       if (settled) return;
-      const reason = libfuseSaid.split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
+      // libfuse tries fusermount twice (with and without a subtype): its reason is said once.
+      const reason = [...new Set(libfuseSaid.split('\n').map((l) => l.trim()).filter(Boolean))].join('; ');
       if (failure !== null) process.stderr.write(`vmssfs: ${failure}${reason ? ` (${reason})` : ''}\n`);
       else process.stderr.write(`vmssfs: the daemon exited (status ${code}) before mounting${reason ? `: ${reason}` : ''}\n`);
       settle(1);

@@ -6,7 +6,7 @@ import { FOLDER_VMEM, folderFiles, isDirectory, openFolder } from '../folder/fol
 import { buildFolderTree, folderWarnings } from '../folder/tree';
 import { fuseOperations } from '../fuse/adapter';
 import { loadFuse } from '../fuse/load';
-import { errnoName, prepareNative, type NativeReads } from '../fuse/native';
+import { errnoName, inheritStderr, prepareNative, type NativeReads } from '../fuse/native';
 import { evidenceFiles } from '../evidence';
 import { PageCache } from '../pagecache';
 import type { Source } from '../io/source';
@@ -15,7 +15,7 @@ import { buildTree, type Tree } from '../tree/build';
 import { treeModes } from '../tree/modes';
 import { fittedMountOptions, optionString, parseUserOptions } from './options';
 import type { Keyring } from '../crypto/keyring';
-import { fusermount, mountAt } from './preflight';
+import { fusermount, mountAt, refusalReason } from './preflight';
 
 export interface ServeOptions {
   snapshot: string;
@@ -183,10 +183,16 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
 
   try {
     await new Promise<void>((resolve, reject) => {
+      // fusermount (a user who is not root mounts through it) says on stderr why it refused.
+      const told = inheritStderr(true);
       fuse.mount((err) => {
+        if (told) inheritStderr(false);
         if (!err) return resolve();
         native?.discard();
-        const why = err.message === 'fuse failed' ? 'libfuse or the kernel refused the mount' : err.message;
+        let why = err.message === 'fuse failed' ? 'libfuse or the kernel refused the mount' : err.message;
+        // Where fusermount could not say it, the usual reasons are looked for here.
+        const guess = told ? null : refusalReason(opts.mountpoint, user.fuse);
+        if (guess) why += ` (${guess})`;
         reject(new VmssError(`${opts.mountpoint}: cannot mount: ${why}`));
       });
     });
