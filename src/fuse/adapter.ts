@@ -2,7 +2,7 @@ import type { Operations, Stat, Statfs } from 'fuse-native';
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
 import { describeError } from '../errors';
-import { SourceReadError } from '../pagecache';
+import { SourceReadError } from '../cache/pagecache';
 import type { FileNode, Node } from '../tree/nodes';
 import type { Tree } from '../tree/build';
 

@@ -6,7 +6,7 @@
  * 300 MiB) reports at least the parent's size, whatever the child itself held.
  */
 import * as fs from 'node:fs';
-import { main } from '../../src/cli';
+import { main } from '../../src/cli/main';
 
 function peakKiB(): number {
   return Number(/^VmHWM:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1]);
