@@ -45,7 +45,7 @@ describe('the package: npm pack, then npm install -g of the tarball on a machine
 
   it('carries the licence, the format notes and the source maps its scripts name, and no C sources or performance notes', async () => {
     const files = (await runCommand('tar', ['-tzf', tarball])).stdout.trim().split('\n').map((f) => f.replace(/^package\//, ''));
-    expect(files).to.include.members(['LICENSE', 'README.md', 'docs/format.md', 'package.json', 'bin/vmssfs', 'dist/src/cli.js']);
+    expect(files).to.include.members(['LICENSE', 'README.md', 'docs/format.md', 'package.json', 'bin/vmssfs', 'dist/src/cli/main.js']);
     expect(files.filter((f) => /^native\/|\.[ch]$|\.gyp$|performance\.md$|^dist\/test|^test\//.test(f))).to.deep.equal([]);
     const licence = (await runCommand('tar', ['-xzOf', tarball, 'package/LICENSE'])).stdout;
     expect(licence).to.match(/^MIT License\n\nCopyright \(c\) \d{4} the vmssfs authors\n/);
