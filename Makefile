@@ -2,21 +2,17 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-# fuse-native's prebuilt binary links libfuse.so.2; fusermount unmounts. Both from Debian, and
-# so are the independent tools the suite checks the mount with (strings and readelf, yara, getfattr, gdb),
-# and what the slow-disk and other-user tests build with (mkfs.ext4, losetup and mount, setpriv).
+# What the build and the suite need from Debian (libfuse2, a fusermount, the tools the suite checks
+# the mount with): scripts/system-deps.sh asks apt only for what is missing, and never for fuse or
+# fuse3 when a fusermount (or fusermount3) is there, so a desktop keeps its FUSE 3.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP_SYS := node_modules/.vmssfs-system-deps
 STAMP_NPM := node_modules/.package-lock.json
 
-.PHONY: build test demo fixtures bench fuzz lint typecheck deps system-deps compiler native native-asan prebuild clean
+.PHONY: build test nodes demo fixtures bench fuzz lint typecheck deps system-deps compiler native native-asan prebuild clean
 
 system-deps:
-	@if ! { ldconfig -p | grep -q 'libfuse\.so\.2' && command -v fusermount && command -v strings && command -v yara && command -v getfattr && command -v gdb && command -v mkfs.ext4 && command -v losetup && command -v setpriv; } >/dev/null; then \
-	  echo "installing Debian's fuse, libfuse2, binutils, yara, attr, gdb, e2fsprogs, mount and util-linux"; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse libfuse2 binutils yara attr gdb e2fsprogs mount util-linux >/dev/null; \
-	fi
+	@bash scripts/system-deps.sh
 
 $(STAMP_NPM): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -63,8 +59,32 @@ typecheck: deps
 lint: deps
 	npx eslint .
 
-test: build lint
+# The suite runs on every Node it supports: the one on the PATH (the oldest, 20) and the LTS
+# releases 22 and 24, whose binaries the npm registry's `node` package brings into .cache/node/N
+# (once; node_modules is left alone, so npm ci does not remove them). The native addon is N-API:
+# one build loads in all three. The suite's own processes (the CLI, the daemons) run on the Node
+# that runs mocha.
+TEST_NODES := 22 24
+NODE_CACHE := .cache/node
+NODE_BIN = $(NODE_CACHE)/$(1)/node_modules/node/bin/node
+
+# The `node` package's preinstall script fetches the binary: approved for that folder alone.
+$(NODE_CACHE)/%/node_modules/node/bin/node:
+	mkdir -p $(NODE_CACHE)/$*
+	echo '{"private": true, "allowScripts": {"node": true}}' > $(NODE_CACHE)/$*/package.json
+	npm install --prefix $(NODE_CACHE)/$* --no-save --no-package-lock --no-audit --no-fund node@$*
+	@test -x $@
+
+nodes: $(foreach v,$(TEST_NODES),$(call NODE_BIN,$(v)))
+
+test: build lint nodes
+	@echo "== the suite on Node $$(node --version)"
 	npx mocha
+	@for v in $(TEST_NODES); do \
+	  n=$(NODE_CACHE)/$$v/node_modules/node/bin/node; \
+	  echo "== the suite on Node $$($$n --version)"; \
+	  $$n node_modules/mocha/bin/mocha.js || exit 1; \
+	done
 
 demo: build
 	bash scripts/demo.sh
@@ -81,4 +101,4 @@ bench: build
 	node dist/scripts/bench.js
 
 clean:
-	rm -rf dist native/build native/build-asan
+	rm -rf dist native/build native/build-asan .cache

@@ -733,6 +733,27 @@ static napi_value js_counts(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * inheritStderr(on): whether a program this process starts without Node (libfuse starting
+ * fusermount to mount for a user that is not root) gets descriptor 2. Node marks its standard
+ * descriptors close-on-exec at start-up, so fusermount's reason for refusing a mount ("option
+ * allow_other only allowed if 'user_allow_other' is set in /etc/fuse.conf") would be written to a
+ * closed descriptor and lost. Returns true when the flag was set as asked.
+ */
+static napi_value js_inherit_stderr(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  bool on = false;
+  bool done = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 1 && napi_get_value_bool(env, argv[0], &on) == napi_ok) {
+    int flags = fcntl(STDERR_FILENO, F_GETFD);
+    if (flags >= 0) done = fcntl(STDERR_FILENO, F_SETFD, on ? (flags & ~FD_CLOEXEC) : (flags | FD_CLOEXEC)) == 0;
+  }
+  napi_value out;
+  if (napi_get_boolean(env, done, &out) != napi_ok) return NULL;
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   /* Register once per process, however often Node loads the addon. */
   static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -741,6 +762,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "prepare", NULL, js_prepare, NULL, NULL, NULL, napi_enumerable, NULL },
     { "discard", NULL, js_discard, NULL, NULL, NULL, napi_enumerable, NULL },
     { "counts", NULL, js_counts, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "inheritStderr", NULL, js_inherit_stderr, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

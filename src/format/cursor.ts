@@ -25,7 +25,17 @@ export class Cursor {
 
   /** The next `n` bytes (a view valid until the next call), or null if fewer remain. */
   take(n: number): Buffer | null {
-    if (n > this.remaining) return null;
+    const at = this.next(n);
+    return at < 0 ? null : this.window.subarray(at, at + n);
+  }
+
+  /**
+   * Move past the next `n` bytes and say where they sit in `bytes` (valid until the next call),
+   * or -1 if fewer remain. A tag stream reads four fields a tag: a view of each (as `take` makes)
+   * would be a million short-lived objects at the tag cap, so the tag reader reads in place.
+   */
+  next(n: number): number {
+    if (n > this.remaining) return -1;
     const rel = this.pos - this.windowStart;
     if (rel < 0 || rel + n > this.window.length) {
       const want = Math.min(Math.max(n, WINDOW), this.end - this.pos);
@@ -33,11 +43,16 @@ export class Cursor {
       const got = this.src.readAtSync(buf, this.pos);
       this.window = buf.subarray(0, got);
       this.windowStart = this.pos;
-      if (got < n) return null;
+      if (got < n) return -1;
     }
     const at = this.pos - this.windowStart;
     this.pos += n;
-    return this.window.subarray(at, at + n);
+    return at;
+  }
+
+  /** The buffer `next` points into. */
+  get bytes(): Buffer {
+    return this.window;
   }
 
   /** Move past `n` bytes without reading them (block data); false if that leaves the range. */

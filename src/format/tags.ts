@@ -54,22 +54,23 @@ export class TagStore {
   used = 0;
   private readonly names = new Map<string, string>();
 
-  /** Where `data` now sits in `bytes`. */
-  put(data: Buffer): number {
-    if (this.used + data.length > this.bytes.length) {
-      const grown = Buffer.allocUnsafe(Math.max(this.bytes.length * 2, this.used + data.length));
+  /** Where `from[start, end)` now sits in `bytes`. */
+  put(from: Buffer, start = 0, end = from.length): number {
+    const length = end - start;
+    if (this.used + length > this.bytes.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.bytes.length * 2, this.used + length));
       this.bytes.copy(grown, 0, 0, this.used);
       this.bytes = grown;
     }
     const at = this.used;
-    data.copy(this.bytes, at);
-    this.used += data.length;
+    from.copy(this.bytes, at, start, end);
+    this.used += length;
     return at;
   }
 
-  /** The one string for a name: real files repeat a few thousand names across their tags. */
-  name(bytes: Buffer): string {
-    const decoded = bytes.toString('utf8');
+  /** The one string for a name (`from[start, end)`): real files repeat a few thousand names across their tags. */
+  name(from: Buffer, start = 0, end = from.length): string {
+    const decoded = from.toString('utf8', start, end);
     const known = this.names.get(decoded);
     if (known !== undefined) return known;
     this.names.set(decoded, decoded);
@@ -158,8 +159,9 @@ export function readTagStream(src: RandomAccess, version: number, group: GroupEn
 
   for (;;) {
     const headerOffset = cur.pos;
-    const word = cur.take(2);
-    if (!word) {
+    // Fields are read in place in the cursor's window (cur.next): no object per field.
+    const word = cur.next(2);
+    if (word < 0) {
       if (cur.pos >= end && cur.pos === headerOffset) {
         warnings.push(`${where}: tag stream ${offEnd()} without its end marker; kept ${tags.length} tags`);
       } else {
@@ -167,8 +169,8 @@ export function readTagStream(src: RandomAccess, version: number, group: GroupEn
       }
       return { tags, complete: false, warnings };
     }
-    const flags = word[0] as number;
-    const nameLength = word[1] as number;
+    const flags = cur.bytes[word] as number;
+    const nameLength = cur.bytes[word + 1] as number;
     if (flags === 0 && nameLength === 0) return { tags, complete: true, warnings };
     if (budget.left <= 0) {
       warnings.push(`${where}: stopped at ${hex(headerOffset)}: the file holds more than ${MAX_TAGS_PER_FILE} tags, which no real checkpoint does`);
@@ -182,25 +184,25 @@ export function readTagStream(src: RandomAccess, version: number, group: GroupEn
       warnings.push(`${where}: tag at ${hex(headerOffset)} has flags ${hex(flags, 2)} but no name: the stream is damaged; kept ${tags.length} tags`);
       return { tags, complete: false, warnings };
     }
-    const nameBytes = cur.take(nameLength);
-    if (!nameBytes) return truncated();
-    const name = store.name(nameBytes);
+    const nameAt = cur.next(nameLength);
+    if (nameAt < 0) return truncated();
+    const name = store.name(cur.bytes, nameAt, nameAt + nameLength);
     const indexCount = flags >> 6;
     // The indices are copied to the store at once: the next take() may move the cursor's window.
     let at = store.used;
     if (indexCount > 0) {
-      const rawIndices = cur.take(4 * indexCount);
-      if (!rawIndices) return truncated();
-      at = store.put(rawIndices);
+      const rawIndices = cur.next(4 * indexCount);
+      if (rawIndices < 0) return truncated();
+      at = store.put(cur.bytes, rawIndices, rawIndices + 4 * indexCount);
     }
     const sizeField = flags & 0x3f;
     budget.left--;
 
     if (sizeField < SIZE_COMPRESSED) {
       const dataOffset = cur.pos;
-      const value = cur.take(sizeField);
-      if (!value) return truncated();
-      store.put(value);
+      const value = cur.next(sizeField);
+      if (value < 0) return truncated();
+      store.put(cur.bytes, value, value + sizeField);
       tags.push(new StoredTag(name, headerOffset, dataOffset, sizeField, sizeField, indexCount << 2, store, at));
       continue;
     }

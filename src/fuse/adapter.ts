@@ -1,5 +1,6 @@
-import Fuse, { type Operations, type Stat } from 'fuse-native';
+import type { Operations, Stat, Statfs } from 'fuse-native';
 import * as fs from 'node:fs';
+import { constants } from 'node:os';
 import { describeError } from '../errors';
 import { SourceReadError } from '../cache/pagecache';
 import type { FileNode, Node } from '../tree/nodes';
@@ -18,6 +19,19 @@ export interface AdapterOptions {
 }
 
 const O_ACCMODE = 3;
+
+/**
+ * Errors as FUSE handlers answer them (negative errno, as fuse-native's constants are): taken
+ * from Node, so that building the operations does not load fuse-native (and libfuse) itself.
+ */
+const E = {
+  ENOENT: -constants.errno.ENOENT,
+  EIO: -constants.errno.EIO,
+  EROFS: -constants.errno.EROFS,
+  ENOTDIR: -constants.errno.ENOTDIR,
+  EISDIR: -constants.errno.EISDIR,
+  EBADF: -constants.errno.EBADF,
+} as const;
 const ST_RDONLY = 1;
 
 /**
@@ -61,37 +75,37 @@ export function fuseOperations(tree: Tree, opts: AdapterOptions): Operations {
   const readOnly = (op: string) => (path: string, ...rest: unknown[]): void => {
     trace(op, path, 'EROFS');
     const cb = rest[rest.length - 1] as (code: number) => void;
-    cb(Fuse.EROFS);
+    cb(E.EROFS);
   };
 
   return {
     getattr: guard('getattr', (path: string, cb: (code: number, st?: Stat) => void) => {
       const node = tree.lookup(path);
       trace('getattr', path, node ? 0 : 'ENOENT');
-      if (!node) return cb(Fuse.ENOENT);
+      if (!node) return cb(E.ENOENT);
       cb(0, stat(node));
-    }, (_p, cb) => cb(Fuse.EIO)),
+    }, (_p, cb) => cb(E.EIO)),
 
     readdir: guard('readdir', (path: string, cb: (code: number, names?: string[]) => void) => {
       const node = tree.lookup(path);
       trace('readdir', path, node ? (node.kind === 'dir' ? 0 : 'ENOTDIR') : 'ENOENT');
-      if (!node) return cb(Fuse.ENOENT);
-      if (node.kind !== 'dir') return cb(Fuse.ENOTDIR);
+      if (!node) return cb(E.ENOENT);
+      if (node.kind !== 'dir') return cb(E.ENOTDIR);
       cb(0, ['.', '..', ...node.children.keys()]);
-    }, (_p, cb) => cb(Fuse.EIO)),
+    }, (_p, cb) => cb(E.EIO)),
 
     open: guard('open', (path: string, flags: number, cb: (code: number, fd?: number) => void) => {
       const node = tree.lookup(path);
       let code = 0;
-      if (!node) code = Fuse.ENOENT;
-      else if (node.kind === 'dir') code = Fuse.EISDIR;
-      else if ((flags & O_ACCMODE) !== fs.constants.O_RDONLY) code = Fuse.EROFS;
+      if (!node) code = E.ENOENT;
+      else if (node.kind === 'dir') code = E.EISDIR;
+      else if ((flags & O_ACCMODE) !== fs.constants.O_RDONLY) code = E.EROFS;
       trace('open', path, code);
       if (code !== 0 || !node || node.kind !== 'file') return cb(code);
       const h = nextHandle++;
       handles.set(h, node);
       cb(0, h);
-    }, (_p, _f, cb) => cb(Fuse.EIO)),
+    }, (_p, _f, cb) => cb(E.EIO)),
 
     release: guard('release', (path: string, fd: number, cb: (code: number) => void) => {
       handles.delete(fd);
@@ -101,7 +115,7 @@ export function fuseOperations(tree: Tree, opts: AdapterOptions): Operations {
 
     read: guard('read', (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
       const node = handles.get(fd) ?? tree.lookup(path);
-      if (!node || node.kind !== 'file') return cb(Fuse.EBADF);
+      if (!node || node.kind !== 'file') return cb(E.EBADF);
       const done = (n: number): void => {
         // No string is built per read unless --debug asked for the trace.
         if (opts.debug) trace('read', `${path} @${pos}+${len}`, n);
@@ -113,41 +127,41 @@ export function fuseOperations(tree: Tree, opts: AdapterOptions): Operations {
         done,
         (err: unknown) => {
           log(`read ${path} at ${pos} (+${len}): ${err instanceof SourceReadError ? err.message : `unexpected error: ${describeError(err)}`}: answered EIO`);
-          cb(Fuse.EIO);
+          cb(E.EIO);
         },
       );
-    }, (_p, _f, _b, _l, _o, cb) => cb(Fuse.EIO)),
+    }, (_p, _f, _b, _l, _o, cb) => cb(E.EIO)),
 
-    statfs: guard('statfs', (path: string, cb: (code: number, s?: import('fuse-native').Statfs) => void) => {
+    statfs: guard('statfs', (path: string, cb: (code: number, s?: Statfs) => void) => {
       trace('statfs', path, 0);
       cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, fsid: 0, flag: ST_RDONLY, namemax: 255 });
-    }, (_p, cb) => cb(Fuse.EIO)),
+    }, (_p, cb) => cb(E.EIO)),
 
     access: guard('access', (path: string, mode: number, cb: (code: number) => void) => {
       const node = tree.lookup(path);
-      const code = !node ? Fuse.ENOENT : mode & fs.constants.W_OK ? Fuse.EROFS : 0;
+      const code = !node ? E.ENOENT : mode & fs.constants.W_OK ? E.EROFS : 0;
       trace('access', path, code);
       cb(code);
-    }, (_p, _m, cb) => cb(Fuse.EIO)),
+    }, (_p, _m, cb) => cb(E.EIO)),
 
     getxattr: guard('getxattr', (path: string, name: string, _position: number, cb: (code: number, v?: Buffer | null) => void) => {
       const node = tree.lookup(path);
-      if (!node) return cb(Fuse.ENOENT);
+      if (!node) return cb(E.ENOENT);
       const value = node.kind === 'file' ? node.xattrs?.get(name) : undefined;
       trace('getxattr', `${path} ${name}`, value === undefined ? 'ENODATA' : 0);
       cb(0, value === undefined ? null : Buffer.from(value));
-    }, (_p, _n, _o, cb) => cb(Fuse.EIO)),
+    }, (_p, _n, _o, cb) => cb(E.EIO)),
 
     listxattr: guard('listxattr', (path: string, cb: (code: number, list?: string[]) => void) => {
       const node = tree.lookup(path);
-      if (!node) return cb(Fuse.ENOENT);
+      if (!node) return cb(E.ENOENT);
       trace('listxattr', path, 0);
       cb(0, node.kind === 'file' && node.xattrs ? [...node.xattrs.keys()] : []);
-    }, (_p, cb) => cb(Fuse.EIO)),
+    }, (_p, cb) => cb(E.EIO)),
 
     write: (path, _fd, _buf, _len, _pos, cb) => {
       trace('write', path, 'EROFS');
-      cb(Fuse.EROFS);
+      cb(E.EROFS);
     },
     create: readOnly('create'),
     truncate: readOnly('truncate'),

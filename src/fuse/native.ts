@@ -59,6 +59,8 @@ interface NativeAddon {
   prepare(spec: NativeSpec, onError: (e: NativeReadError) => void): number;
   discard(id: number): void;
   counts(): NativeCounts;
+  /** Clear (true) or set (false) close-on-exec on descriptor 2; absent from builds older than it. */
+  inheritStderr?(on: boolean): boolean;
 }
 
 export type LoadResult = { addon: NativeAddon; file: string } | { addon: null; reason: string };
@@ -207,4 +209,13 @@ export function prepareNative(tree: Tree, log: (line: string) => void, env: Node
     discard: () => addon.discard(id),
     counts: () => addon.counts(),
   };
+}
+
+/**
+ * Whether programs libfuse starts get descriptor 2 (on) or not (off, as Node leaves it: close-on-
+ * exec). fusermount, which mounts for a user who is not root, says there why it refused. Returns
+ * false when it could not be set: no addon, or a build older than this.
+ */
+export function inheritStderr(on: boolean): boolean {
+  return loadNative().addon?.inheritStderr?.(on) ?? false;
 }

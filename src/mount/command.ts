@@ -8,6 +8,7 @@ import { DEFAULT_CACHE_BYTES } from '../cache/budget';
 import { Keyring, type KeyHandoff } from '../crypto/keyring';
 import { UsageError, VmssError, describeError } from '../errors';
 import { unlockTarget } from '../target/target';
+import { loadFuse } from '../fuse/load';
 import { serve, type Reporter, type ServeOptions } from './daemon';
 import { openLog, safeWriter } from './log';
 import { MAX_OPTION_BYTES, parseUserOptions } from './options';
@@ -92,6 +93,8 @@ function realMountpoint(mnt: string): string {
 }
 
 async function prepareMountpoint(mnt: string, clearStale: boolean, fuseOptions: readonly string[]): Promise<void> {
+  // Said before anything else is checked or asked: without libfuse no mount can work.
+  loadFuse();
   // Without fusermount the mount could not be taken down again cleanly: refuse before mounting.
   fusermount();
   if ((await checkMountpoint(mnt, fuseOptions)) === 'ready') return;
@@ -166,6 +169,15 @@ function foregroundReporter(write: (text: string) => void): Reporter {
 }
 
 /**
+ * The daemon's young generation, bounded as Node 20 bounds it (16 MiB a semi-space). Node 22 and
+ * 24 size it from the heap limit, up to 64 MiB a semi-space on a machine with 16 GiB or more; a
+ * mount builds its whole tree at once (a node per tag file), every object of it survives, and the
+ * young generation grows to its largest and stays there: the daemon of a checkpoint at the tag cap
+ * held 285 MiB on Node 24 against 166 MiB on Node 20, and 172 MiB with this bound.
+ */
+const DAEMON_V8_FLAGS = ['--max-semi-space-size=16'];
+
+/**
  * Start the daemon as a detached copy of this command and wait until it says the filesystem is
  * mounted (exit 0) or why it is not (exit 1). Its warnings are printed here.
  */
@@ -181,7 +193,7 @@ function startDaemon(serveOpts: ServeOptions, logFile: string | undefined, hando
   if (handoff) args.push('--keys-from-parent');
   // stderr is read until the daemon is mounted or has failed: libfuse says there why it refused.
   // The key, when there is one, goes down its own pipe: never the command line or the environment.
-  const child = spawn(process.execPath, args, {
+  const child = spawn(process.execPath, [...DAEMON_V8_FLAGS, ...args], {
     cwd: '/', detached: true, stdio: ['ignore', 'ignore', 'pipe', 'pipe', handoff ? 'pipe' : 'ignore'],
   });
   if (handoff) {
@@ -230,7 +242,8 @@ function startDaemon(serveOpts: ServeOptions, logFile: string | undefined, hando
     // 'close': the daemon has exited and everything it wrote on stderr has arrived.
     child.on('close', (code) => {
       if (settled) return;
-      const reason = libfuseSaid.split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
+      // libfuse tries fusermount twice (with and without a subtype): its reason is said once.
+      const reason = [...new Set(libfuseSaid.split('\n').map((l) => l.trim()).filter(Boolean))].join('; ');
       if (failure !== null) process.stderr.write(`vmssfs: ${failure}${reason ? ` (${reason})` : ''}\n`);
       else process.stderr.write(`vmssfs: the daemon exited (status ${code}) before mounting${reason ? `: ${reason}` : ''}\n`);
       settle(1);

@@ -1,16 +1,17 @@
-import Fuse from 'fuse-native';
+import type { Operations } from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { VmssError, describeError } from '../errors';
 import { fuseOperations } from '../fuse/adapter';
-import { errnoName, prepareNative, type NativeReads } from '../fuse/native';
+import { loadFuse } from '../fuse/load';
+import { errnoName, inheritStderr, prepareNative, type NativeReads } from '../fuse/native';
 import { PageCache } from '../cache/pagecache';
 import type { Source } from '../io/source';
 import { openTarget } from '../target/target';
 import { treeModes } from '../tree/modes';
 import { fittedMountOptions, optionString, parseUserOptions } from './options';
 import type { Keyring } from '../crypto/keyring';
-import { fusermount, mountAt } from './preflight';
+import { fusermount, mountAt, refusalReason } from './preflight';
 
 export interface ServeOptions {
   snapshot: string;
@@ -37,16 +38,20 @@ export interface Reporter {
   log(text: string): void;
 }
 
-/** fuse-native only knows a fixed set of options; this passes ours (and the user's -o) through. */
-class VmssFuse extends Fuse {
-  constructor(mnt: string, ops: import('fuse-native').Operations, private readonly options: string[]) {
-    // timeout: false — fuse-native's auto-reply would hand the kernel's read buffer back while our
-    // read may still be filling it.
-    super(mnt, ops, { timeout: false });
+/**
+ * fuse-native only knows a fixed set of options; this passes ours (and the user's -o) through.
+ * The class is made when mounting: fuse-native (and libfuse with it) is loaded only then.
+ */
+function createFuse(mnt: string, ops: Operations, options: string[]) {
+  const Fuse = loadFuse();
+  class VmssFuse extends Fuse {
+    override _fuseOptions(): string {
+      return optionString(options);
+    }
   }
-  override _fuseOptions(): string {
-    return optionString(this.options);
-  }
+  // timeout: false — fuse-native's auto-reply would hand the kernel's read buffer back while our
+  // read may still be filling it.
+  return new VmssFuse(mnt, ops, { timeout: false });
 }
 
 /** Kernel read-ahead for the mount, KiB: the kernel's default for FUSE is 128. */
@@ -89,6 +94,8 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => (stop ? stop(sig) : (earlySignal ??= sig)));
   }
+  // Before the evidence is opened: without fuse-native or libfuse there is nothing to serve with.
+  loadFuse();
   const user = parseUserOptions(opts.fuseOptions);
   const cache = new PageCache({
     maxBytes: opts.cacheMiB * 1024 * 1024,
@@ -131,14 +138,20 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     served.close();
     throw err;
   }
-  const fuse = new VmssFuse(opts.mountpoint, ops, options);
+  const fuse = createFuse(opts.mountpoint, ops, options);
 
   try {
     await new Promise<void>((resolve, reject) => {
+      // fusermount (a user who is not root mounts through it) says on stderr why it refused.
+      const told = inheritStderr(true);
       fuse.mount((err) => {
+        if (told) inheritStderr(false);
         if (!err) return resolve();
         native?.discard();
-        const why = err.message === 'fuse failed' ? 'libfuse or the kernel refused the mount' : err.message;
+        let why = err.message === 'fuse failed' ? 'libfuse or the kernel refused the mount' : err.message;
+        // Where fusermount could not say it, the usual reasons are looked for here.
+        const guess = told ? null : refusalReason(opts.mountpoint, user.fuse);
+        if (guess) why += ` (${guess})`;
         reject(new VmssError(`${opts.mountpoint}: cannot mount: ${why}`));
       });
     });

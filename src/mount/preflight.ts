@@ -84,3 +84,27 @@ export async function checkMountpoint(mnt: string, fuseOptions: readonly string[
 export function staleMessage(mnt: string): string {
   return `${mnt}: holds a dead FUSE mount (its daemon was killed: "Transport endpoint is not connected"); clear it with \`fusermount -u ${mnt}\`, or run vmssfs again with --clear-stale`;
 }
+
+/**
+ * Why fusermount would refuse this mount to a user who is not root, as far as can be told from
+ * outside: what it says itself when its stderr reaches us. null for root, or when nothing is found.
+ */
+export function refusalReason(mnt: string, fuseOptions: readonly string[], conf = '/etc/fuse.conf'): string | null {
+  if (process.getuid?.() === 0) return null;
+  const shared = fuseOptions.find((o) => o === 'allow_other' || o === 'allow_root');
+  if (shared) {
+    let text = '';
+    try {
+      text = fs.readFileSync(conf, 'utf8');
+    } catch {
+      // no file: the option is not allowed
+    }
+    if (!/^\s*user_allow_other\s*$/m.test(text)) return `option ${shared} only allowed if 'user_allow_other' is set in ${conf}`;
+  }
+  try {
+    fs.accessSync(mnt, fs.constants.W_OK);
+  } catch {
+    return `user has no write access to mountpoint ${mnt}`;
+  }
+  return null;
+}
