@@ -1,0 +1,12 @@
+/* The functions the addon exports to JavaScript, by the file that defines them. */
+#ifndef VMSSFS_ADDON_H
+#define VMSSFS_ADDON_H
+
+#include <node_api.h>
+
+/* mapspec.c: the native read path (src/fuse/native.ts). */
+napi_value js_prepare(napi_env env, napi_callback_info info);
+napi_value js_discard(napi_env env, napi_callback_info info);
+napi_value js_counts(napi_env env, napi_callback_info info);
+
+#endif
