@@ -2,6 +2,8 @@
  * vmssfs_native: the addon's entry point. It exports
  *   - the native read path (mapspec.c builds a read map, readmap.c serves it, fusemodule.c is
  *     the libfuse module that answers reads with it on libfuse's worker threads);
+ *   - the FastLZ decoder (fastlz.c), called synchronously or on libuv's thread pool
+ *     (decode_napi.c);
  * and registers the libfuse module once per process. Loading the addon mounts nothing: it can
  * be loaded (and its decoder used) without a mount.
  */
@@ -16,6 +18,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "prepare", NULL, js_prepare, NULL, NULL, NULL, napi_enumerable, NULL },
     { "discard", NULL, js_discard, NULL, NULL, NULL, napi_enumerable, NULL },
     { "counts", NULL, js_counts, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "fastlzDecode", NULL, js_fastlz_decode, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "fastlzDecodeAsync", NULL, js_fastlz_decode_async, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -9,4 +9,8 @@ napi_value js_prepare(napi_env env, napi_callback_info info);
 napi_value js_discard(napi_env env, napi_callback_info info);
 napi_value js_counts(napi_env env, napi_callback_info info);
 
+/* decode_napi.c: the FastLZ decoder (src/io/native-decoder.ts). */
+napi_value js_fastlz_decode(napi_env env, napi_callback_info info);
+napi_value js_fastlz_decode_async(napi_env env, napi_callback_info info);
+
 #endif
