@@ -4,6 +4,7 @@
  *     the libfuse module that answers reads with it on libfuse's worker threads);
  *   - the FastLZ decoder (fastlz.c), called synchronously or on libuv's thread pool
  *     (decode_napi.c);
+ *   - decryption of encobj pages with the Node binary's own OpenSSL (encobj.c, crypto_napi.c);
  * and registers the libfuse module once per process. Loading the addon mounts nothing: it can
  * be loaded (and its decoder used) without a mount.
  */
@@ -20,6 +21,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "counts", NULL, js_counts, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fastlzDecode", NULL, js_fastlz_decode, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fastlzDecodeAsync", NULL, js_fastlz_decode_async, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "encobjDecrypt", NULL, js_encobj_decrypt, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -13,4 +13,7 @@ napi_value js_counts(napi_env env, napi_callback_info info);
 napi_value js_fastlz_decode(napi_env env, napi_callback_info info);
 napi_value js_fastlz_decode_async(napi_env env, napi_callback_info info);
 
+/* crypto_napi.c: encobj pages decrypted with this Node's OpenSSL (src/io/encobj.ts). */
+napi_value js_encobj_decrypt(napi_env env, napi_callback_info info);
+
 #endif

@@ -17,8 +17,8 @@
 
 #include "addon.h"
 #include "fastlz.h"
+#include "napi_args.h"
 
-#define MAX_SAFE 9007199254740991.0 /* 2^53 - 1 */
 #define NARGS 9
 
 /* One decode, its arguments checked: what fastlz.c is given, and what it returned. */
@@ -37,38 +37,6 @@ typedef struct {
   napi_ref refs[3];
 } decode_job;
 
-/* Throws and returns 0 unless v is an integer in [0, limit]. */
-static int arg_uint(napi_env env, napi_value v, const char *name, size_t limit, size_t *out) {
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "vmssfs native: fastlz: %s is not a number", name);
-    napi_throw_type_error(env, NULL, msg);
-    return 0;
-  }
-  if (!isfinite(d) || d < 0 || d != floor(d) || d > MAX_SAFE || (uint64_t)d > limit) {
-    char msg[128];
-    snprintf(msg, sizeof msg, "vmssfs native: fastlz: %s = %g is not an integer in [0, %zu]", name, d, limit);
-    napi_throw_range_error(env, NULL, msg);
-    return 0;
-  }
-  *out = (size_t)d;
-  return 1;
-}
-
-static int arg_buffer(napi_env env, napi_value v, const char *name, uint8_t **data, size_t *len) {
-  bool yes = false;
-  void *p = NULL;
-  if (napi_is_buffer(env, v, &yes) != napi_ok || !yes || napi_get_buffer_info(env, v, &p, len) != napi_ok) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "vmssfs native: fastlz: %s is not a Buffer", name);
-    napi_throw_type_error(env, NULL, msg);
-    return 0;
-  }
-  *data = p;
-  return 1;
-}
-
 /* Read and check the arguments into j; throws and returns 0 when one is wrong. */
 static int parse(napi_env env, napi_callback_info info, decode_job *j, napi_value argv[NARGS]) {
   size_t argc = NARGS;
@@ -78,12 +46,12 @@ static int parse(napi_env env, napi_callback_info info, decode_job *j, napi_valu
   }
   uint8_t *in;
   size_t out_len;
-  if (!arg_buffer(env, argv[0], "input", &in, &j->in_len) || !arg_buffer(env, argv[2], "out", &j->out, &out_len)) return 0;
+  if (!arg_buffer(env, "fastlz", argv[0], "input", &in, &j->in_len) || !arg_buffer(env, "fastlz", argv[2], "out", &j->out, &out_len)) return 0;
   j->in = in;
   /* ip0 past the input is the decoder's to report (no tokens), as in JavaScript. */
-  if (!arg_uint(env, argv[1], "ip0", (size_t)MAX_SAFE, &j->ip0) || !arg_uint(env, argv[4], "outEnd", out_len, &j->out_end) ||
-      !arg_uint(env, argv[3], "outStart", j->out_end, &j->out_start) ||
-      !arg_uint(env, argv[5], "historyStart", j->out_start, &j->history_start))
+  if (!arg_index(env, "fastlz", argv[1], "ip0", (size_t)MAX_SAFE, &j->ip0) || !arg_index(env, "fastlz", argv[4], "outEnd", out_len, &j->out_end) ||
+      !arg_index(env, "fastlz", argv[3], "outStart", j->out_end, &j->out_start) ||
+      !arg_index(env, "fastlz", argv[5], "historyStart", j->out_start, &j->history_start))
     return 0;
   bool at_start = false;
   if (napi_get_value_bool(env, argv[6], &at_start) != napi_ok) {
@@ -96,7 +64,7 @@ static int parse(napi_env env, napi_callback_info info, decode_job *j, napi_valu
     j->has_stop = 0;
     j->stop_at = 0;
   } else {
-    if (!arg_uint(env, argv[7], "stopAt", (size_t)MAX_SAFE, &j->stop_at)) return 0;
+    if (!arg_index(env, "fastlz", argv[7], "stopAt", (size_t)MAX_SAFE, &j->stop_at)) return 0;
     j->has_stop = 1;
   }
   j->where = NULL;

@@ -1,10 +1,10 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "napi_args.h"
 
-#define MAX_SAFE 9007199254740991.0 /* 2^53 - 1: every integer up to it is exact in a double */
 
 int get_uint(napi_env env, napi_value obj, const char *key, uint64_t limit, uint64_t *out) {
   napi_value v;
@@ -51,4 +51,35 @@ int has(napi_env env, napi_value obj, const char *key) {
 void set_number(napi_env env, napi_value obj, const char *key, double value) {
   napi_value v;
   if (napi_create_double(env, value, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+int arg_index(napi_env env, const char *fn, napi_value v, const char *name, size_t limit, size_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "vmssfs native: %s: %s is not a number", fn, name);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  if (!isfinite(d) || d < 0 || d != floor(d) || d > MAX_SAFE || (uint64_t)d > limit) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "vmssfs native: %s: %s = %g is not an integer in [0, %zu]", fn, name, d, limit);
+    napi_throw_range_error(env, NULL, msg);
+    return 0;
+  }
+  *out = (size_t)d;
+  return 1;
+}
+
+int arg_buffer(napi_env env, const char *fn, napi_value v, const char *name, uint8_t **data, size_t *len) {
+  bool yes = false;
+  void *p = NULL;
+  if (napi_is_buffer(env, v, &yes) != napi_ok || !yes || napi_get_buffer_info(env, v, &p, len) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "vmssfs native: %s: %s is not a Buffer", fn, name);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  *data = p;
+  return 1;
 }
