@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { encryptFile } from '../scripts/encrypted-vm';
 import { writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from '../scripts/writer';
 import { loadNative, nativeSpec, type NativeSpec } from '../src/fuse/native';
 import type { ChunkSource } from '../src/pagecache';
@@ -429,6 +430,25 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
       expect(report.differences).to.deep.equal([]);
       // Damage of several kinds reached the decoder, not only intact blocks.
       expect(report.outcomes.length, report.outcomes.join('; ')).to.be.above(8);
+    });
+
+    it('decrypts encobj pages, whole and cut, sync and async, with no memory error', async () => {
+      const plainFile = scratch.named('asan-plain.bin');
+      const encFile = scratch.named('asan-enc.bin');
+      const plain = Buffer.alloc(4064 * 30 + 123);
+      for (let i = 0; i < plain.length; i++) plain[i] = (i * 31 + (i >> 11)) & 0xff;
+      fs.writeFileSync(plainFile, plain);
+      const key = Buffer.alloc(32, 3);
+      encryptFile(plainFile, encFile, key, { version: 2 });
+      const ranges: [number, number][] = [[0, 1], [4063, 2], [4064 * 4 + 9, 4064 * 9], [0, plain.length], [plain.length - 5, 50]];
+      const r = await runCommand(process.execPath, [path.join(HELPERS, 'encobj-read.js'), encFile, key.toString('hex'), JSON.stringify(ranges)], { env: { ...process.env, ...asanEnv } });
+      expect(r.code, r.stderr.slice(-3000)).to.equal(0);
+      expect(r.stderr).to.not.match(/AddressSanitizer/);
+      const want = ranges.flatMap(([pos, len]) => {
+        const h = createHash('sha256').update(plain.subarray(pos, pos + len)).digest('hex');
+        return [h, h];
+      });
+      expect(r.stdout.trim().split('\n')).to.deep.equal(want);
     });
   });
 });
