@@ -14,9 +14,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain } from './encrypted-vm';
-import { writeSnapshot, type RegionSpec } from './writer';
-import { writeFolderCheckpoint, vmsdText, type VmsdSnapshotSpec } from './folder-writer';
+import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain } from '../test/kit/encrypted-vm';
+import { writeSnapshot, type RegionSpec } from '../test/kit/writer';
+import { writeFolderCheckpoint, vmsdText, type VmsdSnapshotSpec } from '../test/kit/folder-writer';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const BIN = path.join(REPO, 'bin', 'vmssfs');

@@ -15,8 +15,8 @@ import * as crypto from 'node:crypto';
 import { MAX_DISTANCE, fastLzDecode } from '../src/io/fastlz';
 import { decryptPagesNative } from '../src/io/native-crypto';
 import { decodeBlock, decodeBlockAsync, decoderInUse } from '../src/io/native-decoder';
-import { guestLikeMemory } from './fastlz-cases';
-import { FastLzStream } from './fastlz';
+import { guestLikeMemory } from '../test/kit/fastlz-cases';
+import { FastLzStream } from '../test/kit/fastlz';
 
 const ROUNDS = Math.max(3, Number(process.env.BENCH_ROUNDS ?? 5) || 5);
 const MIB = Math.max(8, Number(process.env.BENCH_DECODE_MIB ?? 128) || 128);

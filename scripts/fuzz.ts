@@ -14,18 +14,18 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { VmssError } from '../src/errors';
-import { openEvidence } from '../src/open';
+import { openEvidence } from '../src/evidence/open';
 import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
 import { EncObjSource } from '../src/io/encobj';
 import { BufferSource, type Source } from '../src/io/source';
-import { PageCache } from '../src/pagecache';
+import { PageCache } from '../src/cache/pagecache';
 import { buildTree } from '../src/tree/build';
 import type { Node } from '../src/tree/nodes';
-import { compressiblePage } from './encrypted-vm';
-import { FastLzStream } from './fastlz';
-import { damagedBlocks, decodeJs, decodeNative, difference, intactBlocks } from './fastlz-cases';
+import { compressiblePage } from '../test/kit/encrypted-vm';
+import { FastLzStream } from '../test/kit/fastlz';
+import { damagedBlocks, decodeJs, decodeNative, difference, intactBlocks } from '../test/kit/fastlz-cases';
 import { decoderInUse } from '../src/io/native-decoder';
-import { writeCheckpoint, writeGuestDump, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from './writer';
+import { writeCheckpoint, writeGuestDump, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from '../test/kit/writer';
 import * as crypto from 'node:crypto';
 
 /** xorshift32: deterministic across runs and machines. */
@@ -535,7 +535,7 @@ export async function checkLayers(name: string, bytes: Buffer, key: Buffer | nul
 }
 
 /**
- * The native decoder against the JavaScript one on damaged FastLZ blocks (scripts/fastlz-cases.ts),
+ * The native decoder against the JavaScript one on damaged FastLZ blocks (test/kit/fastlz-cases.ts),
  * alternately sync and on the thread pool: the same bytes, or the same failure. Returns the failures.
  */
 export async function fuzzDecoder(seed: number, count: number): Promise<number> {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { encryptFile } from '../scripts/encrypted-vm';
+import { encryptFile } from './kit/encrypted-vm';
 import { decryptPagesNative } from '../src/io/native-crypto';
 import { scratchDir } from './helpers/paths';
 import { runCommand } from './helpers/run';

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { damagedBlocks, decodeJs, decodeNative, difference, intactBlocks, type BlockCase } from '../scripts/fastlz-cases';
+import { damagedBlocks, decodeJs, decodeNative, difference, intactBlocks, type BlockCase } from './kit/fastlz-cases';
 import { Rng } from '../scripts/fuzz';
 import { FastLzError, NEEDS_HISTORY, fastLzDecode } from '../src/io/fastlz';
 import { decodeBlock, decodeBlockAsync, decoderInUse } from '../src/io/native-decoder';

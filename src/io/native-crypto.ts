@@ -1,4 +1,4 @@
-import { loadNative } from '../fuse/native';
+import { loadAddon } from './addon';
 
 /**
  * encobj pages decrypted in the native addon (native/encobj.c) with the OpenSSL of the Node
@@ -14,8 +14,7 @@ let addon: CryptoAddon | null | undefined;
 
 function native(): CryptoAddon | null {
   if (addon === undefined) {
-    const lib = loadNative();
-    const a = lib.addon as Partial<CryptoAddon> | null;
+    const a = loadAddon().exports as Partial<CryptoAddon> | null;
     addon = a && typeof a.encobjDecrypt === 'function' ? (a as CryptoAddon) : null;
   }
   return addon;

@@ -1,12 +1,12 @@
-import { loadNative } from '../fuse/native';
+import { loadAddon } from './addon';
 import { FastLzError, NEEDS_HISTORY, fastLzDecode, type DecodeStop } from './fastlz';
 
 /**
  * FastLZ decoding in the native addon (native/fastlz.c), with the JavaScript decoder's contract
  * (fastLzDecode in ./fastlz): the same bytes, the same NEEDS_HISTORY, the same FastLzError and
- * reason. The addon is loaded as the read path loads it (src/fuse/native.ts: VMSSFS_NATIVE=0 and
- * VMSSFS_NATIVE_ADDON apply), without a mount; when it cannot be, or predates the decoder, the
- * JavaScript decoder does the work.
+ * reason. The addon is loaded by ./addon.ts (VMSSFS_NATIVE=0 and VMSSFS_NATIVE_ADDON apply),
+ * without a mount; when it cannot be, or predates the decoder, the JavaScript decoder does the
+ * work.
  *
  * decodeBlockAsync decodes on libuv's thread pool (UV_THREADPOOL_SIZE threads, 4 by default), so
  * several blocks decode at once, beside the event loop; its `out` must be left alone until the
@@ -29,9 +29,9 @@ let chosen: { addon: DecoderAddon; file: string } | { addon: null; reason: strin
 
 function native(): DecoderAddon | null {
   if (!chosen) {
-    const lib = loadNative();
-    if (!lib.addon) chosen = { addon: null, reason: lib.reason };
-    else if (isDecoder(lib.addon)) chosen = { addon: lib.addon, file: lib.file };
+    const lib = loadAddon();
+    if (!lib.exports) chosen = { addon: null, reason: lib.reason };
+    else if (isDecoder(lib.exports)) chosen = { addon: lib.exports, file: lib.file };
     else chosen = { addon: null, reason: `${lib.file} has no decoder (an older build)` };
   }
   return chosen.addon;

@@ -4,7 +4,7 @@
  * sync and on the thread pool. Prints {decoder, cases, differences, outcomes} as JSON.
  * Usage: node decode-check.js COUNT SEED
  */
-import { damagedBlocks, decodeJs, decodeNative, difference, intactBlocks } from '../../scripts/fastlz-cases';
+import { damagedBlocks, decodeJs, decodeNative, difference, intactBlocks } from '../kit/fastlz-cases';
 import { Rng } from '../../scripts/fuzz';
 import { decoderInUse } from '../../src/io/native-decoder';
 

@@ -4,8 +4,8 @@
  * the zeroed window before the stream's start, overlapping and far matches, long lengths), and
  * the same damaged. Used by the tests, the fuzzer (`make fuzz`) and the AddressSanitizer run.
  */
-import { FastLzError, MAX_DISTANCE, fastLzDecode, type DecodeStop } from '../src/io/fastlz';
-import { decodeBlock, decodeBlockAsync } from '../src/io/native-decoder';
+import { FastLzError, MAX_DISTANCE, fastLzDecode, type DecodeStop } from '../../src/io/fastlz';
+import { decodeBlock, decodeBlockAsync } from '../../src/io/native-decoder';
 import { compressiblePage } from './encrypted-vm';
 import { FastLzStream, type EncoderStats } from './fastlz';
 

@@ -1,4 +1,5 @@
 import { CacheBudget, type CacheSpace } from './budget';
+import type { PlainFile } from '../io/source';
 
 /** What the cache reads from: an evidence file (SourceFile satisfies it). */
 export interface ChunkSource {
@@ -38,13 +39,6 @@ export interface ChunkSource {
    * on first read): where it is and which file it must be, so native code may open it itself.
    */
   readonly plainFile?: PlainFile;
-}
-
-/** A plain local file by path, and the identity (device, inode) a reopening must find there. */
-export interface PlainFile {
-  path: string;
-  dev: number;
-  ino: number;
 }
 
 /** An underlying read failed (EIO from a bad sector, a vanished share, a file that shrank). */
