@@ -408,7 +408,7 @@ function machine(): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// VM folders and diff (issue 13)
+// VM folders and diff
 
 const RSS_CLI = path.join(REPO, 'dist', 'test', 'helpers', 'rss-cli.js');
 /** Pages B changes, all in the last 8 MiB of the memory file, so cmp too reads everything before it finds them. */
@@ -673,7 +673,7 @@ async function main(): Promise<number> {
         }
       }
 
-      // VM folders and diff (issue 13)
+      // VM folders and diff
       if (diffInputs) diffRssPeak = Math.max(diffRssPeak, await diffRound(diffInputs, s));
       if (folderInputs) {
         const one = await mountTime(folderInputs.single, 'physmem.raw');

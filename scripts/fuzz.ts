@@ -378,7 +378,7 @@ function saveLayerCase(corpusDir: string, c: LayerCase & { key: Buffer | null },
   return file;
 }
 
-/** RSS ceiling for any one input: the bound the hardening issue sets. */
+/** RSS ceiling for any one input: bad input never costs unbounded memory. */
 export const RSS_LIMIT = 200 * 1024 * 1024;
 
 /**

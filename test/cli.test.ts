@@ -75,7 +75,7 @@ describe('cli', () => {
     it('a file that does not exist, and a directory holding no checkpoint', async () => {
       const missing = file('missing.vmss');
       expectOneLineError(await runCli(['info', missing]), missing, /cannot open: no such file/);
-      // A directory is taken as a VM folder (issue 13); one with nothing to serve is refused.
+      // A directory is taken as a VM folder; one with nothing to serve is refused.
       const empty = file('empty-dir');
       fs.mkdirSync(empty);
       expectOneLineError(await runCli(['info', empty]), empty, /not a VM folder/);

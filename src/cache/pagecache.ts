@@ -67,7 +67,7 @@ export interface PageCacheOptions {
 /**
  * 64 KiB, chosen when every read went through chunks: a random 4 KiB first touch then cost
  * 8.5-10 us per read against 15-20 us at 128 KiB, and 32 KiB and below lost on sequential reads
- * (per-chunk overhead). Local sources now read random and large misses straight through, so the
+ * (per-chunk overhead). Local sources read random and large misses straight through, so the
  * size matters for small forward readers and for sources read on the thread pool.
  */
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
