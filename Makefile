@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP_SYS := node_modules/.vmssfs-system-deps
 STAMP_NPM := node_modules/.package-lock.json
 
-.PHONY: build test nodes demo fixtures bench fuzz lint typecheck deps system-deps compiler native native-asan prebuild clean
+.PHONY: build test nodes demo fixtures bench bench-decode fuzz lint typecheck deps system-deps compiler native native-asan prebuild clean
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -98,7 +98,11 @@ fuzz: build
 	node --expose-gc dist/scripts/fuzz.js --iterations $(N) --seed $(SEED)
 
 bench: build
+	node dist/scripts/decode-bench.js
 	node dist/scripts/bench.js
+
+bench-decode: build
+	node dist/scripts/decode-bench.js
 
 clean:
 	rm -rf dist native/build native/build-asan .cache

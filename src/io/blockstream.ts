@@ -353,7 +353,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
       h.copy(buf, 0);
       let why: string | null = null;
       try {
-        const r = fastLzDecode(raw, buf, h.length, buf.length, 0);
+        const r = fastLzDecode(raw, 0, buf, h.length, buf.length, 0, true);
         if (r === NEEDS_HISTORY) why = `block ${i} (stream bytes ${b.start}-${b.start + b.size}) references bytes before ${i === 0 || b.start <= h.length ? 'the start of the stream' : 'the window it can reach'}`;
       } catch (err) {
         if (!(err instanceof FastLzError)) {
