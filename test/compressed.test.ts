@@ -65,14 +65,14 @@ describe('compressed memory', function () {
       const second = bytes.subarray(16 + bytes.readUInt32LE(8));
       const payload = second.subarray(16, 16 + second.readUInt32LE(8));
       const alone = Buffer.alloc(70000);
-      const r = fastLzDecode(payload, alone, 0, 70000, 0);
+      const r = fastLzDecode(payload, 0, alone, 0, 70000, 0, true);
       expect(r, 'refers into the first block').to.equal(NEEDS_HISTORY);
       const withHistory = Buffer.concat([data.subarray(0, 70000), Buffer.alloc(70000)]);
-      expect(fastLzDecode(payload, withHistory, 70000, 140000, 0)).to.equal(70000);
+      expect(fastLzDecode(payload, 0, withHistory, 70000, 140000, 0, true)).to.equal(70000);
       expect(withHistory.subarray(70000).equals(data.subarray(70000))).to.equal(true);
-      expect(() => fastLzDecode(payload.subarray(0, payload.length - 1), Buffer.alloc(140000), 70000, 140000, 0)).to.throw(FastLzError);
-      expect(() => fastLzDecode(payload, Buffer.alloc(140001), 70000, 140001, 0)).to.throw(FastLzError, /decoded to 70000 bytes, its header says 70001/);
-      expect(() => fastLzDecode(Buffer.from([0x60, 1, 2]), Buffer.alloc(10), 0, 10, 0)).to.throw(FastLzError, /not a level-2 literal run/);
+      expect(() => fastLzDecode(payload.subarray(0, payload.length - 1), 0, Buffer.alloc(140000), 70000, 140000, 0, true)).to.throw(FastLzError);
+      expect(() => fastLzDecode(payload, 0, Buffer.alloc(140001), 70000, 140001, 0, true)).to.throw(FastLzError, /decoded to 70000 bytes, its header says 70001/);
+      expect(() => fastLzDecode(Buffer.from([0x60, 1, 2]), 0, Buffer.alloc(10), 0, 10, 0, true)).to.throw(FastLzError, /not a level-2 literal run/);
     });
   });
 

@@ -198,7 +198,8 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     while (from >= 0 && !this.hasTail(from)) from--;
     const forwardCost = kStart - (from < 0 ? 0 : (this.blocks[from] as BlockEntry).start + (this.blocks[from] as BlockEntry).size);
     let spent = (this.blocks[k] as BlockEntry).stored;
-    const len = Math.min(MAX_DISTANCE, kStart);
+    // The whole window: positions before the stream's start are VMware's zeroed window.
+    const len = MAX_DISTANCE;
     const base = kStart - len;
     /** Stream position → its byte, or the earlier stream position it is a copy of. */
     const value = new Map<number, number>();
@@ -206,6 +207,11 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     let wanted = this.historySources(k, raw, null);
     while (wanted.length > 0) {
       const top = wanted[wanted.length - 1] as number;
+      if (top < 0) {
+        // Ascending: all that is left lies before the stream's start, in the zeroed window.
+        for (const p of wanted) value.set(p, 0);
+        break;
+      }
       const j = this.blockAt(top);
       const bj = this.blocks[j] as BlockEntry;
       const inBlock = wanted.filter((p) => p >= bj.start);
@@ -237,17 +243,23 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     return history;
   }
 
-  /** Decode the blocks before k from the nearest held tail (or the start); returns k's history. */
+  /**
+   * Decode the blocks before k from the nearest held tail (or the start); returns k's history.
+   * The window is carried in a buffer of its own from block to block: a cached tail can be
+   * evicted, and its buffer reused, while this waits for the next block's stored bytes.
+   */
   private *decodeForward(k: number): Generator<RawRequest, Buffer, Buffer> {
     let j = k - 1;
     while (j >= 0 && !this.hasTail(j)) j--;
+    let history: Buffer = j < 0 ? Buffer.alloc(MAX_DISTANCE) : Buffer.from(this.tailOf(j) as Buffer);
     for (let i = j + 1; i < k; i++) {
       const why = this.broken.get(i);
       if (why) throw this.fail(`block ${k} depends on block ${i}, which cannot be decoded: ${why}`);
-      const out = this.decodeOne(i, yield i, i === 0 ? null : this.needTail(i - 1));
+      const out = this.decodeOne(i, yield i, history);
       if (!out) throw this.fail(`block ${k} depends on block ${i}, which cannot be decoded: ${this.broken.get(i) ?? 'damaged'}`);
+      history = nextWindow(history, out);
     }
-    return this.needTail(k - 1);
+    return history;
   }
 
   /**
@@ -275,12 +287,6 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     const t = this.tails.alloc(bytes.length);
     bytes.copy(t);
     return t;
-  }
-
-  private needTail(j: number): Buffer {
-    const tail = this.tailOf(j);
-    if (!tail) throw this.fail(`the window before block ${j + 1} was lost`);
-    return tail;
   }
 
   /**
@@ -324,11 +330,6 @@ export class BlockStreamSource extends DecodingLayer implements Source {
       }
       found.sort((x, y) => x - y);
     }
-    if (found.length > 0 && (found[0] as number) < 0) {
-      const why = `block ${j} (stream bytes ${b.start}-${b.start + b.size}) references bytes before the start of the stream`;
-      this.broken.set(j, why);
-      throw this.fail(why);
-    }
     return found;
   }
 
@@ -339,22 +340,29 @@ export class BlockStreamSource extends DecodingLayer implements Source {
    */
   private decodeOne(i: number, raw: Buffer, history: Buffer | null, partial = false, kept = false): Buffer | null {
     const b = this.blocks[i] as BlockEntry;
+    // The window before the block, whole when the history given reaches back to the stream's
+    // start (zeros before it) or is MAX_DISTANCE long; else only as long as the history.
+    const given = history ?? EMPTY;
+    const full = given.length >= MAX_DISTANCE || given.length >= b.start;
+    const w = full ? MAX_DISTANCE : given.length;
     let out: Buffer;
+    let buf: Buffer;
     if (b.raw) {
       // The stored bytes may lie in a scratch buffer: a block kept gets a buffer of its own.
       out = kept ? this.decoded.alloc(b.size) : raw;
       if (kept) raw.copy(out);
+      buf = out;
     } else {
-      const h = history ?? Buffer.alloc(0);
       // A block to be kept is decoded into a buffer of the budget (all 4 MiB blocks with their
       // window take the same size, so an evicted one is reused); one decoded only for its tail,
       // on the way to another, into a buffer of its own that evicts nothing.
-      const buf = kept ? this.decoded.alloc(h.length + b.size) : Buffer.allocUnsafe(h.length + b.size);
-      h.copy(buf, 0);
+      buf = kept ? this.decoded.alloc(w + b.size) : Buffer.allocUnsafe(w + b.size);
+      buf.fill(0, 0, w - Math.min(w, given.length));
+      given.copy(buf, w - Math.min(w, given.length), Math.max(0, given.length - w));
       let why: string | null = null;
       try {
-        const r = fastLzDecode(raw, buf, h.length, buf.length, 0);
-        if (r === NEEDS_HISTORY) why = `block ${i} (stream bytes ${b.start}-${b.start + b.size}) references bytes before ${i === 0 || b.start <= h.length ? 'the start of the stream' : 'the window it can reach'}`;
+        const r = fastLzDecode(raw, 0, buf, w, buf.length, 0, true);
+        if (r === NEEDS_HISTORY) why = `block ${i} (stream bytes ${b.start}-${b.start + b.size}) references bytes before the window it can reach`;
       } catch (err) {
         if (!(err instanceof FastLzError)) {
           if (kept) this.decoded.discard(buf);
@@ -367,7 +375,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
         if (kept) this.decoded.discard(buf);
         return null;
       }
-      out = buf.subarray(h.length);
+      out = buf.subarray(w);
     }
     // Kept before its tail is cut: alloc() made room for exactly this block, and an entry set
     // in between would take that room, making this set evict a buffer alloc() could have reused.
@@ -376,11 +384,8 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     // for short blocks spans several.
     if (out.length >= MAX_DISTANCE) {
       this.tails.set(i, this.copyOf(out.subarray(out.length - MAX_DISTANCE)));
-    } else if (!partial && (history || i === 0 || b.raw)) {
-      const prev = history ?? Buffer.alloc(0);
-      if (b.raw && i > 0 && !history) return out;
-      const keep = prev.subarray(Math.max(0, prev.length - (MAX_DISTANCE - out.length)));
-      this.tails.set(i, Buffer.concat([keep, out]));
+    } else if (!partial && full) {
+      this.tails.set(i, this.copyOf(b.raw ? nextWindow(zeroPadded(given), out) : buf.subarray(buf.length - MAX_DISTANCE)));
     }
     return out;
   }
@@ -489,6 +494,22 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     }
     return done;
   }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** A window that reaches back to the stream's start, with the zeroed window before it: MAX_DISTANCE bytes. */
+function zeroPadded(history: Buffer): Buffer {
+  if (history.length >= MAX_DISTANCE) return history;
+  const w = Buffer.alloc(MAX_DISTANCE);
+  history.copy(w, MAX_DISTANCE - history.length);
+  return w;
+}
+
+/** The stream's last MAX_DISTANCE bytes after `out`, given those before it: a buffer of its own. */
+function nextWindow(history: Buffer, out: Buffer): Buffer {
+  if (out.length >= MAX_DISTANCE) return Buffer.from(out.subarray(out.length - MAX_DISTANCE));
+  return Buffer.concat([history.subarray(history.length - (MAX_DISTANCE - out.length)), out]);
 }
 
 /** Two ascending arrays merged, duplicates dropped. */

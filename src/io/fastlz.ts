@@ -2,7 +2,7 @@
  * FastLZ level 2, the codec of VMware's compressed memory blocks (the grammar is in
  * docs/format.md). Output goes into a buffer whose bytes before `outStart` are the history the
  * block may reference: the tail of the previous block's output, since the window runs across
- * blocks.
+ * blocks, and zeros before the stream's start.
  */
 
 /** Farthest a match can reach back: the escaped distance 8192 + 0xffff, plus one. */
@@ -14,20 +14,44 @@ export const NEEDS_HISTORY = -1;
 export class FastLzError extends Error {}
 
 /**
- * Decode `input` into out[outStart, outEnd); out[historyStart, outStart) holds valid history.
- * Returns outEnd - outStart when the block decoded to exactly that length, NEEDS_HISTORY when a
- * match reached before historyStart (nothing else is wrong yet: give it more history), and
- * throws FastLzError when the stream is damaged (runs out, overruns, ends short).
+ * Where a decode given a stop position ended: the input offset of the next token and the output
+ * position it writes at (a token boundary, so decoding can resume there later: a seek point).
+ */
+export interface DecodeStop {
+  /** Stop at the first token boundary at or after this output position. */
+  at: number;
+  /** Set on return: the next token's offset in the input, and the output position reached. */
+  ip: number;
+  op: number;
+}
+
+/**
+ * Decode tokens from input[ip0..] into out[outStart, outEnd); out[historyStart, outStart) holds
+ * valid history. The caller prefills zeros for positions before the stream's start: VMware's
+ * window is zeroed there, and its encoder matches a guest's first zero pages into it.
+ * `atBlockStart`: input[ip0] is the block's first control byte, which carries the level-2 mark.
+ *
+ * Returns the bytes produced; NEEDS_HISTORY when a match reached before historyStart (nothing
+ * else is wrong yet: give it more history); throws FastLzError when the stream is damaged (runs
+ * out, overruns, ends short). Without `stop`, the input must produce exactly outEnd - outStart
+ * bytes. With `stop`, decoding ends at the first token boundary at or after stop.at, or where the
+ * input ends (the caller checks the output reached), and stop.ip / stop.op say where: a seek
+ * point. The native decoder (native/) implements this same contract.
  * Each step consumes input or the loop ends, so time is bounded by the input and output sizes.
  */
-export function fastLzDecode(input: Buffer, out: Buffer, outStart: number, outEnd: number, historyStart: number): number {
+export function fastLzDecode(
+  input: Buffer, ip0: number, out: Buffer, outStart: number, outEnd: number, historyStart: number, atBlockStart: boolean, stop?: DecodeStop,
+): number {
   const inEnd = input.length;
-  if (inEnd === 0) throw new FastLzError('empty block');
-  let ip = 0;
+  if (ip0 >= inEnd) throw new FastLzError(atBlockStart ? 'empty block' : 'no tokens to decode');
+  const limit = stop ? stop.at : Infinity;
+  let ip = ip0;
   let op = outStart;
   let ctrl = input[ip++] as number;
-  if (ctrl >> 5 > 1) throw new FastLzError(`first control byte 0x${ctrl.toString(16)} is not a level-2 literal run`);
-  ctrl &= 31;
+  if (atBlockStart) {
+    if (ctrl >> 5 > 1) throw new FastLzError(`first control byte 0x${ctrl.toString(16)} is not a level-2 literal run`);
+    ctrl &= 31;
+  }
   for (;;) {
     if (ctrl < 32) {
       const run = ctrl + 1;
@@ -63,10 +87,15 @@ export function fastLzDecode(input: Buffer, out: Buffer, outStart: number, outEn
       copyMatch(out, op, ref, len, dist);
       op += len;
     }
-    if (ip >= inEnd) break;
+    if (ip >= inEnd || op >= limit) break;
     ctrl = input[ip++] as number;
   }
-  if (op !== outEnd) throw new FastLzError(`block decoded to ${op - outStart} bytes, its header says ${outEnd - outStart}`);
+  if (stop) {
+    stop.ip = ip;
+    stop.op = op;
+  } else if (op !== outEnd) {
+    throw new FastLzError(`block decoded to ${op - outStart} bytes, its header says ${outEnd - outStart}`);
+  }
   return op - outStart;
 }
 
