@@ -1,4 +1,5 @@
 import { CacheBudget, type CacheSpace } from './budget';
+import { DecodeError } from './io/layer';
 
 /** What the cache reads from: an evidence file (SourceFile satisfies it). */
 export interface ChunkSource {
@@ -434,7 +435,9 @@ export class PageCache {
 
   private readError(src: ChunkSource, expected: number, start: number, err: unknown): SourceReadError {
     const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-    return new SourceReadError(`${src.name}: read of ${expected} bytes at ${start} failed: ${code}`, code);
+    // A decoding layer knows why (a damaged block): the log and the command's message say it.
+    const why = err instanceof DecodeError ? `: ${err.reason}` : '';
+    return new SourceReadError(`${src.name}: read of ${expected} bytes at ${start} failed: ${code}${why}`, code);
   }
 
   private check(src: ChunkSource, start: number, expected: number, got: number): void {

@@ -1,56 +1,18 @@
 import { CacheBudget, type CacheSpace } from '../budget';
-import { DecodingLayer } from './layer';
+import { DecodeError, DecodingLayer } from './layer';
 import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex, fastLzDecode } from './fastlz';
+import { type BlockEntry, type ContainerIndex, indexContainer } from './container';
 import { type DamagedRange, type Source } from './source';
 
-/** VMware's block: 4 MiB of memory, the last one of a file shorter. */
-const MAX_BLOCK = 0x400000;
-const HEADER = 16;
+export { looksLikeBlockStream, type BlockEntry } from './container';
+
 /** The budget of a stream opened on its own, without the mount's (tests, tools): 8 blocks. */
 const DEFAULT_BUDGET = 32 * 1024 * 1024;
 /** Scratch sizes are rounded up to this, so that one buffer serves blocks of every stored size. */
 const SCRATCH_STEP = 256 * 1024;
+const MIB = 1024 * 1024;
 /** Positions traced back for one block at most (a few MiB of bookkeeping); past it, decode forward. */
 const MAX_TRACED = 256 * 1024;
-
-export interface BlockEntry {
-  /** Offset of the block's payload in the container. */
-  dataOffset: number;
-  /** Stored bytes after the header. */
-  stored: number;
-  /** Offset of the block's output in the decompressed stream. */
-  start: number;
-  size: number;
-  /** Stored uncompressed (stored size = size). */
-  raw: boolean;
-}
-
-/** A header that fits the container's rules, or null. */
-function readHeader(h: Buffer): { size: number; stored: number } | null {
-  if (h.length < HEADER) return null;
-  const size = h.readUInt32LE(0);
-  const stored = h.readUInt32LE(8);
-  if (h.readUInt32LE(4) !== 0 || h.readUInt32LE(12) !== 0) return null;
-  if (size === 0 || size > MAX_BLOCK || stored === 0 || stored > size) return null;
-  return { size, stored };
-}
-
-/**
- * Whether `src` holds VMware's compressed block container: a first header that fits (and whose
- * payload opens as a FastLZ level-2 block, unless stored raw) and, when the file goes on, a
- * second one that fits too. Flat memory fails this at once: its first word is not a block size.
- */
-export function looksLikeBlockStream(src: { readAtSync(buf: Buffer, position: number): number; size: number }): boolean {
-  const h = Buffer.alloc(HEADER + 1);
-  const got = src.readAtSync(h, 0);
-  const first = readHeader(h.subarray(0, got));
-  if (!first || HEADER + first.stored > src.size) return false;
-  if (first.stored < first.size && (h[HEADER] as number) >> 5 > 1) return false;
-  const next = HEADER + first.stored;
-  if (next === src.size) return true;
-  const h2 = Buffer.alloc(HEADER);
-  return readHeader(h2.subarray(0, src.readAtSync(h2, next))) !== null;
-}
 
 /** Yielded by a decoding plan: "give me block k's stored bytes". */
 type RawRequest = number;
@@ -65,8 +27,10 @@ type RawRequest = number;
  * the chain, then decoding forward.
  */
 export class BlockStreamSource extends DecodingLayer implements Source {
-  readonly blocks: BlockEntry[] = [];
+  readonly blocks: BlockEntry[];
   readonly damaged: DamagedRange[] = [];
+  /** What the user should know about this stream (said with the snapshot's warnings). */
+  readonly notes: string[] = [];
   /** Bytes of the stream its intact chain of headers describes. */
   readonly decodedSize: number;
   /** Bytes of the container the indexed blocks occupy (headers included). */
@@ -87,40 +51,30 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   /** Blocks being decoded after reads on the thread pool, with who waits to copy from them. */
   private readonly inflight = new Map<number, { users: Array<(block: Buffer) => void>; done: Promise<void> }>();
 
-  constructor(inner: Source, opts: { budget?: CacheBudget } = {}) {
+  constructor(inner: Source, opts: { budget?: CacheBudget; index?: ContainerIndex } = {}) {
     super(inner);
     const budget = opts.budget ?? new CacheBudget(DEFAULT_BUDGET);
     this.decoded = budget.space('blockstream-blocks');
     this.tails = budget.space('blockstream-tails');
     this.scratch = budget.space();
-    const h = Buffer.alloc(HEADER);
-    let pos = 0;
-    let start = 0;
-    let why: string | null = null;
-    // Each header is checked before it is believed, and each step moves forward by at least
-    // 17 bytes: the walk ends within size / 17 steps whatever the headers claim.
-    while (pos < inner.size) {
-      const got = inner.readAtSync(h, pos);
-      const e = readHeader(h.subarray(0, got));
-      if (!e) {
-        why = got < HEADER ? `its block header at byte ${pos} is cut short` : `its block header at byte ${pos} is not a valid one`;
-        break;
-      }
-      if (pos + HEADER + e.stored > inner.size) {
-        why = `block ${this.blocks.length} (stored at byte ${pos}) runs past the end of the file`;
-        break;
-      }
-      this.blocks.push({ dataOffset: pos + HEADER, stored: e.stored, start, size: e.size, raw: e.stored === e.size });
-      start += e.size;
-      pos += HEADER + e.stored;
+    const index = opts.index ?? indexContainer(inner);
+    // Decoding a block holds the block with its window, its stored bytes and the tails around
+    // it: a budget below that would decode the same blocks over and over, and grow the daemon
+    // by what it could not keep. The floor is said once (only the first stream raises it).
+    const largest = index.blocks.reduce((a, b) => Math.max(a, b.size), 0);
+    const floor = Math.ceil((2 * largest + 4 * MAX_DISTANCE) / MIB) * MIB;
+    const asked = budget.maxBytes;
+    if (budget.atLeast(floor)) {
+      this.notes.push(`--cache-size ${Math.max(1, Math.round(asked / MIB))} MiB is below what compressed memory needs to decode (a ${(largest / MIB).toFixed(largest % MIB ? 2 : 0)} MiB block with its window): the caches use ${floor / MIB} MiB`);
     }
-    this.decodedSize = start;
-    this.storedSize = pos;
-    this.size = start;
-    if (why !== null) {
+    this.blocks = index.blocks;
+    this.decodedSize = index.decodedSize;
+    this.storedSize = index.storedSize;
+    this.size = index.decodedSize;
+    if (index.stop !== null) {
       // What follows cannot be located: the stream ends here, and memory the run map places
       // beyond it is reported by coverDamaged().
-      this.damaged.push({ start, end: start, why: `${why}; the stream is decodable only up to byte ${start}` });
+      this.damaged.push({ start: this.size, end: this.size, why: `${index.stop}; the stream is decodable only up to byte ${this.size}` });
     }
   }
 
@@ -147,9 +101,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   }
 
   private fail(message: string): Error {
-    const e = new Error(`${this.name}: ${message}`) as NodeJS.ErrnoException;
-    e.code = 'EIO';
-    return e;
+    return new DecodeError(this.name, message);
   }
 
   /**
@@ -441,16 +393,25 @@ export class BlockStreamSource extends DecodingLayer implements Source {
       return running.done;
     }
     const users = [use];
-    const done = (async () => {
-      const g = this.plan(k);
-      let step = g.next();
-      while (!step.done) step = g.next(await this.rawAsync(step.value));
-      for (const u of users) u(step.value);
+    const entry = { users, done: Promise.resolve() };
+    // Leaves the map in the same step as its users copy: a reader that joined after the copies
+    // were made would wait on a decode that never hands it the block.
+    const leave = (): void => {
+      if (this.inflight.get(k) === entry) this.inflight.delete(k);
+    };
+    this.inflight.set(k, entry);
+    entry.done = (async () => {
+      try {
+        const g = this.plan(k);
+        let step = g.next();
+        while (!step.done) step = g.next(await this.rawAsync(step.value));
+        leave();
+        for (const u of users) u(step.value);
+      } finally {
+        leave();
+      }
     })();
-    this.inflight.set(k, { users, done });
-    const clear = (): void => void this.inflight.delete(k);
-    done.then(clear, clear);
-    return done;
+    return entry.done;
   }
 
   private checkRange(position: number, end: number): void {
