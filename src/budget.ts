@@ -74,6 +74,16 @@ export class CacheBudget {
     return true;
   }
 
+  /**
+   * Count `bytes` held outside every cache (a seek index) and raise the bound by as much: the
+   * caller keeps its own allowance, and the caches keep their room. Negative gives it back.
+   */
+  reserve(bytes: number): void {
+    this.limit += bytes;
+    this.heldBytes += bytes;
+    this.notePeak();
+  }
+
   /** Bytes held now, in every space. */
   get held(): number {
     return this.heldBytes;

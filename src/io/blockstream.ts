@@ -2,6 +2,7 @@ import { CacheBudget, type CacheSpace } from '../budget';
 import { DecodeError, DecodingLayer } from './layer';
 import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex, fastLzDecode } from './fastlz';
 import { type BlockEntry, type ContainerIndex, indexContainer } from './container';
+import { SeekIndex } from './seekindex';
 import { type DamagedRange, type Source } from './source';
 
 export { looksLikeBlockStream, type BlockEntry } from './container';
@@ -11,6 +12,8 @@ const DEFAULT_BUDGET = 32 * 1024 * 1024;
 /** Scratch sizes are rounded up to this, so that one buffer serves blocks of every stored size. */
 const SCRATCH_STEP = 256 * 1024;
 const MIB = 1024 * 1024;
+/** The most memory the seek index may take, as a share of the stream it indexes. */
+const INDEX_SHARE = 0.03;
 /** Positions traced back for one block at most (a few MiB of bookkeeping); past it, decode forward. */
 const MAX_TRACED = 256 * 1024;
 
@@ -46,6 +49,9 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   private readonly tails: CacheSpace;
   /** Buffers for stored bytes, kept between reads in the budget (never reused by another space). */
   private readonly scratch: CacheSpace;
+  /** The mount's seek index, once started (startIndex), and its pass. */
+  private seek: SeekIndex | null = null;
+  private readonly budget: CacheBudget;
   /** Blocks that failed to decode, with why. */
   private readonly broken = new Map<number, string>();
   /** Blocks being decoded after reads on the thread pool, with who waits to copy from them. */
@@ -54,6 +60,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   constructor(inner: Source, opts: { budget?: CacheBudget; index?: ContainerIndex } = {}) {
     super(inner);
     const budget = opts.budget ?? new CacheBudget(DEFAULT_BUDGET);
+    this.budget = budget;
     this.decoded = budget.space('blockstream-blocks');
     this.tails = budget.space('blockstream-tails');
     this.scratch = budget.space();
@@ -438,6 +445,68 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     }
   }
 
+  /**
+   * Start the pass that builds the seek index, in the background (the mount does, once it is
+   * up). The index may hold up to INDEX_SHARE of the stream's size, counted in the budget, which
+   * grows by what it holds. Reads of blocks it has reached decode from its points from then on.
+   */
+  startIndex(): Promise<void> {
+    if (this.seek) return Promise.resolve();
+    const allowance = Math.max(MIB, Math.floor(this.decodedSize * INDEX_SHARE));
+    const seek = new SeekIndex({
+      blocks: this.blocks,
+      readRaw: (k) => this.rawAsync(k),
+      grow: (n) => {
+        if (seek.bytes + n > allowance) return false;
+        this.budget.reserve(n);
+        return true;
+      },
+      shrink: (n) => this.budget.reserve(-n),
+    });
+    this.seek = seek;
+    return seek.build().then(
+      () => {
+        if (seek.failure) this.notes.push(`seek index stopped: ${seek.failure}`);
+      },
+      (err: unknown) => {
+        seek.failure = err instanceof Error ? err.message : String(err);
+      },
+    );
+  }
+
+  /** What the seek index holds (for --debug and the bench), or null before startIndex(). */
+  get indexStats(): { points: number; bytes: number; done: boolean } | null {
+    return this.seek ? { points: this.seek.count, bytes: this.seek.bytes, done: this.seek.done } : null;
+  }
+
+  override close(): void {
+    this.seek?.stop();
+    super.close();
+  }
+
+  /** Stream bytes [pos, pos + n) of block k into buf at `at`: raw blocks read in place, others through the index when it has reached them. */
+  private async readSpan(k: number, within: number, n: number, buf: Buffer, at: number): Promise<void> {
+    const b = this.blocks[k] as BlockEntry;
+    if (b.raw) {
+      if ((await this.inner.read(buf, at, n, b.dataOffset + within)) < n) throw this.fail(`block ${k} is cut short`);
+      return;
+    }
+    if (this.seek?.covers(k)) {
+      try {
+        await this.seek.read(k, b.start + within, n, buf, at, async (offset, length) => {
+          const raw = Buffer.allocUnsafe(length);
+          if ((await this.inner.read(raw, 0, length, b.dataOffset + offset)) < length) throw this.fail(`block ${k} is cut short`);
+          return raw;
+        });
+      } catch (err) {
+        if (!(err instanceof FastLzError)) throw err;
+        throw this.fail(`block ${k} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${err.message}`);
+      }
+      return;
+    }
+    await this.withBlockAsync(k, (block) => block.copy(buf, at, within, within + n));
+  }
+
   readAtSync(buf: Buffer, position: number): number {
     let done = 0;
     for (const s of this.spans(position, buf.length)) {
@@ -450,7 +519,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
     let done = 0;
     for (const s of this.spans(position, length)) {
-      await this.withBlockAsync(s.k, (block) => block.copy(buf, offset + s.at, s.within, s.within + s.n));
+      await this.readSpan(s.k, s.within, s.n, buf, offset + s.at);
       done += s.n;
     }
     return done;
