@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { compressiblePage } from '../scripts/encrypted-vm';
-import { compressStream } from '../scripts/fastlz';
-import { writeSnapshot } from '../scripts/writer';
-import { CacheBudget } from '../src/budget';
+import { compressiblePage } from './kit/encrypted-vm';
+import { compressStream } from './kit/fastlz';
+import { writeSnapshot } from './kit/writer';
+import { CacheBudget } from '../src/cache/budget';
 import { BlockStreamSource } from '../src/io/blockstream';
 import { recogniseContainer } from '../src/io/container';
 import { BufferSource } from '../src/io/source';

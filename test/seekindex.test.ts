@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
-import { compressiblePage } from '../scripts/encrypted-vm';
-import { compressStream } from '../scripts/fastlz';
-import { CacheBudget } from '../src/budget';
+import { compressiblePage } from './kit/encrypted-vm';
+import { compressStream } from './kit/fastlz';
+import { CacheBudget } from '../src/cache/budget';
 import { BlockStreamSource } from '../src/io/blockstream';
 import { SeekIndex, SPACING } from '../src/io/seekindex';
 import { BufferSource } from '../src/io/source';

@@ -1,14 +1,14 @@
 import { expect } from 'chai';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import { compressStream } from '../scripts/fastlz';
+import { compressStream } from './kit/fastlz';
 import { BlockStreamSource } from '../src/io/blockstream';
 import { BufferSource } from '../src/io/source';
 import { writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { TestMount } from './helpers/mount';
 import { BIN, tempDir } from './helpers/paths';
 import { runCli, runCommand } from './helpers/run';
-import { compressiblePage } from '../scripts/encrypted-vm';
+import { compressiblePage } from './kit/encrypted-vm';
 
 /** `pages` pages of guest-like memory: page 0 (and every eighth) is zeros, as a guest's first page is. */
 function memory(pages: number): Buffer {

@@ -1,4 +1,4 @@
-import { type CacheBudget, type CacheSpace } from '../budget';
+import { type CacheBudget, type CacheSpace } from '../cache/budget';
 import { type BlockEntry } from './container';
 import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex, fastLzDecode } from './fastlz';
 import { DecodeError } from './layer';

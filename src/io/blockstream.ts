@@ -1,4 +1,4 @@
-import { CacheBudget } from '../budget';
+import { CacheBudget } from '../cache/budget';
 import { BlockDecoder } from './blockdecoder';
 import { DecodingLayer } from './layer';
 import { FastLzError, MAX_DISTANCE } from './fastlz';
