@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP_SYS := node_modules/.vmssfs-system-deps
 STAMP_NPM := node_modules/.package-lock.json
 
-.PHONY: build test demo fixtures bench fuzz lint typecheck deps system-deps compiler native native-asan prebuild clean
+.PHONY: build test demo fixtures bench bench-decode fuzz lint typecheck deps system-deps compiler native native-asan prebuild clean
 
 system-deps:
 	@if ! { ldconfig -p | grep -q 'libfuse\.so\.2' && command -v fusermount && command -v strings && command -v yara && command -v getfattr && command -v gdb && command -v mkfs.ext4 && command -v losetup && command -v setpriv; } >/dev/null; then \
@@ -78,7 +78,11 @@ fuzz: build
 	node --expose-gc dist/scripts/fuzz.js --iterations $(N) --seed $(SEED)
 
 bench: build
+	node dist/scripts/decode-bench.js
 	node dist/scripts/bench.js
+
+bench-decode: build
+	node dist/scripts/decode-bench.js
 
 clean:
 	rm -rf dist native/build native/build-asan

@@ -1,6 +1,6 @@
 /*
  * readmap: the immutable description of the files served natively, and the read that serves
- * them. Nothing here knows FUSE or Node: addon.c builds a map from JavaScript's description of
+ * them. Nothing here knows FUSE or Node: mapspec.c builds a map from JavaScript's description of
  * the tree, hands it to the libfuse module, and the module calls readmap_read on libfuse's
  * worker threads. A map never changes after it is built, so readers need no lock.
  */

@@ -3,6 +3,9 @@
  * analyst would want: a one-line error naming the file (exit 1), or the metadata served with
  * warnings (exit 0); never an unexpected exception, a hang or an unbounded allocation.
  *
+ * The native FastLZ decoder is held to the JavaScript one on damaged blocks (same bytes or same
+ * failure); with `make fuzz`, half as many cases as N.
+ *
  * `make fuzz N=100000 SEED=1` runs this file; the suite runs `fuzzCases` with a fixed seed.
  * Every input that ever failed is kept in test/corpus/ as a regression case.
  */
@@ -20,6 +23,8 @@ import { buildTree } from '../src/tree/build';
 import type { Node } from '../src/tree/nodes';
 import { compressiblePage } from '../test/kit/encrypted-vm';
 import { FastLzStream } from '../test/kit/fastlz';
+import { damagedBlocks, decodeJs, decodeNative, difference, intactBlocks } from '../test/kit/fastlz-cases';
+import { decoderInUse } from '../src/io/native-decoder';
 import { writeCheckpoint, writeGuestDump, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from '../test/kit/writer';
 import * as crypto from 'node:crypto';
 
@@ -529,6 +534,25 @@ export async function checkLayers(name: string, bytes: Buffer, key: Buffer | nul
   return 'served';
 }
 
+/**
+ * The native decoder against the JavaScript one on damaged FastLZ blocks (test/kit/fastlz-cases.ts),
+ * alternately sync and on the thread pool: the same bytes, or the same failure. Returns the failures.
+ */
+export async function fuzzDecoder(seed: number, count: number): Promise<number> {
+  const decoder = decoderInUse();
+  let failures = 0;
+  let i = 0;
+  for (const c of damagedBlocks(new Rng(seed), count, intactBlocks().blocks)) {
+    const d = difference(decodeJs(c), await decodeNative(c, i++ % 2 === 1));
+    if (d === null) continue;
+    failures++;
+    if (failures <= 20) console.log(`FAIL decoder ${c.what}: ${d}`);
+  }
+  console.log(`decoder: ${count} damaged blocks, ${decoder} against JavaScript, ${failures} differed`);
+  if (!decoder.startsWith('native')) console.log('decoder: the native decoder is not loaded: nothing was compared');
+  return failures;
+}
+
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   const get = (flag: string, dflt: number): number => {
@@ -584,8 +608,9 @@ async function main(): Promise<number> {
       }
     }
     console.log(`layers: ${layerCount} cases (compressed streams, encrypted containers), ${layerFailures} failed`);
+    const decoderFailures = await fuzzDecoder(seed, Math.ceil(iterations / 2));
     console.log(`${iterations - failures} passed, ${failures} failed`);
-    return failures + layerFailures === 0 ? 0 : 1;
+    return failures + layerFailures + decoderFailures === 0 ? 0 : 1;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { encryptFile } from './kit/encrypted-vm';
 import { writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from './kit/writer';
 import { loadNative, nativeSpec, type NativeSpec } from '../src/fuse/native';
 import type { ChunkSource } from '../src/cache/pagecache';
@@ -356,19 +357,24 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
   });
 
   describe('under AddressSanitizer (make native-asan)', () => {
-    it('serves holes, edges, views, tags, concurrent readers and a failing read with no memory error', async () => {
+    const addon = path.join(REPO, 'native', 'build-asan', 'build', 'Release', 'vmssfs_native.node');
+    const asanEnv = {
+      VMSSFS_NATIVE_ADDON: addon,
+      LD_PRELOAD: '',
+      // Node itself is not instrumented: leaks are its business; any error in ours ends the process.
+      ASAN_OPTIONS: 'detect_leaks=0:halt_on_error=1:exitcode=66',
+    };
+    before(function () {
+      this.timeout(240_000);
       const build = spawnSync('make', ['-s', '-C', REPO, 'native-asan'], { encoding: 'utf8', timeout: 180_000 });
       expect(build.status, build.stderr).to.equal(0);
-      const addon = path.join(REPO, 'native', 'build-asan', 'build', 'Release', 'vmssfs_native.node');
       const libasan = spawnSync('gcc', ['-print-file-name=libasan.so'], { encoding: 'utf8' }).stdout.trim();
       expect(path.isAbsolute(libasan), 'gcc knows libasan').to.equal(true);
+      asanEnv.LD_PRELOAD = libasan;
+    });
+
+    it('serves holes, edges, views, tags, concurrent readers and a failing read with no memory error', async () => {
       const w = writeSnapshot(scratch.file(), LAYOUT);
-      const asanEnv = {
-        VMSSFS_NATIVE_ADDON: addon,
-        LD_PRELOAD: libasan,
-        // Node itself is not instrumented: leaks are its business; any error in ours ends the process.
-        ASAN_OPTIONS: 'detect_leaks=0:halt_on_error=1:exitcode=66',
-      };
       const m = await TestMount.start(w.path, ['--debug'], asanEnv);
       try {
         expect(m.stderr).to.include(`native reads on (${addon})`);
@@ -413,6 +419,36 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
       expect(await f.waitExit(), f.stderr.slice(-3000)).to.equal(0);
       expect(f.stderr).to.not.match(/AddressSanitizer|LeakSanitizer/);
       expect(f.stderr).to.match(/native reads: [1-9]\d* served .*, [1-9]\d* failed/);
+    });
+
+    it('decodes intact and damaged FastLZ blocks, sync and on the thread pool, with no memory error', async () => {
+      const r = await runCommand(process.execPath, [path.join(HELPERS, 'decode-check.js'), '1500', '11'], { env: { ...process.env, ...asanEnv } });
+      expect(r.code, r.stderr.slice(-3000)).to.equal(0);
+      expect(r.stderr).to.not.match(/AddressSanitizer/);
+      const report = JSON.parse(r.stdout) as { decoder: string; cases: number; differences: string[]; outcomes: string[] };
+      expect(report.decoder).to.equal(`native (${addon})`);
+      expect(report.differences).to.deep.equal([]);
+      // Damage of several kinds reached the decoder, not only intact blocks.
+      expect(report.outcomes.length, report.outcomes.join('; ')).to.be.above(8);
+    });
+
+    it('decrypts encobj pages, whole and cut, sync and async, with no memory error', async () => {
+      const plainFile = scratch.named('asan-plain.bin');
+      const encFile = scratch.named('asan-enc.bin');
+      const plain = Buffer.alloc(4064 * 30 + 123);
+      for (let i = 0; i < plain.length; i++) plain[i] = (i * 31 + (i >> 11)) & 0xff;
+      fs.writeFileSync(plainFile, plain);
+      const key = Buffer.alloc(32, 3);
+      encryptFile(plainFile, encFile, key, { version: 2 });
+      const ranges: [number, number][] = [[0, 1], [4063, 2], [4064 * 4 + 9, 4064 * 9], [0, plain.length], [plain.length - 5, 50]];
+      const r = await runCommand(process.execPath, [path.join(HELPERS, 'encobj-read.js'), encFile, key.toString('hex'), JSON.stringify(ranges)], { env: { ...process.env, ...asanEnv } });
+      expect(r.code, r.stderr.slice(-3000)).to.equal(0);
+      expect(r.stderr).to.not.match(/AddressSanitizer/);
+      const want = ranges.flatMap(([pos, len]) => {
+        const h = createHash('sha256').update(plain.subarray(pos, pos + len)).digest('hex');
+        return [h, h];
+      });
+      expect(r.stdout.trim().split('\n')).to.deep.equal(want);
     });
   });
 });

@@ -1,7 +1,6 @@
-import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
 import type { ChunkSource } from '../cache/pagecache';
+import { loadAddon } from '../io/addon';
 import type { PlainFile } from '../io/source';
 import type { Extent, Node } from '../tree/nodes';
 import type { Tree } from '../tree/build';
@@ -18,7 +17,7 @@ import type { Tree } from '../tree/build';
  *
  * VMSSFS_NATIVE=0 turns the native path off (the JavaScript path serves everything);
  * VMSSFS_NATIVE_ADDON=<file> loads that build of the addon instead of the usual ones (tests use
- * it for the AddressSanitizer build and to prove the fallback).
+ * it for the AddressSanitizer build and to prove the fallback); see src/io/addon.ts.
  */
 
 /** What the addon is given: sources by index, files by their FUSE path. */
@@ -63,42 +62,13 @@ interface NativeAddon {
 
 export type LoadResult = { addon: NativeAddon; file: string } | { addon: null; reason: string };
 
-/** Package root: this file is dist/src/fuse/native.js. */
-const ROOT = path.join(__dirname, '..', '..', '..');
+export { addonCandidates } from '../io/addon';
 
-/** Where the addon may be, in order: a fresh build, then the binary shipped in the package. */
-export function addonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
-  if (env.VMSSFS_NATIVE_ADDON) return [path.resolve(env.VMSSFS_NATIVE_ADDON)];
-  const out = [path.join(ROOT, 'native', 'build', 'Release', 'vmssfs_native.node')];
-  if (process.platform === 'linux' && process.arch === 'x64') out.push(path.join(ROOT, 'prebuilds', 'linux-x64', 'vmssfs_native.node'));
-  return out;
-}
-
-function isAddon(x: unknown): x is NativeAddon {
-  const a = x as Partial<Record<keyof NativeAddon, unknown>> | null;
-  return !!a && typeof a.prepare === 'function' && typeof a.discard === 'function' && typeof a.counts === 'function';
-}
-
-let loaded: LoadResult | null = null;
-
-/** Load the addon once per process; the reason it could not be, otherwise. */
+/** The addon's read path, loaded once per process (../io/addon.ts); the reason it could not be, otherwise. */
 export function loadNative(env: NodeJS.ProcessEnv = process.env): LoadResult {
-  if (loaded) return loaded;
-  if (env.VMSSFS_NATIVE === '0') return (loaded = { addon: null, reason: 'turned off by VMSSFS_NATIVE=0' });
-  let reason = 'no build of the addon found';
-  for (const file of addonCandidates(env)) {
-    if (!fs.existsSync(file)) continue;
-    try {
-      const m = { exports: {} as unknown };
-      process.dlopen(m, file, os.constants.dlopen.RTLD_NOW);
-      if (isAddon(m.exports)) return (loaded = { addon: m.exports, file });
-      reason = `${file} is not the vmssfs addon`;
-    } catch (err) {
-      // dlopen's message names the file and the missing library or wrong architecture.
-      reason = (err instanceof Error ? err.message : String(err)).split('\n')[0] as string;
-    }
-  }
-  return (loaded = { addon: null, reason });
+  const lib = loadAddon(env);
+  // Every build of the addon has the read path: loadAddon checked its three functions.
+  return lib.exports ? { addon: lib.exports as unknown as NativeAddon, file: lib.file } : { addon: null, reason: lib.reason };
 }
 
 /**

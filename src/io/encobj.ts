@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import { CacheBudget, type CacheSpace } from '../cache/budget';
 import { droppedGarbage } from './garbage';
 import { DecodingLayer } from './layer';
+import { decryptPagesNative } from './native-crypto';
 import { VmssError } from '../errors';
 import { openReadOnly, type DamagedRange, type Source } from './source';
 
@@ -106,6 +107,7 @@ export class EncObjSource extends DecodingLayer implements Source {
   }
 
   private decryptPage(raw: Buffer, dst: Buffer, dstOffset: number): void {
+    if (decryptPagesNative(this.key, raw, 1, 0, 4064, dst, dstOffset)) return;
     const d = crypto.createDecipheriv('aes-256-cbc', this.key, raw.subarray(4064, 4080));
     d.setAutoPadding(false);
     const a = d.update(raw.subarray(0, 4064));
@@ -186,9 +188,11 @@ export class EncObjSource extends DecodingLayer implements Source {
    * it in the file (the previous page's MAC; for the first page, the zero IV) instead of the
    * page's own IV: XORing both in again corrects it. The IV and MAC blocks decrypt to bytes that
    * are skipped. A cipher object per page cost more than the AES itself, and moving each IV in
-   * front of its page first cost a copy of every byte.
+   * front of its page first cost a copy of every byte. The addon, when it loads, does the same
+   * work with Node's own OpenSSL, a page at a time (src/io/native-crypto.ts).
    */
   private decryptPages(raw: Buffer, pages: number, dst: Buffer, dstOffset: number, from: number, n: number): void {
+    if (decryptPagesNative(this.key, raw, pages, from, n, dst, dstOffset)) return;
     const cbc = crypto.createDecipheriv('aes-256-cbc', this.key, ZERO_IV);
     cbc.setAutoPadding(false);
     const firstPage = Math.floor(from / 4064);
