@@ -1,6 +1,7 @@
 import { type CacheBudget, type CacheSpace } from '../cache/budget';
 import { type BlockEntry } from './container';
-import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex, fastLzDecode } from './fastlz';
+import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex } from './fastlz';
+import { decodeBlock } from './native-decoder';
 import { DecodeError } from './layer';
 import { type Source } from './source';
 
@@ -271,7 +272,7 @@ export class BlockDecoder {
       given.copy(buf, w - Math.min(w, given.length), Math.max(0, given.length - w));
       let why: string | null = null;
       try {
-        const r = fastLzDecode(raw, 0, buf, w, buf.length, 0, true);
+        const r = decodeBlock(raw, 0, buf, w, buf.length, 0, true);
         if (r === NEEDS_HISTORY) why = `block ${i} (stream bytes ${b.start}-${b.start + b.size}) references bytes before the window it can reach`;
       } catch (err) {
         if (!(err instanceof FastLzError)) {

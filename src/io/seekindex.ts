@@ -8,18 +8,22 @@
  * before it to the next point after it: a bounded amount of work wherever it lands.
  *
  * Block headers give every block's start, but a block's first tokens copy from the one before,
- * so the pass runs block after block on the event loop, in slices of a few hundred KiB of output
- * (setImmediate between them), while reads it has not reached yet are served the other way.
+ * so the pass runs block after block: each block decodes on libuv's thread pool (the native
+ * decoder; JavaScript when the addon is absent), then a walk over its control bytes on the event
+ * loop records its points (setImmediate between blocks), while reads it has not reached yet are
+ * served the other way. Decoding blocks in parallel, rapidgzip's way (markers for the unknown
+ * history, resolved afterwards), would gain little on two cores shared with the readers.
  * The index lives in memory only, within an allowance the caller gives; past it, the spacing
  * doubles and the points recorded so far are merged pairwise.
  */
 import { type BlockEntry } from './container';
-import { FastLzError, MAX_DISTANCE, type DecodeStop, fastLzDecode } from './fastlz';
+import { FastLzError, MAX_DISTANCE } from './fastlz';
+import { decodeBlock, decodeBlockAsync } from './native-decoder';
 
 /** Output between seek points at first. */
 export const SPACING = 32 * 1024;
-/** Output decoded between two yields to the event loop. */
-const SLICE = 512 * 1024;
+/** Output indexed between two yields to the event loop (the walk over a block's tokens runs here). */
+const SLICE = 4 * 1024 * 1024;
 /** Bytes a point costs besides its window (its numbers, the window's buffer header). */
 const POINT_COST = 96;
 
@@ -36,15 +40,25 @@ interface Point {
 type Intervals = number[];
 
 /**
- * The stream positions before `opA` that the tokens of input[ipA, ipB) copy, decoding from
- * stream position opA. Walks control bytes only: the tokens were checked when decoded.
+ * Seek points of one decoded block: walks its control bytes (the block decoded, so they are
+ * sound) and ends a span at the first token boundary `spacing` bytes of output or more after its
+ * start. For each span, calls `point(ip, op, refs)` with the stream positions before the span
+ * that its tokens copy. Stream positions: the block starts at `start`.
  */
-function referenced(input: Buffer, ipA: number, ipB: number, opA: number, atBlockStart: boolean): Intervals {
-  const spans: number[] = [];
-  let ip = ipA;
-  let op = opA;
-  let first = atBlockStart;
-  while (ip < ipB) {
+function walkSpans(input: Buffer, start: number, spacing: number, point: (ip: number, op: number, refs: Intervals) => void): void {
+  let spans: number[] = [];
+  let ip = 0;
+  let op = start;
+  let spanIp = 0;
+  let spanOp = start;
+  let first = true;
+  while (ip < input.length) {
+    if (op - spanOp >= spacing) {
+      point(spanIp, spanOp, mergeIntervals(spans));
+      spans = [];
+      spanIp = ip;
+      spanOp = op;
+    }
     let ctrl = input[ip++] as number;
     if (first) {
       ctrl &= 31;
@@ -72,10 +86,10 @@ function referenced(input: Buffer, ipA: number, ipB: number, opA: number, atBloc
       dist = (((ctrl & 31) << 8) | lo) + 1;
     }
     const ref = op - dist;
-    if (ref < opA) spans.push(ref, Math.min(ref + len, opA));
+    if (ref < spanOp) spans.push(ref, Math.min(ref + len, spanOp));
     op += len;
   }
-  return mergeIntervals(spans);
+  point(spanIp, spanOp, mergeIntervals(spans));
 }
 
 /** Flat [start, end, start, end, ...] pairs, sorted and merged (gaps of a few bytes closed too: cheaper than a pair). */
@@ -222,36 +236,28 @@ export class SeekIndex {
       if (b.raw) {
         raw.copy(buf, MAX_DISTANCE);
       } else {
-        const stop: DecodeStop = { at: 0, ip: 0, op: 0 };
-        let ip = 0;
-        let op = MAX_DISTANCE;
-        const end = MAX_DISTANCE + b.size;
-        while (ip < raw.length) {
-          stop.at = Math.min(end, op + this.spacing);
-          let r: number;
-          try {
-            r = fastLzDecode(raw, ip, buf, op, end, 0, ip === 0, stop);
-          } catch (err) {
-            if (!(err instanceof FastLzError)) throw err;
-            r = -1;
-            this.failure = `block ${k} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${err.message}`;
-          }
-          if (r < 0 || (stop.ip >= raw.length && stop.op !== end)) {
-            this.failure ??= `block ${k} (stream bytes ${b.start}-${b.start + b.size}) is damaged: it decoded to ${stop.op - MAX_DISTANCE} bytes, its header says ${b.size}`;
-            return;
-          }
-          const base = b.start - MAX_DISTANCE;
-          const iv = referenced(raw, ip, stop.ip, b.start + (op - MAX_DISTANCE), ip === 0);
-          const window = packWindow(iv, b.start + (op - MAX_DISTANCE), (p) => buf[p - base] as number);
-          this.add({ out: b.start + (op - MAX_DISTANCE), block: k, ip, window });
-          sinceYield += stop.op - op;
-          ip = stop.ip;
-          op = stop.op;
-          if (sinceYield >= SLICE) {
-            sinceYield = 0;
-            await new Promise((r) => setImmediate(r));
-            if (this.stopped) return;
-          }
+        // The whole block on libuv's thread pool (the native decoder; else JavaScript, here).
+        let why: string | null = null;
+        try {
+          if ((await decodeBlockAsync(raw, 0, buf, MAX_DISTANCE, buf.length, 0, true)) < 0) why = 'a match reaches before the window';
+        } catch (err) {
+          if (!(err instanceof FastLzError)) throw err;
+          why = err.message;
+        }
+        if (why !== null) {
+          this.failure = `block ${k} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${why}`;
+          return;
+        }
+        if (this.stopped) return;
+        const base = b.start - MAX_DISTANCE;
+        walkSpans(raw, b.start, this.spacing, (ip, out, refs) => {
+          this.add({ out, block: k, ip, window: packWindow(refs, out, (p) => buf[p - base] as number) });
+        });
+        sinceYield += b.size;
+        if (sinceYield >= SLICE) {
+          sinceYield = 0;
+          await new Promise((r) => setImmediate(r));
+          if (this.stopped) return;
         }
       }
       history = Buffer.from(buf.subarray(buf.length - MAX_DISTANCE));
@@ -347,7 +353,7 @@ export class SeekIndex {
       const p = this.points[m] as Point;
       fillWindow(p.window, out, MAX_DISTANCE + (p.out - from.out));
     }
-    const r = fastLzDecode(input, 0, out, MAX_DISTANCE, out.length, 0, from.ip === 0);
+    const r = decodeBlock(input, 0, out, MAX_DISTANCE, out.length, 0, from.ip === 0);
     if (r < 0) throw new FastLzError('a match reaches before the seek point\'s window');
     out.copy(dst, at, MAX_DISTANCE + (pos - from.out), MAX_DISTANCE + (pos - from.out) + n);
   }
