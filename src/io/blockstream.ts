@@ -163,10 +163,32 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     await this.decoder.withBlockAsync(k, (block) => block.copy(buf, at, within, within + n));
   }
 
+  /** readSpan, synchronously (the page cache reads a source that reads in place this way). */
+  private readSpanSync(k: number, within: number, n: number, buf: Buffer, at: number): void {
+    const b = this.blocks[k] as BlockEntry;
+    const stored = (offset: number, length: number, into?: Buffer, intoAt = 0): Buffer => {
+      const dst = into ?? Buffer.allocUnsafe(length);
+      if (this.inner.readAtSync(dst.subarray(intoAt, intoAt + length), b.dataOffset + offset) < length) throw this.fail(`block ${k} is cut short`);
+      return dst;
+    };
+    if (b.raw) {
+      stored(within, n, buf, at);
+    } else if (this.seek?.covers(k)) {
+      try {
+        this.seek.readSync(k, b.start + within, n, buf, at, stored);
+      } catch (err) {
+        if (!(err instanceof FastLzError)) throw err;
+        throw this.fail(`block ${k} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${err.message}`);
+      }
+    } else {
+      this.decoder.blockSync(k).copy(buf, at, within, within + n);
+    }
+  }
+
   readAtSync(buf: Buffer, position: number): number {
     let done = 0;
     for (const s of this.spans(position, buf.length)) {
-      this.decoder.blockSync(s.k).copy(buf, s.at, s.within, s.within + s.n);
+      this.readSpanSync(s.k, s.within, s.n, buf, s.at);
       done += s.n;
     }
     return done;

@@ -65,7 +65,9 @@ export function indexContainer(src: Readable): ContainerIndex {
     const got = src.readAtSync(h, pos);
     const e = readHeader(h.subarray(0, got));
     if (!e) {
-      cut = got < HEADER && pos + got >= src.size;
+      // A short read is where the readable bytes end (a file cut short, or an encrypted one whose
+      // pages stop before its logical size): a cut, not a header that fails.
+      cut = got < HEADER;
       stop = got < HEADER ? `its block header at byte ${pos} is cut short` : `its block header at byte ${pos} is not a valid one`;
       break;
     }

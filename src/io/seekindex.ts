@@ -326,12 +326,8 @@ export class SeekIndex {
     return lo;
   }
 
-  /**
-   * Copy stream bytes [pos, pos + n) of compressed block k into dst at `at`, decoding from the
-   * nearest point before to the first point after; `readStored(offset, length)` reads the
-   * block's stored bytes. Throws FastLzError when the tokens there are damaged.
-   */
-  async read(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: (offset: number, length: number) => Promise<Buffer>): Promise<void> {
+  /** The points a read of [pos, pos + n) of block k decodes between, and the stored bytes it needs. */
+  private span(k: number, pos: number, n: number): { i: number; j: number; ip: number; ipEnd: number; out: number; outEnd: number } {
     const b = this.host.blocks[k] as BlockEntry;
     const i = this.pointAt(k, pos);
     let j = i + 1;
@@ -339,22 +335,45 @@ export class SeekIndex {
     const from = this.points[i] as Point;
     const to = this.points[j];
     const last = to && to.block === k ? to : null;
-    const ipEnd = last ? last.ip : b.stored;
-    const outEnd = last ? last.out : b.start + b.size;
-    const input = await readStored(from.ip, ipEnd - from.ip);
-    // One buffer for every read: from here on nothing waits, so no other read can use it meanwhile.
-    const need = MAX_DISTANCE + (outEnd - from.out);
+    return { i, j, ip: from.ip, ipEnd: last ? last.ip : b.stored, out: from.out, outEnd: last ? last.out : b.start + b.size };
+  }
+
+  /** Decode a span's stored bytes and copy stream bytes [pos, pos + n) into dst at `at`. */
+  private decodeSpan(sp: ReturnType<SeekIndex['span']>, input: Buffer, pos: number, n: number, dst: Buffer, at: number): void {
+    // One buffer for every read: decoding is synchronous, so no other read uses it meanwhile.
+    const need = MAX_DISTANCE + (sp.outEnd - sp.out);
     if (this.scratch.length < need) this.scratch = Buffer.allocUnsafe(need);
     const out = this.scratch.subarray(0, need);
     // Each point's window holds what the tokens up to the next one copy from before it: for
-    // tokens past an intermediate point, the bytes before `from` come from that point's window.
-    // Nothing else before `from` is ever read.
-    for (let m = i; m < j; m++) {
+    // tokens past an intermediate point, the bytes before the first point come from that
+    // point's window. Nothing else before the first point is ever read.
+    for (let m = sp.i; m < sp.j; m++) {
       const p = this.points[m] as Point;
-      fillWindow(p.window, out, MAX_DISTANCE + (p.out - from.out));
+      fillWindow(p.window, out, MAX_DISTANCE + (p.out - sp.out));
     }
-    const r = decodeBlock(input, 0, out, MAX_DISTANCE, out.length, 0, from.ip === 0);
+    const r = decodeBlock(input, 0, out, MAX_DISTANCE, out.length, 0, sp.ip === 0);
     if (r < 0) throw new FastLzError('a match reaches before the seek point\'s window');
-    out.copy(dst, at, MAX_DISTANCE + (pos - from.out), MAX_DISTANCE + (pos - from.out) + n);
+    out.copy(dst, at, MAX_DISTANCE + (pos - sp.out), MAX_DISTANCE + (pos - sp.out) + n);
+  }
+
+  /**
+   * Copy stream bytes [pos, pos + n) of compressed block k into dst at `at`, decoding from the
+   * nearest point before to the first point after; `readStored(offset, length)` reads the
+   * block's stored bytes. Throws FastLzError when the tokens there are damaged.
+   */
+  async read(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: (offset: number, length: number) => Promise<Buffer>): Promise<void> {
+    for (;;) {
+      const sp = this.span(k, pos, n);
+      const input = await readStored(sp.ip, sp.ipEnd - sp.ip);
+      // Points may have been merged meanwhile (the index thinned): decode only as planned.
+      const now = this.span(k, pos, n);
+      if (now.ip === sp.ip && now.ipEnd === sp.ipEnd) return this.decodeSpan(now, input, pos, n, dst, at);
+    }
+  }
+
+  /** read(), synchronously (a source read in place). */
+  readSync(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: (offset: number, length: number) => Buffer): void {
+    const sp = this.span(k, pos, n);
+    this.decodeSpan(sp, readStored(sp.ip, sp.ipEnd - sp.ip), pos, n, dst, at);
   }
 }
