@@ -23,8 +23,11 @@ const BIN = path.join(REPO, 'bin', 'vmssfs');
 const CEILING = path.join(REPO, 'dist', 'scripts', 'ceiling-server.js');
 const ROUNDS = Math.max(3, Number(process.env.BENCH_ROUNDS ?? 5) || 5);
 const RANDOM_READS = Number(process.env.BENCH_RANDOM_READS ?? 20000) || 20000;
-/** Parts to run (comma list of seq, rand, rand4, yara, xmount, mount, diff, folder, crypto), for tuning; default all. */
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,rand4,yara,xmount,mount,diff,folder,crypto').split(','));
+/**
+ * Parts to run (comma list of seq, rand, rand4, yara, xmount, mount, diff, folder, crypto, zip), for
+ * tuning; default all. `BENCH_ONLY=zip` runs the compressed-memory rows alone.
+ */
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,rand4,yara,xmount,mount,diff,folder,crypto,zip').split(','));
 /** Whether any part runs that reads the plain 1 GiB input (crypto, diff and folder make their own). */
 const PLAIN_PARTS = ['seq', 'rand', 'rand4', 'yara', 'xmount', 'mount'].some((k) => ONLY.has(k));
 /** The JavaScript read path, for the native-versus-JavaScript figures. */
@@ -312,13 +315,13 @@ function makeInput(dir: string, name: string, bytes: number, sparse: boolean, fl
  * plain snapshot of guest-like (compressible) memory, then VM.vmx, VM-Snapshot1.vmsn and a
  * .vmem compressed in 4 MiB blocks and encrypted. `plain` is the same memory unencrypted.
  */
-interface CryptoInput { plain: Input; meta: string; passwordFile: string; storedBytes: number }
+interface CryptoInput { plain: Input; meta: string; passwordFile: string; storedBytes: number; /** The same memory compressed, not encrypted. */ zipMeta: string }
 
 function makeCryptoInput(dir: string, bytes: number): CryptoInput {
   const vmDir = path.join(dir, 'encrypted-vm');
   const meta = path.join(vmDir, 'VM-Snapshot1.vmsn');
   const passwordFile = path.join(dir, 'password.txt');
-  const stamp = path.join(dir, 'encrypted-vm.done');
+  const stamp = path.join(dir, 'compressed-vms.done');
   const regions = layout(bytes);
   const plainSnap = path.join(dir, 'benchz1g.vmsn');
   if (!fs.existsSync(stamp)) {
@@ -329,11 +332,13 @@ function makeCryptoInput(dir: string, bytes: number): CryptoInput {
     const chain = makeKeyChain({ password: 'bench-password' });
     fs.writeFileSync(path.join(vmDir, 'VM.vmx'), chain.vmx);
     fs.writeFileSync(passwordFile, 'bench-password\n');
-    const z = path.join(dir, 'benchz1g.compressed');
+    const zipDir = path.join(dir, 'compressed-vm');
+    fs.mkdirSync(zipDir, { recursive: true });
+    const z = path.join(zipDir, 'VM-Snapshot1.vmem');
     compressFile(w.vmemPath as string, z);
+    fs.copyFileSync(w.path, path.join(zipDir, 'VM-Snapshot1.vmsn'));
     encryptFile(w.path, meta, chain.key, { version: 1 });
     encryptFile(z, path.join(vmDir, 'VM-Snapshot1.vmem'), chain.key, { version: 2 });
-    fs.rmSync(z);
     fs.writeFileSync(stamp, '');
     process.stdout.write(`  wrote the encrypted, compressed VM (${fmtBytes(bytes)} of memory) in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   }
@@ -342,7 +347,7 @@ function makeCryptoInput(dir: string, bytes: number): CryptoInput {
     snapshot: plainSnap, vmem: path.join(dir, 'benchz1g.vmem'),
     physRanges: regions.map((r) => [r.ppn * PAGE, r.pages * PAGE]), blobRanges: [[0, bytes]], physSize: (last.ppn + last.pages) * PAGE,
   };
-  return { plain, meta, passwordFile, storedBytes: fs.statSync(path.join(vmDir, 'VM-Snapshot1.vmem')).size };
+  return { plain, meta, passwordFile, storedBytes: fs.statSync(path.join(vmDir, 'VM-Snapshot1.vmem')).size, zipMeta: path.join(dir, 'compressed-vm', 'VM-Snapshot1.vmsn') };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,6 +504,82 @@ async function mountTime(source: string, probe: string): Promise<number> {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// compressed memory: the same 1 GiB of guest-like memory, plain against compressed (in 4 MiB
+// blocks, beginning in the zero window), each on a fresh mount
+
+/** One round of the compressed rows. */
+async function zipRound(enc: CryptoInput, digest: string, s: Samples, rss: { c64: number; c1: number }): Promise<void> {
+  const ranges = enc.plain.physRanges;
+  const pw = ['--password-file', enc.passwordFile];
+  await preRead(enc.plain.vmem);
+  await preRead(enc.zipMeta.replace(/\.vmsn$/, '.vmem'));
+  // Random first touches, from the moment the mounts return (the seek index builds meanwhile),
+  // interleaved in batches so that the machine's load weighs on both alike.
+  let plain = await startVmssfs(enc.plain.snapshot);
+  let zip = await startVmssfs(enc.zipMeta, undefined, ['--cache-size', '64']);
+  try {
+    const [p, z] = await readRandomInterleaved([{ file: path.join(plain.mnt, plain.file), ranges }, { file: path.join(zip.mnt, zip.file), ranges }], 7);
+    if ((p as ReadResult).digest !== (z as ReadResult).digest) throw new Error('compressed memory served different bytes on random reads than plain');
+    s.add('zip.rand.plain', perSec(p as ReadResult));
+    s.add('zip.rand.zip', perSec(z as ReadResult));
+    s.add('zip.rand.ratio', perSec(z as ReadResult) / perSec(p as ReadResult));
+    rss.c64 = Math.max(rss.c64, zip.peakRss());
+  } finally {
+    await plain.stop();
+    await zip.stop();
+  }
+  // Cold sequential: plain, compressed (--cache-size 64 and 1), encrypted and compressed.
+  plain = await startVmssfs(enc.plain.snapshot);
+  try {
+    const r = await readSeq(path.join(plain.mnt, plain.file), ranges);
+    checkDigest('plain', digest, r);
+    s.add('zip.seq.plain', mibps(r));
+  } finally {
+    await plain.stop();
+  }
+  for (const [key, meta, extra] of [['zip', enc.zipMeta, ['--cache-size', '64']], ['zip1', enc.zipMeta, ['--cache-size', '1']], ['enc', enc.meta, [...pw, '--cache-size', '64']]] as const) {
+    zip = await startVmssfs(meta, undefined, [...extra]);
+    try {
+      const r = await readSeq(path.join(zip.mnt, zip.file), ranges);
+      checkDigest(key, digest, r);
+      s.add(`zip.seq.${key}`, mibps(r));
+      if (key === 'zip') rss.c64 = Math.max(rss.c64, zip.peakRss());
+      if (key === 'zip1') rss.c1 = Math.max(rss.c1, zip.peakRss());
+    } finally {
+      await zip.stop();
+    }
+  }
+  const last = (k: string): number => s.all(k).at(-1) ?? NaN;
+  s.add('zip.seq.ratio', last('zip.seq.zip') / last('zip.seq.plain'));
+  s.add('zip.seq1.ratio', last('zip.seq.zip1') / last('zip.seq.zip'));
+  s.add('zip.enc.ratio', last('zip.seq.enc') / last('zip.seq.zip'));
+}
+
+function zipRows(s: Samples, rss: { c64: number; c1: number }): string[][] {
+  const f0 = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '-');
+  const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
+  const verdict = (ok: boolean): string => (ok ? 'PASS' : 'FAIL');
+  return [
+    ['Z1. compressed 1 GiB, random 4 KiB first touch from mount, reads/s (plain | compressed)', '', '', `${f0(s.med('zip.rand.plain'))} | ${f0(s.med('zip.rand.zip'))}`, '', '',
+      `${f2(s.med('zip.rand.ratio'))}x plain`, '>= 0.1x plain', verdict(s.med('zip.rand.ratio') >= 0.1)],
+    ['Z2. compressed 1 GiB, cold sequential, MiB/s (plain | compressed)', '', '', `${f0(s.med('zip.seq.plain'))} | ${f0(s.med('zip.seq.zip'))}`, '', '',
+      `${f2(s.med('zip.seq.ratio'))}x plain`, '>= 0.4x plain', verdict(s.med('zip.seq.ratio') >= 0.4)],
+    ['Z3. compressed, daemon peak RSS, --cache-size 64, MiB', '', '', f0(rss.c64 / MiB), '', '', '', '<= 192 MiB', verdict(rss.c64 <= 192 * MiB)],
+    ['Z4. compressed, --cache-size 1: peak RSS MiB | sequential MiB/s', '', '', `${f0(rss.c1 / MiB)} | ${f0(s.med('zip.seq.zip1'))}`, '', '',
+      `${f2(s.med('zip.seq1.ratio'))}x the 64 MiB mount`, '<= 160 MiB, >= 0.5x', verdict(rss.c1 <= 160 * MiB && s.med('zip.seq1.ratio') >= 0.5)],
+    ['Z5. encrypted+compressed, cold sequential, MiB/s', '', '', f0(s.med('zip.seq.enc')), '', '',
+      `${f2(s.med('zip.enc.ratio'))}x compressed`, '>= 0.9x compressed', verdict(s.med('zip.enc.ratio') >= 0.9)],
+  ];
+}
+
+function zipPerRound(s: Samples): string {
+  const f0 = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '-');
+  const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
+  return `compressed per round: random plain ${s.all('zip.rand.plain').map(f0).join('/')} compressed ${s.all('zip.rand.zip').map(f0).join('/')} (ratio ${s.all('zip.rand.ratio').map(f2).join('/')}); `
+    + `sequential plain ${s.all('zip.seq.plain').map(f0).join('/')} compressed ${s.all('zip.seq.zip').map(f0).join('/')} --cache-size 1 ${s.all('zip.seq.zip1').map(f0).join('/')} encrypted ${s.all('zip.seq.enc').map(f0).join('/')} MiB/s\n`;
+}
+
 async function main(): Promise<number> {
   const keep = process.env.BENCH_DIR;
   WORK = keep ? path.resolve(keep) : fs.mkdtempSync(path.join(os.tmpdir(), 'vmssfs-bench-'));
@@ -512,6 +593,7 @@ async function main(): Promise<number> {
   let encRssMount = 0;
   let encRssGrowth = 0;
   let encStored = 0;
+  const zipRss = { c64: 0, c1: 0 };
   try {
     await ensureTools();
     process.stdout.write(`machine: ${machine()}\nrounds: ${ROUNDS} (medians shown; ratios are medians of per-round ratios)\ninputs in ${WORK}\n`);
@@ -520,7 +602,7 @@ async function main(): Promise<number> {
     const tiny = makeInput(WORK, 'bench8m', 8 * MiB, true);
     const diffInputs = ONLY.has('diff') ? makeDiffInputs(WORK) : null;
     const folderInputs = ONLY.has('folder') ? makeFolderInputs(WORK) : null;
-    const enc = ONLY.has('crypto') ? makeCryptoInput(WORK, GiB) : null;
+    const enc = ONLY.has('crypto') || ONLY.has('zip') ? makeCryptoInput(WORK, GiB) : null;
     encStored = enc?.storedBytes ?? 0;
     const flat = makeInput(WORK, 'bench512m-flat', 512 * MiB, false, true);
     const rules = path.join(WORK, 'bench.yar');
@@ -684,7 +766,8 @@ async function main(): Promise<number> {
       }
       // (d) an encrypted VM with compressed memory (decrypted and decompressed as read), against
       // vmssfs serving the same memory unencrypted; each on a cold mount (fresh daemon).
-      if (enc && encReference) {
+      if (enc && encReference && ONLY.has('zip')) await zipRound(enc, encReference.digest, s, zipRss);
+      if (enc && encReference && ONLY.has('crypto')) {
         const pw = ['--password-file', enc.passwordFile, '--cache-size', String(CRYPTO_CACHE_MIB)];
         const noteRss = (srv: Server, atMount: number): void => {
           const peak = srv.peakRss();
@@ -773,6 +856,7 @@ async function main(): Promise<number> {
         `growth <= cache + ${DECODING_SLACK_MIB} MiB`, verdict(encRssGrowth <= (CRYPTO_CACHE_MIB + DECODING_SLACK_MIB) * MiB)],
     );
   }
+  if (ONLY.has('zip')) rows.push(...zipRows(s, zipRss));
   // Rows of parts not run would show no figures and a FAIL: left out.
   const ran = (label: string): boolean =>
     !((!PLAIN_PARTS && /^[1-7]\. /.test(label)) || (!ONLY.has('diff') && /^(8|9)\. /.test(label)) || (!ONLY.has('folder') && /^10\. /.test(label)));
@@ -781,6 +865,7 @@ async function main(): Promise<number> {
   process.stdout.write('\n' + rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n') + '\n');
   process.stdout.write(`\nper round: ${['seq', 'warm', 'rand', 'rand4'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} js ${s.all(`${k}.js`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; yara source ${s.all('yara.source').map(f2).join('/')} vmssfs ${s.all('yara.vmssfs').map(f2).join('/')} js ${s.all('yara.js').map(f2).join('/')} ratio ${s.all('yara.ratio').map(f2).join('/')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
   process.stdout.write(`diff per round: cmp ${s.all('diff.cmp').map(f0).join('/')} vmssfs ${s.all('diff.vmssfs').map(f0).join('/')}; folder mount per round: one ${s.all('folder.one').map(f0).join('/')} folder ${s.all('folder.all').map(f0).join('/')}\n`);
+  if (ONLY.has('zip')) process.stdout.write(zipPerRound(s));
   if (ONLY.has('crypto')) process.stdout.write(`encrypted+compressed per round: seq ${s.all('crypto.seq').map(f0).join('/')} MB/s (plain ${s.all('crypto.plainseq').map(f0).join('/')}), first far read ${s.all('crypto.far').map(f0).join('/')} ms\n`);
   const failed = rows.slice(1).some((r) => r[8] === 'FAIL');
   return failed ? 1 : 0;

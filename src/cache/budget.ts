@@ -36,9 +36,13 @@ export class CacheBudget {
   /** Buffers handed out by alloc(): reused from an evicted entry, or fresh (for --debug). */
   readonly stats = { reused: 0, fresh: 0, freshBytes: 0 };
 
-  constructor(readonly maxBytes: number) {
+  private limit: number;
+
+  constructor(maxBytes: number) {
+    this.limit = maxBytes;
     this.entries = new LRUCache<number, Entry>({
-      maxSize: Math.max(1, maxBytes),
+      // evict() applies the budget, which atLeast() may raise: the LRU's own bound never bites.
+      maxSize: 2 ** 52,
       sizeCalculation: (e) => Math.max(1, e.bytes),
       dispose: (e) => {
         this.heldBytes -= e.bytes;
@@ -56,6 +60,31 @@ export class CacheBudget {
    */
   space(pool: string | null = null): CacheSpace {
     return new CacheSpace(this, ++this.lastSpace, pool);
+  }
+
+  /** The bound of everything held. */
+  get maxBytes(): number {
+    return this.limit;
+  }
+
+  /**
+   * Raise the bound to `bytes` when it is lower (a decoding layer that cannot work in less);
+   * true when it was raised, so that the caller says so once.
+   */
+  atLeast(bytes: number): boolean {
+    if (bytes <= this.limit) return false;
+    this.limit = bytes;
+    return true;
+  }
+
+  /**
+   * Count `bytes` held outside every cache (a seek index) and raise the bound by as much: the
+   * caller keeps its own allowance, and the caches keep their room. Negative gives it back.
+   */
+  reserve(bytes: number): void {
+    this.limit += bytes;
+    this.heldBytes += bytes;
+    this.notePeak();
   }
 
   /** Bytes held now, in every space. */

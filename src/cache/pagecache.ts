@@ -1,5 +1,6 @@
 import { CacheBudget, DEFAULT_CACHE_BYTES, type CacheSpace } from './budget';
 import type { DirectFile } from '../io/source';
+import { DecodeError } from '../io/layer';
 
 /** What the cache reads from: an evidence file (SourceFile satisfies it). */
 export interface ChunkSource {
@@ -477,7 +478,9 @@ export class PageCache {
 
   private readError(src: ChunkSource, expected: number, start: number, err: unknown): SourceReadError {
     const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-    return new SourceReadError(`${src.name}: read of ${expected} bytes at ${start} failed: ${code}`, code);
+    // A decoding layer knows why (a damaged block): the log and the command's message say it.
+    const why = err instanceof DecodeError ? `: ${err.reason}` : '';
+    return new SourceReadError(`${src.name}: read of ${expected} bytes at ${start} failed: ${code}${why}`, code);
   }
 
   private check(src: ChunkSource, start: number, expected: number, got: number): void {

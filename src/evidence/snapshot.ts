@@ -171,8 +171,9 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
         warnings.push(`the checkpoint holds its own ${memoryLabel} block; serving ${vmemPath} instead, ${opts.vmem !== undefined ? 'as --vmem asked' : 'as it was the file given'}`);
       }
       try {
-        mem = openSource(vmemPath, { keys, memory: true, openFile: opts.openFile, budget: opts.budget });
+        mem = openSource(vmemPath, { keys, memory: true, memorySize: expectedBlobSize(checkpoint), openFile: opts.openFile, budget: opts.budget });
         memFile = mem.source;
+        warnings.push(...mem.notes);
         if (mem.encrypted) decrypted.push(vmemPath);
         memoryPath = vmemPath;
         blob = { offset: 0, length: memFile.size, wholeFile: true };

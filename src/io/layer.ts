@@ -1,6 +1,17 @@
 import { nextSourceId, type Source } from './source';
 
 /**
+ * Bytes a decoding layer cannot produce (a damaged block, a range past a broken chain): EIO to
+ * the reader, with the reason kept for the log and the command's message.
+ */
+export class DecodeError extends Error {
+  readonly code = 'EIO';
+  constructor(file: string, readonly reason: string) {
+    super(`${file}: ${reason}`);
+  }
+}
+
+/**
  * What every decoding layer (decryption, decompression) shares: its bytes are decoded (no
  * descriptor to read directly), and the file beneath it answers for its name, its time, who may
  * read it and whether it can be read in place (decoding is synchronous work on this thread either

@@ -1,6 +1,7 @@
 import type { CacheBudget } from '../cache/budget';
 import { VmssError } from '../errors';
-import { BlockStreamSource, looksLikeBlockStream } from './blockstream';
+import { BlockStreamSource } from './blockstream';
+import { recogniseContainer } from './container';
 import { ENCOBJ_MAGIC, EncObjSource } from './encobj';
 import { SourceFile, type Source } from './source';
 
@@ -16,6 +17,8 @@ export interface OpenedSource {
   encrypted: boolean;
   /** Served as the decompressed stream of VMware's block container. */
   stream: BlockStreamSource | null;
+  /** What the user should know about how the file is read (for the warnings). */
+  notes: string[];
 }
 
 /** The error for an encrypted file met with no key material at all. */
@@ -33,6 +36,8 @@ export function openSource(
   opts: {
     keys: KeySupplier | null;
     memory: boolean;
+    /** Bytes of memory the checkpoint's memory group needs, when known: a compressed stream must decode to it. */
+    memorySize?: number | null;
     openFile?: ((file: string) => Source) | undefined;
     /** What the decoding layers' caches draw from: the mount's one budget (--cache-size). */
     budget?: CacheBudget | undefined;
@@ -49,11 +54,18 @@ export function openSource(
       source = EncObjSource.open(plain, opts.keys.dataKey(file), opts.budget);
     }
     let stream: BlockStreamSource | null = null;
-    if (opts.memory && looksLikeBlockStream(source)) {
-      stream = new BlockStreamSource(source, { budget: opts.budget });
-      source = stream;
+    const notes: string[] = [];
+    if (opts.memory) {
+      const r = recogniseContainer(source, opts.memorySize ?? null);
+      if (r.compressed) {
+        stream = new BlockStreamSource(source, { budget: opts.budget, index: r.index });
+        source = stream;
+        notes.push(...stream.notes);
+      } else if (r.why !== null) {
+        notes.push(`${file}: read as plain memory, not as a compressed block stream: ${r.why}`);
+      }
     }
-    return { source, encrypted, stream };
+    return { source, encrypted, stream, notes };
   } catch (err) {
     source.close();
     throw err;

@@ -8,6 +8,7 @@ import { errnoName, inheritStderr, prepareNative, type NativeReads } from '../fu
 import { PageCache } from '../cache/pagecache';
 import type { Source } from '../io/source';
 import { openTarget } from '../target/target';
+import { BlockStreamSource } from '../io/blockstream';
 import { treeModes } from '../tree/modes';
 import { fittedMountOptions, optionString, parseUserOptions } from './options';
 import type { Keyring } from '../crypto/keyring';
@@ -165,6 +166,16 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     throw err;
   }
 
+  // Compressed memory: the seek index is built in the background from now on, so that reads
+  // anywhere decode a few tens of KiB instead of whole blocks.
+  for (const f of served.files) {
+    if (!(f instanceof BlockStreamSource)) continue;
+    void f.startIndex().then(() => {
+      const st = f.indexStats;
+      if (opts.debug && st) report.log(`${f.name}: seek index ${st.done ? 'built' : 'stopped'}: ${st.points} points, ${st.bytes} bytes`);
+      for (const n of f.notes.filter((x) => x.startsWith('seek index'))) report.log(`${f.name}: ${n}`);
+    });
+  }
   void widenReadAhead(opts.mountpoint).then((note) => {
     if (opts.debug) report.log(note);
   });

@@ -2,12 +2,18 @@
  * A FastLZ level-2 encoder for the fixture writer: VMware's compressed memory stream, a sequence
  * of blocks (16-byte header, then the block's tokens) whose match window runs on across blocks.
  * Greedy, with a hash of three bytes; good enough to make every construct of the grammar appear.
+ *
+ * Like VMware's encoder, it starts with a zeroed window before the stream: every hash entry
+ * first points 64 KiB before byte 0, so zero memory at the start of a guest is written as a
+ * one-byte literal and then a far match reaching into those zeros.
  */
 
 /** Bytes of history a match may reach: distances 1 .. 8192 + 0xffff. */
 const MAX_DIST = 8192 + 0xffff;
 const NEAR_MAX = 8191;
 const HASH_LOG = 16;
+/** Where the hash entries point before anything was seen: the zeroed window, 64 KiB before the stream. */
+const ZERO_WINDOW = 65536;
 export const BLOCK_SIZE = 0x400000;
 
 export interface EncoderStats {
@@ -22,6 +28,8 @@ export interface EncoderStats {
   overlapping: number;
   /** Matches reaching into an earlier block. */
   crossBlock: number;
+  /** Matches reaching before the stream's start (into the zeroed window). */
+  zeroWindow: number;
 }
 
 function hash3(b: Buffer, i: number): number {
@@ -31,12 +39,12 @@ function hash3(b: Buffer, i: number): number {
 
 /** Encodes a stream block by block; each call gets the next block's plaintext. */
 export class FastLzStream {
-  /** The last MAX_DIST bytes of the stream so far. */
-  private history = Buffer.alloc(0);
+  /** The last MAX_DIST bytes of the stream so far; at first the zeroed window before it. */
+  private history = Buffer.alloc(ZERO_WINDOW);
   private streamPos = 0;
-  /** Absolute stream position of the last place each hash was seen, -1 for none. */
-  private readonly table = new Float64Array(1 << HASH_LOG).fill(-1);
-  readonly stats: EncoderStats = { blocks: 0, rawBlocks: 0, literalRuns: 0, nearMatches: 0, farMatches: 0, longMatches: 0, overlapping: 0, crossBlock: 0 };
+  /** Absolute stream position of the last place each hash was seen (at first, the zeroed window's start). */
+  private readonly table = new Float64Array(1 << HASH_LOG).fill(-ZERO_WINDOW);
+  readonly stats: EncoderStats = { blocks: 0, rawBlocks: 0, literalRuns: 0, nearMatches: 0, farMatches: 0, longMatches: 0, overlapping: 0, crossBlock: 0, zeroWindow: 0 };
 
   /**
    * The block's container bytes: header ‖ payload. `opts.raw` stores it uncompressed; a block
@@ -84,7 +92,7 @@ export class FastLzStream {
       this.table[h] = base + i;
       const c = cand - base;
       const dist = i - c;
-      if (cand < 0 || c < floor || dist < 1 || dist > MAX_DIST || buf[c] !== buf[i] || buf[c + 1] !== buf[i + 1] || buf[c + 2] !== buf[i + 2]) {
+      if (c < floor || dist < 1 || dist > MAX_DIST || buf[c] !== buf[i] || buf[c + 1] !== buf[i + 1] || buf[c + 2] !== buf[i + 2]) {
         i++;
         continue;
       }
@@ -93,6 +101,7 @@ export class FastLzStream {
       flushLiterals(i);
       this.emitMatch(out, len, dist);
       if (c < start) this.stats.crossBlock++;
+      if (base + c < 0) this.stats.zeroWindow++;
       // Remember the match's last positions too, so that a repeat right after it is found.
       for (let k = Math.max(i + 1, i + len - 3); k + 3 <= Math.min(end, i + len + 2); k++) this.table[hash3(buf, k)] = base + k;
       i += len;

@@ -1,0 +1,170 @@
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import { compressiblePage } from './kit/encrypted-vm';
+import { compressStream } from './kit/fastlz';
+import { CacheBudget } from '../src/cache/budget';
+import { BlockStreamSource } from '../src/io/blockstream';
+import { SeekIndex, SPACING } from '../src/io/seekindex';
+import { BufferSource } from '../src/io/source';
+import { writeVmFolder, type VmFolder } from './helpers/encrypted';
+import { TestMount } from './helpers/mount';
+import { tempDir } from './helpers/paths';
+
+function memory(pages: number): Buffer {
+  const out = Buffer.alloc(pages * 4096);
+  for (let i = 0; i < pages; i++) {
+    compressiblePage(i, out.subarray(i * 4096, (i + 1) * 4096), (back) => (i - back >= 0 ? out.subarray((i - back) * 4096, (i - back + 1) * 4096) : null));
+  }
+  return out;
+}
+
+/** A Source over bytes in memory that counts what is read through it. */
+class MemorySource extends BufferSource {
+  bytes = 0;
+  override readAtSync(buf: Buffer, position: number): number {
+    const n = super.readAtSync(buf, position);
+    this.bytes += n;
+    return n;
+  }
+
+  override async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+    const n = await super.read(buf, offset, length, position);
+    this.bytes += n;
+    return n;
+  }
+}
+
+const MiB = 1024 * 1024;
+
+describe('the seek index of compressed memory', function () {
+  this.timeout(180_000);
+  // 32 MiB of guest-like memory in VMware's 4 MiB blocks, beginning in the zero window.
+  const plain = memory(8192);
+  let stream: Buffer;
+  before(() => {
+    stream = compressStream(plain).bytes;
+  });
+
+  it('once built, a first read anywhere reads the stored bytes between two seek points, not the block, and is exact', async () => {
+    const inner = new MemorySource('z.vmem', stream);
+    const src = new BlockStreamSource(inner);
+    await src.startIndex();
+    const st = src.indexStats;
+    expect(st?.done).to.equal(true);
+    expect(st?.points, 'a point every few tens of KiB of compressed blocks').to.be.greaterThan(plain.length / (4 * SPACING));
+    expect(st?.bytes, 'within 3% of the memory').to.be.at.most(0.03 * plain.length);
+    let x = 11;
+    for (let i = 0; i < 200; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const pos = x % (plain.length - 4096);
+      inner.bytes = 0;
+      const b = Buffer.alloc(4096);
+      await src.read(b, 0, 4096, pos);
+      expect(b.equals(plain.subarray(pos, pos + 4096)), `read at ${pos}`).to.equal(true);
+      expect(inner.bytes, `stored bytes read for 4 KiB at ${pos}`).to.be.at.most(4 * SPACING);
+      // The page cache reads a local source in place, synchronously: the same through the index.
+      inner.bytes = 0;
+      const c = Buffer.alloc(4096);
+      src.readAtSync(c, pos);
+      expect(c.equals(plain.subarray(pos, pos + 4096)), `synchronous read at ${pos}`).to.equal(true);
+      expect(inner.bytes, `stored bytes read synchronously for 4 KiB at ${pos}`).to.be.at.most(4 * SPACING);
+    }
+  });
+
+  it('reads that arrive while the pass runs are served, exact; the pass yields to the event loop as it goes', async () => {
+    const src = new BlockStreamSource(new BufferSource('z.vmem', stream));
+    let turns = 0;
+    let done = false;
+    const pass = src.startIndex().then(() => (done = true));
+    const tick = (): void => {
+      if (done) return;
+      turns++;
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    const reads: Promise<void>[] = [];
+    for (const pos of [31 * MiB, 5, 17 * MiB + 3, 4 * MiB - 10, 9 * MiB]) {
+      reads.push((async () => {
+        const b = Buffer.alloc(8192);
+        const n = await src.read(b, 0, 8192, pos);
+        expect(b.subarray(0, n).equals(plain.subarray(pos, pos + n)), `read at ${pos}`).to.equal(true);
+      })());
+    }
+    await Promise.all(reads);
+    await pass;
+    expect(turns, 'other work ran between slices of the pass').to.be.greaterThan(8);
+    const all = Buffer.alloc(plain.length);
+    for (let p = 0; p < plain.length; p += MiB) await src.read(all, p, MiB, p);
+    expect(all.equals(plain), 'sequential reads through the index').to.equal(true);
+  });
+
+  it('is counted in the budget, which grows by what it holds', async () => {
+    const budget = new CacheBudget(8 * MiB);
+    const src = new BlockStreamSource(new BufferSource('z.vmem', stream), { budget });
+    const before = budget.maxBytes;
+    await src.startIndex();
+    const held = src.indexStats?.bytes ?? 0;
+    expect(held).to.be.greaterThan(0);
+    expect(budget.maxBytes - before).to.equal(held);
+    expect(budget.held).to.be.at.least(held);
+  });
+
+  it('held to a smaller allowance, merges its points (wider spacing) and still reads exact', async () => {
+    const blocks = new BlockStreamSource(new BufferSource('z.vmem', stream)).blocks;
+    const allowance = 64 * 1024;
+    let held = 0;
+    const idx = new SeekIndex({
+      blocks,
+      readRaw: (k) => Promise.resolve(Buffer.from(stream.subarray(blocks[k]?.dataOffset, (blocks[k]?.dataOffset ?? 0) + (blocks[k]?.stored ?? 0)))),
+      grow: (n) => (held + n <= allowance ? ((held += n), true) : false),
+      shrink: (n) => void (held -= n),
+    });
+    await idx.build();
+    expect(idx.done).to.equal(true);
+    expect(idx.bytes).to.equal(held);
+    let x = 5;
+    for (let i = 0; i < 100; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const pos = x % (plain.length - 4096);
+      const k = Math.floor(pos / (4 * MiB));
+      const n = Math.min(4096, (k + 1) * 4 * MiB - pos);
+      const b = blocks[k];
+      if (!b || b.raw) continue;
+      const out = Buffer.alloc(n);
+      await idx.read(k, pos, n, out, 0, (off, len) => Promise.resolve(stream.subarray(b.dataOffset + off, b.dataOffset + off + len)));
+      expect(out.equals(plain.subarray(pos, pos + n)), `read at ${pos}`).to.equal(true);
+    }
+  });
+
+  describe('mounted', () => {
+    const tmp = tempDir('vmssfs-seek-');
+    let vm: VmFolder;
+    let m: TestMount | null = null;
+    before(() => {
+      vm = writeVmFolder(tmp.dir, { encrypt: true, compress: true, blobPages: 8192 });
+    });
+    after(async () => {
+      await m?.unmount();
+      tmp.cleanup();
+    });
+
+    it('the mount builds the index in the background; random reads, encrypted and compressed, are the plaintext', async () => {
+      m = await TestMount.start(vm.meta, ['--password-file', vm.passwordFile, '--debug']);
+      const want = fs.readFileSync(vm.plain.vmemPath as string);
+      const fh = await fs.promises.open(m.path('physmem.raw'), 'r');
+      try {
+        let x = 3;
+        for (let i = 0; i < 300; i++) {
+          x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+          const page = x % 8192;
+          const b = Buffer.alloc(4096);
+          await fh.read(b, 0, 4096, page * 4096);
+          expect(b.equals(want.subarray(page * 4096, page * 4096 + 4096)), `page ${page}`).to.equal(true);
+        }
+      } finally {
+        await fh.close();
+      }
+      expect(await m.stderrShows(/VM-Snapshot1\.vmem: seek index built: \d+ points, \d+ bytes/)).to.equal(true);
+    });
+  });
+});
