@@ -17,6 +17,13 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse libfuse2 binutils yara attr gdb e2fsprogs mount util-linux >/dev/null; \
 	fi
+	@# The web server the HTTP tests and benchmark read evidence from (run by them on a loopback
+	@# port, never as a service), curl (the benchmark's reference) and openssl (a test certificate).
+	@if ! { { command -v nginx || test -x /usr/sbin/nginx; } && command -v curl && command -v openssl; } >/dev/null; then \
+	  echo "installing Debian's nginx-light, curl and openssl"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light curl openssl >/dev/null; \
+	fi
 
 $(STAMP_NPM): package.json package-lock.json
 	npm ci --no-audit --no-fund

@@ -13,12 +13,16 @@ import { KEY_OPTIONS, keyringFrom } from './cli-options';
 import { docPieces } from './textdoc';
 import { FOLDER_VMEM, isDirectory, openFolder } from './folder/folder';
 import { snapshotsJsonText, snapshotsText } from './folder/report';
+import { HTTP_OPTIONS, httpAccess, httpOptionsFrom } from './io/http-access';
+import { HttpClient } from './io/http';
 
 const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
   --assume-flat    when the memory group is lost or damaged (layout unknown), serve the memory
                    file as memory from address 0 anyway (reported as a warning)
   --password-file FILE, --key HEX, --vmx FILE
                    key material for an encrypted VM (see vmssfs --help)
+  --netrc-file FILE, --header-file FILE, --cacert FILE, --insecure
+                   for SNAPSHOT given as an http:// or https:// URL (see vmssfs --help)
 `;
 
 /** Each command's own usage: what `vmssfs CMD --help` prints, and what follows a usage error of CMD. */
@@ -58,7 +62,8 @@ ${VMEM_HELP}`,
 
 export const USAGE = `usage:
   vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT read-only at MOUNTPOINT: a .vmss, .vmsn,
-                                             .std or its .vmem, or an ESXi debug.guest or its debug.vmem
+                                             .std or its .vmem, or an ESXi debug.guest or its debug.vmem;
+                                             a checkpoint may be an http:// or https:// URL
   vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT
   vmssfs ls [-l] [--vmem FILE] [--assume-flat] SNAPSHOT [DIR]
                                              list the tree without mounting (-l: mode and size)
@@ -87,6 +92,13 @@ key options, for an encrypted VM (the mount and every command take them):
   --key HEX            the data file key (64 hex digits) instead of a password
   --vmx FILE           the VM's .vmx holding encryption.keySafe (default: the one beside SNAPSHOT,
                        or a VM folder's own)
+
+web server options, for SNAPSHOT (and --vmem) given as an http:// or https:// URL:
+  --netrc-file FILE    logins for basic authentication (default: ~/.netrc when it exists)
+  --header-file FILE   header lines sent with every request, e.g. "Cookie: vmware_soap_session=..."
+                       or "Authorization: Bearer ..." (never shown, logged or passed on a command line)
+  --cacert FILE        trust the CA certificate(s) in FILE (PEM) instead of the system's
+  --insecure           do not check the server's TLS certificate (said once, as a warning)
 
 mount options:
   -f, --foreground     stay attached (default: return once mounted, like sshfs)
@@ -130,17 +142,25 @@ export function writeOut(text: string | Buffer): Promise<void> {
 }
 
 /** Options every command takes to open its evidence: one place, so the commands cannot drift apart. */
-const EVIDENCE = { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' }, ...KEY_OPTIONS } as const;
+const EVIDENCE = { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' }, ...KEY_OPTIONS, ...HTTP_OPTIONS } as const;
 
-function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean; 'password-file'?: string; key?: string; vmx?: string }): OpenOptions {
-  return { vmem: values.vmem, assumeFlat: values['assume-flat'], keys: keyringFrom(values) };
+type EvidenceValues = { vmem?: string; 'assume-flat'?: boolean; 'password-file'?: string; key?: string; vmx?: string } & Parameters<typeof httpOptionsFrom>[0];
+
+function evidenceOptions(values: EvidenceValues, named: string | undefined): OpenOptions {
+  return { vmem: values.vmem, assumeFlat: values['assume-flat'], keys: keyringFrom(values), http: httpClientFor([named, values.vmem], values) };
+}
+
+/** The HTTP client for the URLs among `names`, from the HTTP options; undefined when none is a URL. */
+function httpClientFor(names: Array<string | undefined>, values: Parameters<typeof httpOptionsFrom>[0]): HttpClient | undefined {
+  const access = httpAccess(names, httpOptionsFrom(values), (w) => process.stderr.write(`vmssfs: warning: ${w}\n`));
+  return access ? new HttpClient(access) : undefined;
 }
 
 const info: Handler = async (args) => {
   const { values, positionals } = parse('info', args, { ...EVIDENCE, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
   if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
-  if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, evidenceOptions(values));
-  const snap = openEvidence(positionals[0] as string, evidenceOptions(values));
+  if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, evidenceOptions(values, positionals[0]));
+  const snap = openEvidence(positionals[0] as string, evidenceOptions(values, positionals[0]));
   try {
     const doc = values.json ? snap.infoJsonDoc(snap.warnings) : snap.infoTextDoc(snap.warnings, { verbose: values.verbose });
     for (const piece of docPieces(doc)) await writeOut(piece);
@@ -153,14 +173,14 @@ const info: Handler = async (args) => {
 const lsCommand: Handler = async (args) => {
   const { values, positionals } = parse('ls', args, { ...EVIDENCE, long: { type: 'boolean', short: 'l' } });
   if (positionals.length < 1 || positionals.length > 2) throw new CommandUsageError('ls takes SNAPSHOT and at most one DIR', 'ls');
-  await ls(positionals[0] as string, positionals[1] ?? '', { ...evidenceOptions(values), long: values.long }, writeOut);
+  await ls(positionals[0] as string, positionals[1] ?? '', { ...evidenceOptions(values, positionals[0]), long: values.long }, writeOut);
   return 0;
 };
 
 const catCommand: Handler = async (args) => {
   const { values, positionals } = parse('cat', args, EVIDENCE);
   if (positionals.length !== 2) throw new CommandUsageError('cat takes SNAPSHOT and one PATH', 'cat');
-  await cat(positionals[0] as string, positionals[1] as string, evidenceOptions(values), stdoutOutput());
+  await cat(positionals[0] as string, positionals[1] as string, evidenceOptions(values, positionals[0]), stdoutOutput());
   return 0;
 };
 
@@ -168,7 +188,7 @@ const extractCommand: Handler = async (args) => {
   const { values, positionals } = parse('extract', args, { ...EVIDENCE, force: { type: 'boolean' } });
   if (positionals.length < 2) throw new CommandUsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs', 'extract');
   const [snapshot, outDir, ...paths] = positionals as [string, string, ...string[]];
-  await extract(snapshot, outDir, paths, { ...evidenceOptions(values), force: values.force });
+  await extract(snapshot, outDir, paths, { ...evidenceOptions(values, snapshot), force: values.force });
   return 0;
 };
 
@@ -187,9 +207,10 @@ async function folderInfo(dir: string, json: boolean, opts: OpenOptions): Promis
 }
 
 const diffCommand: Handler = async (args) => {
-  const { values, positionals } = parse('diff', args, { json: { type: 'boolean' }, 'vmem-a': { type: 'string' }, 'vmem-b': { type: 'string' }, ...KEY_OPTIONS });
+  const { values, positionals } = parse('diff', args, { json: { type: 'boolean' }, 'vmem-a': { type: 'string' }, 'vmem-b': { type: 'string' }, ...KEY_OPTIONS, ...HTTP_OPTIONS });
   if (positionals.length !== 2) throw new CommandUsageError('diff takes two checkpoints, A and B', 'diff');
-  const opts = { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'], keys: keyringFrom(values) };
+  const http = httpClientFor([positionals[0], positionals[1], values['vmem-a'], values['vmem-b']], values);
+  const opts = { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'], keys: keyringFrom(values), http };
   await diff(positionals[0] as string, positionals[1] as string, opts, writeOut);
   return 0;
 };

@@ -38,6 +38,12 @@ export interface ChunkSource {
    * on first read): where it is and which file it must be, so native code may open it itself.
    */
   readonly plainFile?: PlainFile;
+  /**
+   * Chunks to read ahead of a sequential reader, when the source wants more than the cache's
+   * default (a web server, where each request costs a round trip). The window is refilled a half
+   * at a time, so that the chunks of a refill are asked for together and can be fetched as one.
+   */
+  readonly readAhead?: number;
 }
 
 /** A plain local file by path, and the identity (device, inode) a reopening must find there. */
@@ -329,7 +335,14 @@ export class PageCache {
     // read-ahead here only adds thread switches (measured: slower, 20% more CPU per GiB).
     if (this.prefetch <= 0 || this.inPlace(src)) return true;
     const maxChunk = Math.ceil(src.size / this.chunkSize) - 1;
-    for (let c = last + 1; c <= Math.min(last + this.prefetch, maxChunk); c++) {
+    const ahead = src.readAhead ?? this.prefetch;
+    if (src.readAhead !== undefined) {
+      // Refill only once half the window is used up, so each refill goes out as one run.
+      let held = last + 1;
+      while (held <= Math.min(last + ahead, maxChunk) && (this.space(src).has(held) || this.inflight.has(this.key(src, held)))) held++;
+      if (held > maxChunk || held > last + Math.floor(ahead / 2)) return true;
+    }
+    for (let c = last + 1; c <= Math.min(last + ahead, maxChunk); c++) {
       const k = this.key(src, c);
       if (this.space(src).has(c) || this.inflight.has(k)) continue;
       this.stats.prefetched++;
@@ -434,6 +447,9 @@ export class PageCache {
 
   private readError(src: ChunkSource, expected: number, start: number, err: unknown): SourceReadError {
     const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    // A source that knows why (a web server's answer) says so in the log's line.
+    const detail = (err as { detail?: unknown }).detail;
+    if (typeof detail === 'string') return new SourceReadError(`${detail} (read of ${expected} bytes at ${start}: ${code})`, code);
     return new SourceReadError(`${src.name}: read of ${expected} bytes at ${start} failed: ${code}`, code);
   }
 

@@ -2,6 +2,7 @@ import { CacheBudget } from '../budget';
 import { VmssError } from '../errors';
 import { hex } from '../format/header';
 import { errnoText } from '../io/source';
+import { isUrl, shownUrl } from '../io/http-access';
 import { openNamedCheckpoint, type NamedCheckpoint } from '../folder/target';
 import { PAGE_SIZE, type Run, type Segment } from '../runmap';
 import type { OpenOptions, PhysMem } from '../snapshot';
@@ -39,6 +40,8 @@ export interface DiffOptions {
   vmemB?: string;
   /** Key material for encrypted checkpoints (the mount's key options; one keyring for both). */
   keys?: OpenOptions['keys'];
+  /** How URLs are reached (credentials, trust), when A or B is one. */
+  http?: OpenOptions['http'];
 }
 
 /** A guest-physical stretch in the output. */
@@ -249,13 +252,16 @@ function memoryOf(side: NamedCheckpoint, label: string): PhysMem {
  * `vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] A B`: which guest-physical pages differ
  * between two checkpoints, as merged ranges, streamed to `out` as they are found.
  */
-export async function diff(aArg: string, bArg: string, opts: DiffOptions, out: (text: string) => Promise<void>): Promise<void> {
+export async function diff(aGiven: string, bGiven: string, opts: DiffOptions, out: (text: string) => Promise<void>): Promise<void> {
+  // As shown: a URL without its query string or credentials.
+  const aArg = isUrl(aGiven) ? shownUrl(aGiven) : aGiven;
+  const bArg = isUrl(bGiven) ? shownUrl(bGiven) : bGiven;
   // One budget for both sides' decoding caches (compressed or encrypted memory), as a mount has.
   const budget = new CacheBudget(DECODE_BUDGET);
-  const a = openNamedCheckpoint(aArg, opts.vmemA, opts.keys, budget);
+  const a = openNamedCheckpoint(aGiven, opts.vmemA, opts.keys, budget, opts.http);
   let b: NamedCheckpoint;
   try {
-    b = openNamedCheckpoint(bArg, opts.vmemB, opts.keys, budget);
+    b = openNamedCheckpoint(bGiven, opts.vmemB, opts.keys, budget, opts.http);
   } catch (err) {
     a.close();
     throw err;

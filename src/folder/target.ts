@@ -3,6 +3,7 @@ import { VmssError } from '../errors';
 import type { CacheBudget } from '../budget';
 import { openSnapshot, type OpenOptions, type Snapshot } from '../snapshot';
 import { isDirectory, openFolder } from './folder';
+import { isUrl } from '../io/http-access';
 
 /** One checkpoint named on a command line: a file, or `VMDIR:NAME`, a checkpoint of a VM folder. */
 export interface NamedCheckpoint {
@@ -26,7 +27,11 @@ function exists(p: string): boolean {
  * checkpoint's directory in the folder's mount, or its display name when that is unique. A path
  * that exists is always a path, even with a colon in it.
  */
-export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?: OpenOptions['keys'], budget?: CacheBudget): NamedCheckpoint {
+export function openNamedCheckpoint(arg: string, vmem: string | undefined, keys?: OpenOptions['keys'], budget?: CacheBudget, http?: OpenOptions['http']): NamedCheckpoint {
+  if (isUrl(arg) || (vmem !== undefined && isUrl(vmem))) {
+    const snap = openSnapshot(arg, { vmem, keys, budget, http });
+    return { snap, warnings: [...snap.warnings], close: () => snap.close() };
+  }
   if (isDirectory(arg)) throw new VmssError(`${arg}: is a VM folder; name one of its checkpoints as ${arg}:NAME (vmssfs ls ${arg} lists them)`);
   const colon = arg.lastIndexOf(':');
   if (exists(arg) || colon < 0 || !isDirectory(arg.slice(0, colon))) {

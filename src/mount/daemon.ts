@@ -14,6 +14,8 @@ import { buildTree, type Tree } from '../tree/build';
 import { treeModes } from '../tree/modes';
 import { fittedMountOptions, optionString, parseUserOptions } from './options';
 import type { Keyring } from '../crypto/keyring';
+import { isUrl } from '../io/http-access';
+import type { HttpClient } from '../io/http';
 import { fusermount, mountAt } from './preflight';
 
 export interface ServeOptions {
@@ -31,6 +33,8 @@ export interface ServeOptions {
   onSources?(sources: readonly Source[]): void;
   /** Key material for an encrypted VM (resolved lazily, or handed over by the parent). */
   keys?: Keyring;
+  /** How a snapshot named by URL is reached (full URLs, credentials, trust). */
+  http?: HttpClient;
 }
 
 /** How the daemon tells whoever started it what happened: stderr in the foreground, a pipe when detached. */
@@ -107,7 +111,7 @@ function openServed(opts: ServeOptions, cache: PageCache): Served {
       throw err;
     }
   }
-  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys, budget: cache.budget });
+  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys, budget: cache.budget, http: opts.http });
   try {
     const tree = buildTree(snap, cache);
     const warnings = [...snap.warnings, ...(snap.physmemError ? [`physmem.raw is not served: ${snap.physmemError}`] : []), ...(tree.notes ?? [])];
@@ -166,7 +170,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   let options: string[];
   try {
     // The fsname gives way before the native module's options (fuse-native keeps 1023 bytes).
-    options = fittedMountOptions(fs.realpathSync(served.source), [...user.fuse, ...(native?.fuseOptions ?? [])]);
+    options = fittedMountOptions(isUrl(served.source) ? served.source : fs.realpathSync(served.source), [...user.fuse, ...(native?.fuseOptions ?? [])]);
   } catch (err) {
     native?.discard();
     served.close();
