@@ -64,15 +64,8 @@ export function rangedGet(
     new Promise<FileFacts>((resolve, reject) => {
       const u = new URL(target);
       const secure = u.protocol === 'https:';
-      const headers: Record<string, string> = { Range: `bytes=${start}-${end - 1}`, 'Accept-Encoding': 'identity', 'User-Agent': 'vmssfs' };
       // Credentials go only to the origin the user named (a redirect elsewhere gets none), as curl does.
-      if (u.origin === origin) {
-        for (const [k, v] of access.headers) headers[k] = v;
-        const login = access.logins[u.hostname];
-        if (login && !Object.keys(headers).some((k) => k.toLowerCase() === 'authorization')) {
-          headers.Authorization = `Basic ${Buffer.from(`${login.login}:${login.password}`).toString('base64')}`;
-        }
-      }
+      const headers = requestHeaders(u, origin, start, end, access);
       let settled = false;
       const fail = (err: HttpFault): void => {
         if (settled) return;
@@ -96,20 +89,15 @@ export function rangedGet(
           res.resume();
           return fail(statusFault(shown, status, res.statusMessage ?? '', access.logins[u.hostname] !== undefined || access.headers.length > 0));
         }
-        const cr = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? '').trim());
-        if (!cr) return fail(new HttpFault(`${shown}: the server answered a ranged GET with 206 but no usable Content-Range`, true));
-        const first = Number(cr[1]);
-        const last = Number(cr[2]);
-        const total = cr[3] === '*' ? NaN : Number(cr[3]);
-        if (!Number.isSafeInteger(total)) return fail(new HttpFault(`${shown}: the server does not say the file's size in its Content-Range`, true));
-        if (first !== start || last + 1 < Math.min(end, total)) {
-          return fail(new HttpFault(`${shown}: the server answered bytes ${first}-${last} when ${start}-${end - 1} were asked`, true));
+        let facts: FileFacts;
+        let last: number;
+        try {
+          ({ facts, last } = partialAnswer(shown, start, end, res.headers['content-range'], res.headers.etag, res.headers['last-modified']));
+        } catch (err) {
+          return fail(err as HttpFault);
         }
-        const facts: FileFacts = {
-          size: total,
-          etag: typeof res.headers.etag === 'string' ? res.headers.etag : null,
-          lastModified: res.headers['last-modified'] ? new Date(res.headers['last-modified']) : null,
-        };
+        const total = facts.size;
+        const first = start;
         const want = Math.min(end, total) - start;
         const promised = last + 1 - first;
         let got = 0;
@@ -139,6 +127,43 @@ export function rangedGet(
       req.on('error', (err) => fail(new HttpFault(`${shown}: ${netText(err)}`, isTlsError(err))));
     });
   return attempt(url, 0);
+}
+
+/**
+ * What a 206 answer says, checked: its Content-Range must start where asked and cover what was
+ * asked (or run to the end of the file), and name the file's size. Throws HttpFault otherwise.
+ */
+export function partialAnswer(
+  shown: string,
+  start: number,
+  end: number,
+  contentRange: string | undefined,
+  etag: string | undefined,
+  lastModified: string | undefined,
+): { facts: FileFacts; last: number } {
+  const cr = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(contentRange ?? '').trim());
+  if (!cr) throw new HttpFault(`${shown}: the server answered a ranged GET with 206 but no usable Content-Range`, true);
+  const first = Number(cr[1]);
+  const last = Number(cr[2]);
+  const total = cr[3] === '*' ? NaN : Number(cr[3]);
+  if (!Number.isSafeInteger(total)) throw new HttpFault(`${shown}: the server does not say the file's size in its Content-Range`, true);
+  if (first !== start || last + 1 < Math.min(end, total)) {
+    throw new HttpFault(`${shown}: the server answered bytes ${first}-${last} when ${start}-${end - 1} were asked`, true);
+  }
+  return { facts: { size: total, etag: typeof etag === 'string' ? etag : null, lastModified: lastModified ? new Date(lastModified) : null }, last };
+}
+
+/** The request's headers: the range, and the credentials when `u` is on the origin the user named (as curl, none after a redirect elsewhere). */
+export function requestHeaders(u: URL, origin: string, start: number, end: number, access: HttpAccessData): Record<string, string> {
+  const headers: Record<string, string> = { Range: `bytes=${start}-${end - 1}`, 'Accept-Encoding': 'identity', 'User-Agent': 'vmssfs' };
+  if (u.origin === origin) {
+    for (const [k, v] of access.headers) headers[k] = v;
+    const login = access.logins[u.hostname];
+    if (login && !Object.keys(headers).some((k) => k.toLowerCase() === 'authorization')) {
+      headers.Authorization = `Basic ${Buffer.from(`${login.login}:${login.password}`).toString('base64')}`;
+    }
+  }
+  return headers;
 }
 
 /** A redirect target as shown: no query string (it may carry a signature). */

@@ -4,6 +4,7 @@ import { VmssError } from '../errors';
 import { shownUrl, urlWithExt, type HttpAccessData } from './http-access';
 import { HttpFault, makeAgents, rangedGet, withRetries, type FileFacts, IDLE_TIMEOUT_MS, ATTEMPTS } from './http-request';
 import type { SyncRequest, SyncShared } from './http-worker';
+import { FastHttp, NotPlain } from './http-fast';
 import { nextSourceId, type DamagedRange, type Source } from './source';
 
 /** Ranged GETs one source keeps in flight at most (each over its own kept-alive connection). */
@@ -172,6 +173,9 @@ export class HttpSource implements Source {
   readonly identity = { dev: 0, ino: 0 };
   readonly atimeKept = true;
   private readonly agents;
+  /** Plain http:// reads over connections that receive into reused buffers (http-fast.ts); null for https. */
+  private fast: FastHttp | null;
+  private readonly parsedUrl: URL;
   private wants: Want[] = [];
   private flushQueued = false;
   private readonly queue: Array<{ start: number; end: number; members: Want[] }> = [];
@@ -197,6 +201,8 @@ export class HttpSource implements Source {
     const secret = client.access.logins[u.hostname] !== undefined || client.access.headers.length > 0 || u.search !== '';
     this.owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mode: secret ? 0o400 : 0o444 };
     this.agents = makeAgents(client.access, MAX_INFLIGHT);
+    this.parsedUrl = u;
+    this.fast = u.protocol === 'http:' ? new FastHttp(MAX_INFLIGHT) : null;
     client.retain();
     if (firstBlock.length > 0) this.syncBlocks.set(0, firstBlock);
   }
@@ -291,9 +297,20 @@ export class HttpSource implements Source {
         if (s < e) chunk.copy(m.buf, m.offset + (s - m.start), s - s0, e - s0);
       }
     };
+    const viaNode = (): Promise<FileFacts> => rangedGet(this.name, this.url, job.start, job.end, this.client.access, this.agents, sink);
+    const get = (): Promise<FileFacts> => {
+      if (!this.fast) return viaNode();
+      return this.fast.get(this.name, this.parsedUrl, this.parsedUrl.origin, job.start, job.end, this.client.access, sink).catch((err: unknown) => {
+        if (!(err instanceof NotPlain)) throw err;
+        // Not a plain 206: Node's client follows the redirect or says what is wrong; a server that
+        // redirects will again, so its reads go there from now on.
+        if (err.redirect) this.fast = null;
+        return viaNode();
+      });
+    };
     const once = (): Promise<FileFacts> => {
       if (this.broken) return Promise.reject(this.broken);
-      return rangedGet(this.name, this.url, job.start, job.end, this.client.access, this.agents, sink).then((facts) => {
+      return get().then((facts) => {
         const changed = changeOf(this.name, this.facts, facts);
         if (changed) throw changed;
         return facts;
@@ -318,6 +335,7 @@ export class HttpSource implements Source {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.fast?.close();
     this.agents.http.destroy();
     this.agents.https.destroy();
     this.client.release();
