@@ -304,6 +304,31 @@ describe('a misbehaving web server (test/helpers/misbehaving-server.ts)', functi
     expect(errorLines(r.stderr)).to.deep.equal([`vmssfs: ${server.url('vm.vmsn')}: the server sent ${Math.floor(size / 2)} bytes of the ${size} its Content-Range promised (connection closed)`]);
   });
 
+  it('a server that stops answering stalls only the readers waiting on it, never the mount', async () => {
+    server.mode('honest');
+    const m = await TestMount.start(server.url('vm.vmsn'));
+    mounts.push(m);
+    server.mode('stall');
+    const stalled = spawn('cat', [m.path('physmem.raw')], { stdio: ['ignore', 'ignore', 'ignore'] });
+    const ended = new Promise((r) => stalled.on('close', r));
+    try {
+      await sleep(500);
+      expect(stalled.exitCode, 'the reader of the stalled server is still waiting').to.equal(null);
+      // Meanwhile the mount answers everything that needs no byte from the server.
+      const info = await runCommand('cat', [m.path('info.txt')]);
+      expect(info.code, info.stderr).to.equal(0);
+      expect(info.stdout).to.include(`File: ${server.url('vm.vmsn')}`);
+      const ls = await runCommand('ls', [m.mountpoint]);
+      expect(ls.stdout.split('\n')).to.include('physmem.raw');
+      expect(stalled.exitCode).to.equal(null);
+    } finally {
+      server.mode('honest');
+      await m.unmount();
+      stalled.kill('SIGKILL');
+      await ended;
+    }
+  });
+
   for (const [fault, re] of [
     ['ignore-range', /the server ignores Range requests/],
     ['unauthorized', /HTTP 401/],
