@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Nginx } from '../test/helpers/web-server';
+import { Nginx } from '../test/kit/web-server';
 
 export { Nginx };
 

@@ -14,9 +14,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain } from './encrypted-vm';
-import { writeSnapshot, type RegionSpec } from './writer';
-import { writeFolderCheckpoint, vmsdText, type VmsdSnapshotSpec } from './folder-writer';
+import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain } from '../test/kit/encrypted-vm';
+import { writeSnapshot, type RegionSpec } from '../test/kit/writer';
+import { writeFolderCheckpoint, vmsdText, type VmsdSnapshotSpec } from '../test/kit/folder-writer';
 import { curlDownload, curlRandomRanges, HTTP_RANDOM_READS, Nginx } from './bench-http';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -528,7 +528,7 @@ function machine(): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// VM folders and diff (issue 13)
+// VM folders and diff
 
 const RSS_CLI = path.join(REPO, 'dist', 'test', 'helpers', 'rss-cli.js');
 /** Pages B changes, all in the last 8 MiB of the memory file, so cmp too reads everything before it finds them. */
@@ -794,7 +794,7 @@ async function main(): Promise<number> {
         }
       }
 
-      // VM folders and diff (issue 13)
+      // VM folders and diff
       if (diffInputs) diffRssPeak = Math.max(diffRssPeak, await diffRound(diffInputs, s));
       if (folderInputs) {
         const one = await mountTime(folderInputs.single, 'physmem.raw');

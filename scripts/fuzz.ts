@@ -11,16 +11,16 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { VmssError } from '../src/errors';
-import { openEvidence } from '../src/open';
+import { openEvidence } from '../src/evidence/open';
 import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
 import { EncObjSource } from '../src/io/encobj';
 import { BufferSource, type Source } from '../src/io/source';
-import { PageCache } from '../src/pagecache';
+import { PageCache } from '../src/cache/pagecache';
 import { buildTree } from '../src/tree/build';
 import type { Node } from '../src/tree/nodes';
-import { compressiblePage } from './encrypted-vm';
-import { FastLzStream } from './fastlz';
-import { writeCheckpoint, writeGuestDump, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from './writer';
+import { compressiblePage } from '../test/kit/encrypted-vm';
+import { FastLzStream } from '../test/kit/fastlz';
+import { writeCheckpoint, writeGuestDump, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from '../test/kit/writer';
 import * as crypto from 'node:crypto';
 
 /** xorshift32: deterministic across runs and machines. */
@@ -373,7 +373,7 @@ function saveLayerCase(corpusDir: string, c: LayerCase & { key: Buffer | null },
   return file;
 }
 
-/** RSS ceiling for any one input: the bound the hardening issue sets. */
+/** RSS ceiling for any one input: bad input never costs unbounded memory. */
 export const RSS_LIMIT = 200 * 1024 * 1024;
 
 /**

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
-import { writeSnapshot } from './writer';
+import { writeSnapshot } from '../test/kit/writer';
 
 function sha256File(p: string): string {
   const h = crypto.createHash('sha256');

@@ -5,8 +5,8 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { InfoJson } from '../src/info';
-import { PAGE, padded, u16, u32, u64, u8, writeCheckpoint, type CheckpointSpec, type WrittenCheckpoint } from '../scripts/writer';
+import type { InfoJson } from '../src/evidence/info';
+import { PAGE, padded, u16, u32, u64, u8, writeCheckpoint, type CheckpointSpec, type WrittenCheckpoint } from './kit/writer';
 import { memoryGroup } from './helpers/checkpoint';
 import { isMounted, TestMount } from './helpers/mount';
 import { REPO, SAMPLE, scratchDir } from './helpers/paths';
@@ -75,7 +75,7 @@ describe('cli', () => {
     it('a file that does not exist, and a directory holding no checkpoint', async () => {
       const missing = file('missing.vmss');
       expectOneLineError(await runCli(['info', missing]), missing, /cannot open: no such file/);
-      // A directory is taken as a VM folder (issue 13); one with nothing to serve is refused.
+      // A directory is taken as a VM folder; one with nothing to serve is refused.
       const empty = file('empty-dir');
       fs.mkdirSync(empty);
       expectOneLineError(await runCli(['info', empty]), empty, /not a VM folder/);

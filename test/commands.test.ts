@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { pageContent, writeSnapshot, type WrittenSnapshot } from '../scripts/writer';
+import { pageContent, writeSnapshot, type WrittenSnapshot } from './kit/writer';
 import { TestMount } from './helpers/mount';
 import { BIN, SAMPLE, tempDir } from './helpers/paths';
 import { runCli, runCommand } from './helpers/run';

@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { compressiblePage } from '../scripts/encrypted-vm';
+import { compressiblePage } from './kit/encrypted-vm';
 import { checkLayers, layerCases, makeLayerBases } from '../scripts/fuzz';
-import { FastLzStream, compressStream } from '../scripts/fastlz';
-import { CacheBudget } from '../src/budget';
+import { FastLzStream, compressStream } from './kit/fastlz';
+import { CacheBudget } from '../src/cache/budget';
 import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
 import { FastLzError, NEEDS_HISTORY, fastLzDecode } from '../src/io/fastlz';
 import { BufferSource, SourceFile, type Source } from '../src/io/source';

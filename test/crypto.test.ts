@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { makeKeyChain, encryptFile } from '../scripts/encrypted-vm';
+import { makeKeyChain, encryptFile } from './kit/encrypted-vm';
 import { dataFileKeyFromVmx, parseKeySafe, parseVmx, unlockKeySafe } from '../src/crypto/keysafe';
 import { VmssError } from '../src/errors';
 import { EncObjSource } from '../src/io/encobj';

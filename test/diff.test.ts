@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeFolderCheckpoint } from '../scripts/folder-writer';
+import { writeFolderCheckpoint } from './kit/folder-writer';
 import { layout } from '../src/commands/diff';
 import { BIN, scratchDir } from './helpers/paths';
 import { runCli, runCommand } from './helpers/run';

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { SnapshotsJson } from '../src/folder/report';
+import type { SnapshotsJson } from '../src/evidence/folder/report';
 import { cmpFiles, daemonPid, expectNoSecrets, PASSWORD, secretsOf } from './helpers/encrypted';
 import { isMounted, TestMount } from './helpers/mount';
 import { BIN, tempDir } from './helpers/paths';

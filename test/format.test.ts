@@ -1,5 +1,5 @@
 // The format layer (src/format): header, group table and tag streams, checked against what the
-// independent fixture writer (scripts/writer.ts) says it wrote. Inputs are always generated.
+// independent fixture writer (test/kit/writer.ts) says it wrote. Inputs are always generated.
 
 import { expect } from 'chai';
 import * as fs from 'node:fs';
@@ -9,7 +9,7 @@ import { BufferSource, SourceFile } from '../src/io/source';
 import {
   PAGE, padded, u16, u32, u64, u8, writeCheckpoint, writeSnapshot,
   type BlockData, type CheckpointSpec, type SnapshotOptions, type TagSpec, type WrittenCheckpoint,
-} from '../scripts/writer';
+} from './kit/writer';
 import { CountingSource, expectMatchesWritten, parseFile } from './helpers/checkpoint';
 import { scratchDir } from './helpers/paths';
 

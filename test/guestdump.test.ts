@@ -1,15 +1,15 @@
-// ESXi guest dumps (src/format/guestdump.ts, src/guest.ts): every header version crash reads,
+// ESXi guest dumps (src/format/guestdump.ts, src/evidence/guest.ts): every header version crash reads,
 // the holes put back, each vCPU's registers, and everything that is not a guest dump refused.
 
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cpuRegisters, writeGuestDump, type GuestDumpOptions, type WrittenGuestDump } from '../scripts/writer';
-import { USER_REGS } from '../src/cpu';
+import { cpuRegisters, writeGuestDump, type GuestDumpOptions, type WrittenGuestDump } from './kit/writer';
+import { USER_REGS } from '../src/format/cpu';
 import { VmssError } from '../src/errors';
 import { guestRuns, NotGuestDump, readGuestDump } from '../src/format/guestdump';
 import { SourceFile } from '../src/io/source';
-import { openEvidence } from '../src/open';
+import { openEvidence } from '../src/evidence/open';
 import { scratchDir } from './helpers/paths';
 import { runCli } from './helpers/run';
 

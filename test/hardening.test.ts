@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkFile, fuzzCases, makeBases, RSS_LIMIT, writeCase } from '../scripts/fuzz';
-import { writeSnapshot, type WrittenSnapshot } from '../scripts/writer';
+import { writeSnapshot, type WrittenSnapshot } from './kit/writer';
 import { isMounted, TestMount } from './helpers/mount';
 import { REPO, SAMPLE, tempDir } from './helpers/paths';
 import { readRange, sha256File } from './helpers/read';

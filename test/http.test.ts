@@ -5,12 +5,12 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeSnapshot, type WrittenSnapshot } from '../scripts/writer';
+import { writeSnapshot, type WrittenSnapshot } from './kit/writer';
 import { cmpFiles, daemonPid, writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { isMounted, TestMount } from './helpers/mount';
 import { BIN, scratchDir, tempDir } from './helpers/paths';
 import { runCli, runCommand } from './helpers/run';
-import { COOKIE, LOGIN, MisbehavingServer, Nginx, SIGNATURE } from './helpers/web-server';
+import { COOKIE, LOGIN, MisbehavingServer, Nginx, SIGNATURE } from './kit/web-server';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const QUERY = `?dsName=datastore1&sig=${SIGNATURE}`;
@@ -268,7 +268,7 @@ function writeWrongCookie(file: string): string {
   return file;
 }
 
-describe('a misbehaving web server (test/helpers/misbehaving-server.ts)', function () {
+describe('a misbehaving web server (test/kit/misbehaving-server.ts)', function () {
   this.timeout(120_000);
   const tmp = scratchDir('vmssfs-http-bad-');
   let server: MisbehavingServer;

@@ -1,15 +1,16 @@
-// `vmssfs info` (src/info.ts): the text form in the layout of Volatility's vmwareinfo, checked
+// `vmssfs info` (src/evidence/info.ts): the text form in the layout of Volatility's vmwareinfo, checked
 // against the reference article's own output, and the JSON contract, checked against the writer.
 
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { infoJson, infoText, type InfoJson } from '../src/info';
-import { openSnapshot, type Snapshot } from '../src/snapshot';
+import { infoJson, infoText, type InfoJson } from '../src/evidence/info';
+import type { Snapshot } from '../src/evidence/evidence';
+import { openSnapshot } from '../src/evidence/snapshot';
 import {
   cpuRegisters, padded, u16, u32, u64, u8, writeCheckpoint, writeSnapshot,
   type BlockData, type CheckpointSpec, type GroupSpec, type WrittenCheckpoint, type WrittenTag,
-} from '../scripts/writer';
+} from './kit/writer';
 import { regionTags } from './helpers/checkpoint';
 import { scratchDir } from './helpers/paths';
 import { runCli } from './helpers/run';

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeSnapshot, type WrittenSnapshot } from '../scripts/writer';
+import { writeSnapshot, type WrittenSnapshot } from './kit/writer';
 import { SourceFile } from '../src/io/source';
 import { treeModes } from '../src/tree/modes';
 import { parseMountinfo } from '../src/mount/preflight';

@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { screenshotPng } from '../scripts/png';
-import { defaultCfgFile, writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from '../scripts/writer';
-import { DEFAULT_CHUNK_SIZE } from '../src/pagecache';
-import { openSnapshot } from '../src/snapshot';
+import { screenshotPng } from './kit/png';
+import { defaultCfgFile, writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from './kit/writer';
+import { DEFAULT_CHUNK_SIZE } from '../src/cache/pagecache';
+import { openSnapshot } from '../src/evidence/snapshot';
 import { isMounted, TestMount } from './helpers/mount';
 import { SAMPLE, tempDir } from './helpers/paths';
 import { readRange, sha256File } from './helpers/read';

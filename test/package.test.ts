@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeSnapshot } from '../scripts/writer';
+import { writeSnapshot } from './kit/writer';
 import { isMounted } from './helpers/mount';
 import { REPO, scratchDir } from './helpers/paths';
 import { readRange, sha256File } from './helpers/read';

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
-import { CacheBudget } from '../src/budget';
-import { PageCache, SourceReadError, type ChunkSource } from '../src/pagecache';
+import { CacheBudget } from '../src/cache/budget';
+import { PageCache, SourceReadError, type ChunkSource } from '../src/cache/pagecache';
 
 let nextId = 1000;
 

@@ -31,7 +31,7 @@ describe('the project', function () {
     expect(r.code, r.stderr).to.equal(0);
     const [listing] = JSON.parse(r.stdout) as { files: { path: string }[] }[];
     const files = listing!.files.map((f) => f.path);
-    expect(files).to.include.members(['bin/vmssfs', 'dist/src/cli.js', 'dist/src/snapshot.js', 'README.md', 'docs/format.md', 'package.json']);
+    expect(files).to.include.members(['bin/vmssfs', 'dist/src/cli/main.js', 'dist/src/evidence/snapshot.js', 'README.md', 'docs/format.md', 'package.json']);
     const stray = files.filter((f) => /^(test|fixtures|scripts|src|dist\/(test|scripts))\//.test(f) || f.endsWith('.map'));
     expect(stray).to.deep.equal([]);
   });

@@ -1,15 +1,16 @@
-// The run map (src/runmap.ts): the segmented binary-search layer, and the guest-physical runs
+// The run map (src/tree/segments.ts, src/format/regions.ts): the segmented binary-search layer, and the guest-physical runs
 // derived from the memory group for every layout FORMAT.md describes.
 
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import { findTag } from '../src/format/checkpoint';
-import { buildRuns, missingRanges, SegmentMap, PAGE_SIZE, type MemoryBlob, type Run, type RunsResult } from '../src/runmap';
-import { openSnapshot } from '../src/snapshot';
+import { buildRuns, missingRanges, PAGE_SIZE, type MemoryBlob, type Run, type RunsResult } from '../src/format/regions';
+import { SegmentMap } from '../src/tree/segments';
+import { openSnapshot } from '../src/evidence/snapshot';
 import {
   PAGE, u32, writeCheckpoint, writeSnapshot,
   type GroupSpec, type RegionSpec, type SnapshotOptions, type WrittenSnapshot,
-} from '../scripts/writer';
+} from './kit/writer';
 import { memoryGroup, parseFile } from './helpers/checkpoint';
 import { scratchDir } from './helpers/paths';
 

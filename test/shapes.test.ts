@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
-import { cpuRegisters, writeGuestDump, writeSnapshot } from '../scripts/writer';
+import { cpuRegisters, writeGuestDump, writeSnapshot } from './kit/writer';
 import { TestMount } from './helpers/mount';
 import { tempDir } from './helpers/paths';
 import { readRange, sha256File } from './helpers/read';

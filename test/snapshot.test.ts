@@ -1,13 +1,14 @@
-// Opening a snapshot (src/snapshot.ts): which file holds the metadata, which the memory, and
+// Opening a snapshot (src/evidence/snapshot.ts): which file holds the metadata, which the memory, and
 // what is served when the memory is missing or cut short.
 
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../src/errors';
-import type { InfoJson } from '../src/info';
-import { openSnapshot, type OpenOptions, type Snapshot } from '../src/snapshot';
-import { PAGE, u32, writeCheckpoint, writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from '../scripts/writer';
+import type { InfoJson } from '../src/evidence/info';
+import type { Snapshot } from '../src/evidence/evidence';
+import { openSnapshot, type OpenOptions } from '../src/evidence/snapshot';
+import { PAGE, u32, writeCheckpoint, writeSnapshot, type SnapshotOptions, type WrittenSnapshot } from './kit/writer';
 import { expectMatchesWritten, memoryGroup } from './helpers/checkpoint';
 import { scratchDir } from './helpers/paths';
 import { runCli } from './helpers/run';

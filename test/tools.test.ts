@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cpuRegisters, writeSnapshot, type CpuLayout, type WrittenSnapshot } from '../scripts/writer';
+import { cpuRegisters, writeSnapshot, type CpuLayout, type WrittenSnapshot } from './kit/writer';
 import { TestMount } from './helpers/mount';
 import { tempDir } from './helpers/paths';
 import { runCommand } from './helpers/run';

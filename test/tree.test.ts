@@ -1,8 +1,9 @@
 import { expect } from 'chai';
 import * as path from 'node:path';
-import { writeCheckpoint, writeSnapshot, u32, u64, type WrittenSnapshot } from '../scripts/writer';
-import { PageCache } from '../src/pagecache';
-import { openSnapshot, type Snapshot } from '../src/snapshot';
+import { writeCheckpoint, writeSnapshot, u32, u64, type WrittenSnapshot } from './kit/writer';
+import { PageCache } from '../src/cache/pagecache';
+import type { Snapshot } from '../src/evidence/evidence';
+import { openSnapshot } from '../src/evidence/snapshot';
 import { buildTree, type Tree } from '../src/tree/build';
 import { escapeName, uniqueNames } from '../src/tree/names';
 import type { FileNode, Node } from '../src/tree/nodes';

@@ -1,14 +1,15 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cpuRegisters, writeSnapshot, type CpuLayout, type SnapshotOptions, type WrittenSnapshot } from '../scripts/writer';
-import { PageCache } from '../src/pagecache';
-import { openSnapshot, type Snapshot } from '../src/snapshot';
+import { cpuRegisters, writeSnapshot, type CpuLayout, type SnapshotOptions, type WrittenSnapshot } from './kit/writer';
+import { PageCache } from '../src/cache/pagecache';
+import type { Snapshot } from '../src/evidence/evidence';
+import { openSnapshot } from '../src/evidence/snapshot';
 import { buildTree, type Tree } from '../src/tree/build';
 import type { FileNode } from '../src/tree/nodes';
 import { tempDir } from './helpers/paths';
 
-// The readers below are written from the LiME and ELF specifications, not from src/views: the
+// The readers below are written from the LiME and ELF specifications, not from src/tree/views: the
 // point is that an independent parser finds in the views what the writer put in the snapshot.
 
 const PAGE = 4096;

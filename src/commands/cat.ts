@@ -1,6 +1,6 @@
 import { VmssError } from '../errors';
-import type { OpenOptions } from '../open';
-import type { Output } from '../output';
+import type { OpenOptions } from '../evidence/open';
+import type { Output } from '../cli/output';
 import { CHUNK, lookup, openTree, readChunk } from './common';
 
 /**

@@ -1,10 +1,10 @@
 import { UsageError, VmssError } from '../errors';
-import { FOLDER_VMEM, folderFiles, isDirectory, openFolder } from '../folder/folder';
-import { buildFolderTree, folderWarnings } from '../folder/tree';
-import { PageCache, SourceReadError } from '../pagecache';
-import { evidenceFiles, type Evidence } from '../evidence';
+import { FOLDER_VMEM, folderFiles, isDirectory, openFolder } from '../evidence/folder/folder';
+import { buildFolderTree, folderWarnings } from '../tree/folder';
+import { PageCache, SourceReadError } from '../cache/pagecache';
+import { evidenceFiles, type Evidence } from '../evidence/evidence';
 import type { Source } from '../io/source';
-import { openEvidence, type OpenOptions } from '../open';
+import { openEvidence, type OpenOptions } from '../evidence/open';
 import { buildTree, type Tree } from '../tree/build';
 import type { FileNode, Node } from '../tree/nodes';
 

@@ -1,12 +1,14 @@
-import { CacheBudget } from '../budget';
+import { CacheBudget } from '../cache/budget';
 import { VmssError } from '../errors';
-import { hex } from '../format/header';
+import { hex } from '../format/integers';
 import { errnoText } from '../io/source';
 import { isUrl, shownUrl } from '../io/http-access';
-import { openNamedCheckpoint, type NamedCheckpoint } from '../folder/target';
-import { PAGE_SIZE, type Run, type Segment } from '../runmap';
-import type { OpenOptions, PhysMem } from '../snapshot';
-import { Progress } from './extract';
+import { openNamedCheckpoint, type NamedCheckpoint } from '../target/named';
+import { PAGE_SIZE, type Run } from '../format/regions';
+import type { Segment } from '../tree/segments';
+import type { PhysMem } from '../evidence/evidence';
+import type { OpenOptions } from '../evidence/snapshot';
+import { Progress } from './progress';
 
 /**
  * Bytes compared per step. Large enough for few calls and sequential reads far beyond the

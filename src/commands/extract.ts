@@ -2,10 +2,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
 import { errnoText } from '../io/source';
-import type { OpenOptions } from '../open';
+import type { OpenOptions } from '../evidence/open';
 import type { Tree } from '../tree/build';
 import type { DirNode, FileNode, Node } from '../tree/nodes';
 import { CHUNK, lookup, openTree, readChunk, treeParts } from './common';
+import { Progress } from './progress';
 
 /**
  * Left out of a plain `extract` (no PATH): they hold the same guest memory as physmem.raw, laid
@@ -15,7 +16,6 @@ export const DERIVED_VIEWS: ReadonlySet<string> = new Set(['physmem.lime', 'phys
 
 /** Below this, a copy is over before a progress bar would tell anyone anything. */
 const PROGRESS_MIN_BYTES = 8 * 1024 * 1024;
-const PROGRESS_INTERVAL_MS = 100;
 
 const ZEROS = Buffer.alloc(CHUNK);
 
@@ -30,35 +30,6 @@ function totalBytes(node: Node): number {
   let sum = 0;
   for (const c of node.children.values()) sum += totalBytes(c);
   return sum;
-}
-
-/** A one-line bar on a terminal's stderr, redrawn at most every 100 ms. */
-export class Progress {
-  private done = 0;
-  private last = 0;
-  constructor(private readonly total: number, private readonly stream: NodeJS.WriteStream) {}
-
-  add(n: number): void {
-    this.done += n;
-    const now = Date.now();
-    if (now - this.last >= PROGRESS_INTERVAL_MS) {
-      this.last = now;
-      this.draw();
-    }
-  }
-
-  private draw(): void {
-    const frac = this.total > 0 ? this.done / this.total : 1;
-    const width = Math.max(10, Math.min(40, (this.stream.columns ?? 80) - 40));
-    const filled = Math.round(frac * width);
-    const mib = (b: number): string => (b / (1024 * 1024)).toFixed(1);
-    this.stream.write(`\r[${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${mib(this.done)}/${mib(this.total)} MiB`);
-  }
-
-  finish(): void {
-    this.draw();
-    this.stream.write('\n');
-  }
 }
 
 /** Holes are made of whole filesystem blocks: look for zeros a page at a time. */

@@ -1,4 +1,4 @@
-import type { OpenOptions } from '../open';
+import type { OpenOptions } from '../evidence/open';
 import { treeModes } from '../tree/modes';
 import type { Node } from '../tree/nodes';
 import { lookup, openTree, treeParts } from './common';

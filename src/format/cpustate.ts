@@ -1,4 +1,4 @@
-import { NOT_IN_SYSCALL, type CpuState, type RegName, type SystemRegName, type VcpuState } from '../cpu';
+import { NOT_IN_SYSCALL, type CpuState, type RegName, type SystemRegName, type VcpuState } from './cpu';
 import type { RandomAccess } from '../io/source';
 import { findGroup, findTag, indexTags, tagUint, type Checkpoint, type Group } from './checkpoint';
 import { tagLabel, type Tag } from './tags';

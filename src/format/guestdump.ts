@@ -1,6 +1,6 @@
-import { NOT_IN_SYSCALL, USER_REGS, type CpuState, type RegName, type SystemRegName, type VcpuState } from '../cpu';
+import { NOT_IN_SYSCALL, USER_REGS, type CpuState, type RegName, type SystemRegName, type VcpuState } from './cpu';
 import type { RandomAccess } from '../io/source';
-import { hex } from './header';
+import { hex } from './integers';
 
 /**
  * ESXi guest dumps (`debug.guest`, beside `debug.vmem`): what ESXi writes for a guest that

@@ -1,6 +1,7 @@
 import { VmssError } from '../errors';
 import type { RandomAccess } from '../io/source';
 import { Cursor, readUint } from './cursor';
+import { hex } from './integers';
 import { describeContent, SNIFF_BYTES } from './sniff';
 
 /**
@@ -39,10 +40,6 @@ export interface GroupEntry {
   tagsOffset: number;
   /** Declared length of the tag stream; null when the field exceeds 2^53 (garbage). */
   size: number | null;
-}
-
-export function hex(n: number | bigint, width = 0): string {
-  return '0x' + n.toString(16).padStart(width, '0');
 }
 
 /** Read and validate the 12-byte header; throws VmssError naming the file on anything fatal. */

@@ -1,6 +1,7 @@
 import type { RandomAccess } from '../io/source';
 import { Cursor, readUint } from './cursor';
-import { hex, type GroupEntry } from './header';
+import type { GroupEntry } from './header';
+import { hex } from './integers';
 
 /**
  * One tag of a group's stream. On disk a tag is:

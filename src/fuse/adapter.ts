@@ -1,7 +1,7 @@
 import Fuse, { type Operations, type Stat } from 'fuse-native';
 import * as fs from 'node:fs';
 import { describeError } from '../errors';
-import { SourceReadError } from '../pagecache';
+import { SourceReadError } from '../cache/pagecache';
 import type { FileNode, Node } from '../tree/nodes';
 import type { Tree } from '../tree/build';
 

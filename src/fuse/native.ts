@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { ChunkSource, PlainFile } from '../pagecache';
+import type { ChunkSource } from '../cache/pagecache';
+import type { PlainFile } from '../io/source';
 import type { Extent, Node } from '../tree/nodes';
 import type { Tree } from '../tree/build';
 

@@ -1,4 +1,4 @@
-import { CacheBudget, type CacheSpace } from '../budget';
+import { CacheBudget, type CacheSpace } from '../cache/budget';
 import { DecodingLayer } from './layer';
 import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex, fastLzDecode } from './fastlz';
 import { type DamagedRange, type Source } from './source';

@@ -1,6 +1,6 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import { CacheBudget, type CacheSpace } from '../budget';
+import { CacheBudget, type CacheSpace } from '../cache/budget';
 import { droppedGarbage } from './garbage';
 import { DecodingLayer } from './layer';
 import { VmssError } from '../errors';

@@ -1,8 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError } from '../errors';
-import type { PlainFile } from '../pagecache';
-import { errnoText, nextSourceId, onLocalFilesystem, openReadOnly, type DamagedRange, type Source } from './source';
+import { errnoText, nextSourceId, onLocalFilesystem, openReadOnly, type DamagedRange, type PlainFile, type Source } from './source';
 
 const O_NOATIME = (fs.constants as Record<string, number>).O_NOATIME ?? 0;
 

@@ -291,3 +291,10 @@ export class BufferSource implements Source {
     // nothing held
   }
 }
+
+/** A plain local file by path, and the identity (device, inode) a reopening must find there. */
+export interface PlainFile {
+  path: string;
+  dev: number;
+  ino: number;
+}

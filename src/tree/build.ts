@@ -1,11 +1,11 @@
-import type { Evidence } from '../evidence';
+import type { Evidence } from '../evidence/evidence';
 import { findTag, type Checkpoint } from '../format/checkpoint';
 import type { Tag } from '../format/tags';
 import { tagLabel } from '../format/tags';
-import type { PageCache } from '../pagecache';
-import type { TextDoc } from '../textdoc';
-import { elfView } from '../views/elf';
-import { limeView, type View } from '../views/lime';
+import type { PageCache } from '../cache/pagecache';
+import type { TextDoc } from '../evidence/textdoc';
+import { elfView } from './views/elf';
+import { limeView, type View } from './views/lime';
 import { escapeName, uniqueNames } from './names';
 import { BytesFile, DocFile, ExtentFile, type DirNode, type FileNode, type Node } from './nodes';
 import { TagFile } from './tagfile';

@@ -1,6 +1,6 @@
-import type { ChunkSource, PageCache } from '../pagecache';
-import { SegmentMap, type Segment } from '../runmap';
-import { PIECE_CHARS, unitsText, type TextDoc } from '../textdoc';
+import type { ChunkSource, PageCache } from '../cache/pagecache';
+import { SegmentMap, type Segment } from './segments';
+import { PIECE_CHARS, unitsText, type TextDoc } from '../evidence/textdoc';
 
 /**
  * A regular file of the tree: it answers its size and reads. How its bytes are made (held in

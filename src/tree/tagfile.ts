@@ -1,6 +1,6 @@
 import { tagValueText } from '../format/checkpoint';
 import type { Tag } from '../format/tags';
-import type { ChunkSource, PageCache } from '../pagecache';
+import type { ChunkSource, PageCache } from '../cache/pagecache';
 import type { Extent, FileNode } from './nodes';
 
 /**

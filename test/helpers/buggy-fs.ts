@@ -7,8 +7,8 @@
 import Fuse from 'fuse-native';
 import { fuseOperations } from '../../src/fuse/adapter';
 import { mountOptions, optionString } from '../../src/mount/options';
-import { PageCache } from '../../src/pagecache';
-import { openSnapshot } from '../../src/snapshot';
+import { PageCache } from '../../src/cache/pagecache';
+import { openSnapshot } from '../../src/evidence/snapshot';
 import { buildTree } from '../../src/tree/build';
 import type { FileNode } from '../../src/tree/nodes';
 

@@ -5,8 +5,8 @@ import { expect } from 'chai';
 import type { Checkpoint } from '../../src/format/checkpoint';
 import { parseCheckpoint } from '../../src/format/checkpoint';
 import { SourceFile, type RandomAccess } from '../../src/io/source';
-import type { GroupSpec, RegionSpec, TagSpec, WrittenCheckpoint, WrittenTag } from '../../scripts/writer';
-import { u32 } from '../../scripts/writer';
+import type { GroupSpec, RegionSpec, TagSpec, WrittenCheckpoint, WrittenTag } from '../kit/writer';
+import { u32 } from '../kit/writer';
 
 /** Parse a checkpoint on disk, closing the file afterwards. */
 export function parseFile(file: string): Checkpoint {

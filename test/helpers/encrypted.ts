@@ -4,9 +4,9 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain, type KeySafeCipher } from '../../scripts/encrypted-vm';
-import type { EncoderStats } from '../../scripts/fastlz';
-import { writeSnapshot, type RegionSpec, type WrittenSnapshot } from '../../scripts/writer';
+import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain, type KeySafeCipher } from '../kit/encrypted-vm';
+import type { EncoderStats } from '../kit/fastlz';
+import { writeSnapshot, type RegionSpec, type WrittenSnapshot } from '../kit/writer';
 import { runCommand } from './run';
 
 export const PASSWORD = 'S3cret-Pass!';

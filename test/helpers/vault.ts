@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { encryptVmFolder, writeVmFolder, type EncryptedVmFolder, type EncryptFolderOptions, type VmFolderSpec, type WrittenVmFolder } from '../../scripts/folder-writer';
-import type { SnapshotsJson } from '../../src/folder/report';
+import { encryptVmFolder, writeVmFolder, type EncryptedVmFolder, type EncryptFolderOptions, type VmFolderSpec, type WrittenVmFolder } from '../kit/folder-writer';
+import type { SnapshotsJson } from '../../src/evidence/folder/report';
 import { PASSWORD } from './encrypted';
 
 /** Pages each snapshot of the vault changes, by uid (generation = uid), and the suspended state's. */

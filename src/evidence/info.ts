@@ -1,8 +1,8 @@
-import { vcpuJson } from './cpu';
-import { magicName, tagValueText, tagPath } from './format/checkpoint';
-import { hex } from './format/header';
-import type { Tag } from './format/tags';
-import type { CompressionSummary, EncryptionSummary, Snapshot } from './snapshot';
+import { vcpuJson } from '../format/cpu';
+import { magicName, tagValueText, tagPath } from '../format/checkpoint';
+import { hex } from '../format/integers';
+import type { Tag } from '../format/tags';
+import type { CompressionSummary, EncryptionSummary, Snapshot } from './evidence';
 import { docText, groupedDoc, type TextDoc } from './textdoc';
 
 /** The machine contract of `vmssfs info --json` and of the mount's metadata.json. */

@@ -1,20 +1,20 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseOptions, wantsHelp } from './args';
-import { cat } from './commands/cat';
-import { diff } from './commands/diff';
-import { extract } from './commands/extract';
-import { ls } from './commands/ls';
-import { UsageError, VmssError, describeError } from './errors';
-import { mountCommand } from './mount/command';
-import { openEvidence, type OpenOptions } from './open';
+import { cat } from '../commands/cat';
+import { diff } from '../commands/diff';
+import { extract } from '../commands/extract';
+import { ls } from '../commands/ls';
+import { UsageError, VmssError, describeError } from '../errors';
+import { mountCommand } from '../mount/command';
+import { openEvidence, type OpenOptions } from '../evidence/open';
 import { OutputClosed, stdoutOutput } from './output';
-import { KEY_OPTIONS, keyringFrom } from './cli-options';
-import { docPieces } from './textdoc';
-import { FOLDER_VMEM, isDirectory, openFolder } from './folder/folder';
-import { snapshotsJsonText, snapshotsText } from './folder/report';
-import { HTTP_OPTIONS, httpAccess, httpOptionsFrom } from './io/http-access';
-import { HttpClient } from './io/http';
+import { KEY_OPTIONS, keyringFrom } from './options';
+import { docPieces } from '../evidence/textdoc';
+import { FOLDER_VMEM, isDirectory, openFolder } from '../evidence/folder/folder';
+import { snapshotsJsonText, snapshotsText } from '../evidence/folder/report';
+import { HTTP_OPTIONS, httpAccess, httpOptionsFrom } from '../io/http-access';
+import { HttpClient } from '../io/http';
 
 const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
   --assume-flat    when the memory group is lost or damaged (layout unknown), serve the memory
@@ -113,9 +113,9 @@ mount options:
 unmount with: fusermount -u MOUNTPOINT
 `;
 
-/** The package's own version (package.json ships with every install, two levels above dist/src). */
+/** The package's own version (package.json ships with every install, three levels above dist/src/cli). */
 function version(): string {
-  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version?: string };
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version?: string };
   return pkg.version ?? 'unknown';
 }
 
@@ -192,7 +192,7 @@ const extractCommand: Handler = async (args) => {
   return 0;
 };
 
-// --- VM folders and diff (issue 13)
+// --- VM folders and diff
 
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
 async function folderInfo(dir: string, json: boolean, opts: OpenOptions): Promise<number> {

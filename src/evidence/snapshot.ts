@@ -1,31 +1,21 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { VmssError, WrongKeyError } from './errors';
-import { parseCheckpoint, findGroup, findTag, type Checkpoint } from './format/checkpoint';
-import { hex } from './format/header';
-import { atimeWarning, SourceFile, type Source } from './io/source';
-import type { Evidence, PhysMem } from './evidence';
-import { checkpointCpuState } from './format/cpustate';
+import { VmssError, WrongKeyError } from '../errors';
+import { parseCheckpoint, findGroup, findTag, type Checkpoint } from '../format/checkpoint';
+import { hex } from '../format/integers';
+import { atimeWarning, SourceFile, type Source } from '../io/source';
+import type { PhysMem, Snapshot } from './evidence';
+import { checkpointCpuState } from '../format/cpustate';
 import { infoJsonDoc, infoJsonText, infoText, infoTextDoc } from './info';
-import { buildRuns, expectedBlobSize, flatRuns, missingRanges, SegmentMap, type MemoryBlob, type Run } from './runmap';
-import { tagLabel, type Tag } from './format/tags';
-import { ENCOBJ_MAGIC, isEncObjFile } from './io/encobj';
-import { openSource, type KeySupplier, type OpenedSource } from './io/open';
-import type { EncryptionInfo } from './crypto/keyring';
-import type { CacheBudget } from './budget';
-import { isUrl, shownUrl } from './io/http-access';
-import type { HttpClient } from './io/http';
-
-export type { PhysMem } from './evidence';
-
-/** A checkpoint opened for serving: parsed metadata plus, when it can be served, its physical memory. */
-export interface Snapshot extends Evidence {
-  checkpoint: Checkpoint;
-  /** Set when a file had to be decrypted: how the key was found, and which files. Never a secret. */
-  encryption: EncryptionSummary | null;
-  /** Set when the memory file is VMware's compressed block container. */
-  compression: CompressionSummary | null;
-}
+import { buildRuns, expectedBlobSize, flatRuns, missingRanges, type MemoryBlob, type Run } from '../format/regions';
+import { SegmentMap } from '../tree/segments';
+import { tagLabel, type Tag } from '../format/tags';
+import { ENCOBJ_MAGIC, isEncObjFile } from '../io/encobj';
+import { openSource, type KeySupplier, type OpenedSource } from '../io/sources';
+import type { EncryptionInfo } from '../crypto/keyring';
+import type { CacheBudget } from '../cache/budget';
+import { isUrl, shownUrl } from '../io/http-access';
+import type { HttpClient } from '../io/http';
 
 export interface OpenOptions {
   /** Explicit memory file (ESXi names it by a UUID, without the .vmem extension). */
@@ -46,20 +36,6 @@ export interface OpenOptions {
   budget?: CacheBudget;
   /** How URLs (http://, https://) are reached: their full form, credentials and trust. */
   http?: HttpClient;
-}
-
-export interface EncryptionSummary extends EncryptionInfo {
-  /** The files that were decrypted. */
-  files: string[];
-}
-
-export interface CompressionSummary {
-  file: string;
-  blocks: number;
-  /** Bytes of the container its blocks occupy (headers included). */
-  storedBytes: number;
-  /** Bytes of memory they decompress to. */
-  decompressedBytes: number;
 }
 
 const VMEM = /\.vmem$/i;

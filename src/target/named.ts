@@ -1,8 +1,9 @@
 import * as fs from 'node:fs';
 import { VmssError } from '../errors';
-import type { CacheBudget } from '../budget';
-import { openSnapshot, type OpenOptions, type Snapshot } from '../snapshot';
-import { isDirectory, openFolder } from './folder';
+import type { CacheBudget } from '../cache/budget';
+import type { Snapshot } from '../evidence/evidence';
+import { openSnapshot, type OpenOptions } from '../evidence/snapshot';
+import { isDirectory, openFolder } from '../evidence/folder/folder';
 import { isUrl } from '../io/http-access';
 
 /** One checkpoint named on a command line: a file, or `VMDIR:NAME`, a checkpoint of a VM folder. */

@@ -4,14 +4,14 @@
  * checkpoints: its .vmx's encrypted configuration and, when encrypted, its .vmsd.
  */
 import * as path from 'node:path';
-import type { EncryptionInfo } from '../crypto/keyring';
-import { VmssError } from '../errors';
-import { isEncObjFile } from '../io/encobj';
-import { noKeys, openSource, type KeySupplier } from '../io/open';
+import type { EncryptionInfo } from '../../crypto/keyring';
+import { VmssError } from '../../errors';
+import { isEncObjFile } from '../../io/encobj';
+import { noKeys, openSource, type KeySupplier } from '../../io/sources';
 import type { FolderListing } from './listing';
 import { TEXT_MAX } from './vmsd';
 
-/** Key material as a folder takes it: a Keyring (cli-options.ts), or any supplier of the data files' key. */
+/** Key material as a folder takes it: a Keyring (cli/options.ts), or any supplier of the data files' key. */
 export interface FolderKeys {
   readonly info: EncryptionInfo | null;
   /** `vmx`: the key-safe .vmx to use when none was named with --vmx (the folder's own). */

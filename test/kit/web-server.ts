@@ -140,7 +140,7 @@ http {
 }
 
 /**
- * The misbehaving server (test/helpers/misbehaving-server.ts) as its own process, for the faults
+ * The misbehaving server (test/kit/misbehaving-server.ts) as its own process, for the faults
  * nginx cannot be made to show. Its behaviour is read from `root`/MODE before each request, so a
  * test can turn a fault on under a mount.
  */

@@ -1,4 +1,4 @@
-import type { CacheBudget } from '../budget';
+import type { CacheBudget } from '../cache/budget';
 import { VmssError } from '../errors';
 import { BlockStreamSource, looksLikeBlockStream } from './blockstream';
 import { ENCOBJ_MAGIC, EncObjSource } from './encobj';

@@ -1,4 +1,5 @@
 import { CacheBudget, type CacheSpace } from './budget';
+import type { PlainFile } from '../io/source';
 
 /** What the cache reads from: an evidence file (SourceFile satisfies it). */
 export interface ChunkSource {
@@ -46,13 +47,6 @@ export interface ChunkSource {
   readonly readAhead?: number;
 }
 
-/** A plain local file by path, and the identity (device, inode) a reopening must find there. */
-export interface PlainFile {
-  path: string;
-  dev: number;
-  ino: number;
-}
-
 /** An underlying read failed (EIO from a bad sector, a vanished share, a file that shrank). */
 export class SourceReadError extends Error {
   constructor(message: string, readonly code: string) {
@@ -79,7 +73,7 @@ export interface PageCacheOptions {
 /**
  * 64 KiB, chosen when every read went through chunks: a random 4 KiB first touch then cost
  * 8.5-10 us per read against 15-20 us at 128 KiB, and 32 KiB and below lost on sequential reads
- * (per-chunk overhead). Local sources now read random and large misses straight through, so the
+ * (per-chunk overhead). Local sources read random and large misses straight through, so the
  * size matters for small forward readers and for sources read on the thread pool.
  */
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;

@@ -1,5 +1,5 @@
 import { encryptionText } from '../info';
-import type { EncryptionSummary } from '../snapshot';
+import type { EncryptionSummary } from '../evidence';
 import type { FolderCheckpoint, VmFolder } from './folder';
 
 /** One checkpoint in snapshots.json. */

@@ -1,5 +1,5 @@
-import type { PhysMem } from '../snapshot';
-import type { Extent } from '../tree/nodes';
+import type { PhysMem } from '../../evidence/evidence';
+import type { Extent } from '../nodes';
 
 /**
  * LiME (Linux Memory Extractor) "lime" format: for each run of memory, a 32-byte header

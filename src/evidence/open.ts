@@ -1,10 +1,10 @@
 import * as fs from 'node:fs';
-import { VmssError } from './errors';
+import { VmssError } from '../errors';
 import type { Evidence } from './evidence';
-import { GUEST_EXT, NotGuestDump } from './format/guestdump';
+import { GUEST_EXT, NotGuestDump } from '../format/guestdump';
 import { guestSibling, openGuestDump } from './guest';
 import { openSnapshot, type OpenOptions } from './snapshot';
-import { isUrl } from './io/http-access';
+import { isUrl } from '../io/http-access';
 
 export type { OpenOptions } from './snapshot';
 

@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { UsageError } from './errors';
+import { UsageError } from '../errors';
 
 /**
  * Node's option parser, with its messages put in the tool's words: Node's own ("Unknown option

@@ -1,4 +1,4 @@
-import { Keyring } from './crypto/keyring';
+import { Keyring } from '../crypto/keyring';
 
 /** The key options every command takes. */
 export const KEY_OPTIONS = {

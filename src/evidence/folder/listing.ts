@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { VmssError } from '../errors';
-import { errnoText, readSmallEvidence } from '../io/source';
+import { VmssError } from '../../errors';
+import { errnoText, readSmallEvidence } from '../../io/source';
 import { TEXT_MAX } from './vmsd';
 
 /** What a VM folder holds, before anything in it is parsed: its files, and which .vmx and .vmsd are its own. */

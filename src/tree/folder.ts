@@ -1,8 +1,8 @@
-import type { PageCache } from '../pagecache';
-import { buildTree, type Tree } from '../tree/build';
-import { BytesFile, type DirNode, type Node } from '../tree/nodes';
-import type { VmFolder } from './folder';
-import { snapshotsJsonText, snapshotsText } from './report';
+import type { PageCache } from '../cache/pagecache';
+import { buildTree, type Tree } from './build';
+import { BytesFile, type DirNode, type Node } from './nodes';
+import type { VmFolder } from '../evidence/folder/folder';
+import { snapshotsJsonText, snapshotsText } from '../evidence/folder/report';
 
 function maxIno(node: Node): number {
   if (node.kind === 'file') return node.ino;

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as tty from 'node:tty';
-import { VmssError } from './errors';
-import { errnoText } from './io/source';
+import { VmssError } from '../errors';
+import { errnoText } from '../io/source';
 
 /**
  * The reader of stdout went away (`vmssfs cat ... | head`): not an error, the command just stops

@@ -1,6 +1,6 @@
 // Deterministic writer of VM folders (a .vmx, its .vmsd snapshot database, snapshots and a
 // suspended state), for tests and the bench. Written from the format notes, independently of
-// src/folder/, and built on writer.ts's checkpoints. Each checkpoint's memory is the writer's
+// src/evidence/folder/, and built on writer.ts's checkpoints. Each checkpoint's memory is the writer's
 // usual page pattern with some pages altered, so a test knows exactly which pages differ.
 
 import * as crypto from 'node:crypto';

@@ -1,6 +1,6 @@
-import { USER_REGS, type CpuState, type RegName } from '../cpu';
-import type { PhysMem } from '../snapshot';
-import type { Extent } from '../tree/nodes';
+import { USER_REGS, type CpuState, type RegName } from '../../format/cpu';
+import type { PhysMem } from '../../evidence/evidence';
+import type { Extent } from '../nodes';
 import type { View } from './lime';
 
 // ELF64 constants (System V gABI; the x86-64 and AArch64 psABIs for the machine numbers).

@@ -1,11 +1,12 @@
 import * as path from 'node:path';
-import { vcpuJson, type CpuState } from './cpu';
-import { VmssError } from './errors';
+import { vcpuJson, type CpuState } from '../format/cpu';
+import { VmssError } from '../errors';
 import type { Evidence, PhysMem } from './evidence';
-import { guestCpuState, guestRuns, readGuestDump, RELEASE, type GuestDump } from './format/guestdump';
-import { hex } from './format/header';
-import { SourceFile } from './io/source';
-import { missingRanges, SegmentMap } from './runmap';
+import { guestCpuState, guestRuns, readGuestDump, RELEASE, type GuestDump } from '../format/guestdump';
+import { hex } from '../format/integers';
+import { SourceFile } from '../io/source';
+import { missingRanges } from '../format/regions';
+import { SegmentMap } from '../tree/segments';
 import { wholeDoc } from './textdoc';
 
 const PAGE = 4096;

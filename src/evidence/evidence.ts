@@ -1,7 +1,9 @@
-import type { CpuState } from './cpu';
-import type { Checkpoint } from './format/checkpoint';
-import type { Source } from './io/source';
-import type { SegmentMap, Run } from './runmap';
+import type { CpuState } from '../format/cpu';
+import type { Checkpoint } from '../format/checkpoint';
+import type { Source } from '../io/source';
+import type { Run } from '../format/regions';
+import type { SegmentMap } from '../tree/segments';
+import type { EncryptionInfo } from '../crypto/keyring';
 import type { TextDoc } from './textdoc';
 
 /** Guest-physical memory as served: runs into one memory file, holes between them. */
@@ -48,4 +50,27 @@ export interface Evidence {
 /** The files an opened piece of evidence reads: its metadata file, and its memory file when separate. */
 export function evidenceFiles(e: Pick<Evidence, 'metaFile' | 'physmem'>): Source[] {
   return e.physmem && e.physmem.file !== e.metaFile ? [e.metaFile, e.physmem.file] : [e.metaFile];
+}
+
+/** A checkpoint opened for serving: parsed metadata plus, when it can be served, its physical memory. */
+export interface Snapshot extends Evidence {
+  checkpoint: Checkpoint;
+  /** Set when a file had to be decrypted: how the key was found, and which files. Never a secret. */
+  encryption: EncryptionSummary | null;
+  /** Set when the memory file is VMware's compressed block container. */
+  compression: CompressionSummary | null;
+}
+
+export interface EncryptionSummary extends EncryptionInfo {
+  /** The files that were decrypted. */
+  files: string[];
+}
+
+export interface CompressionSummary {
+  file: string;
+  blocks: number;
+  /** Bytes of the container its blocks occupy (headers included). */
+  storedBytes: number;
+  /** Bytes of memory they decompress to. */
+  decompressedBytes: number;
 }
