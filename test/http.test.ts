@@ -318,6 +318,10 @@ describe('a misbehaving web server (test/kit/misbehaving-server.ts)', function (
       const info = await runCommand('cat', [m.path('info.txt')]);
       expect(info.code, info.stderr).to.equal(0);
       expect(info.stdout).to.include(`File: ${server.url('vm.vmsn')}`);
+      // metadata.json is made again when read, from what was read at open (never from the server).
+      const meta = await runCommand('cat', [m.path('metadata.json')]);
+      expect(meta.code, meta.stderr).to.equal(0);
+      expect(JSON.parse(meta.stdout).vcpus).to.have.length(2);
       const ls = await runCommand('ls', [m.mountpoint]);
       expect(ls.stdout.split('\n')).to.include('physmem.raw');
       expect(stalled.exitCode).to.equal(null);

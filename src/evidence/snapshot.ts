@@ -253,13 +253,16 @@ export function openSnapshot(given: string, givenOpts: OpenOptions = {}): Snapsh
     }
     const info = keys?.info ?? null;
     const stream = physmem && mem?.stream ? mem.stream : null;
+    let cpu: ReturnType<typeof checkpointCpuState> | null = null;
     const snap: Snapshot = {
       checkpoint, metaFile, memoryPath: physmem ? memoryPath : null, physmem, physmemError, warnings,
       encryption: decrypted.length > 0 && info ? { ...info, files: decrypted } : null,
       compression: stream && memoryPath
         ? { file: memoryPath, blocks: stream.blocks.length, storedBytes: stream.storedSize, decompressedBytes: stream.decodedSize }
         : null,
-      cpuState: () => checkpointCpuState(checkpoint, metaFile),
+      // Read once: metadata.json is made again each time it is read, and a URL's metadata must be
+      // read at open only (its synchronous reads wait on the server), never under a FUSE read.
+      cpuState: () => (cpu ??= checkpointCpuState(checkpoint, metaFile)),
       infoText: (shown, o) => infoText({ ...snap, warnings: [...shown] }, o),
       infoJsonText: (shown) => infoJsonText({ ...snap, warnings: [...shown] }),
       infoTextDoc: (shown, o) => infoTextDoc({ ...snap, warnings: [...shown] }, o),
