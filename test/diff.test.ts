@@ -16,7 +16,8 @@ interface DiffJson {
   changed: { start: number; length: number }[];
   onlyA: { start: number; length: number }[];
   onlyB: { start: number; length: number }[];
-  counts: { compared: number; changed: number; onlyA: number; onlyB: number };
+  unreadable: { start: number; length: number; side: string }[];
+  counts: { compared: number; changed: number; onlyA: number; onlyB: number; unreadable: number };
 }
 
 async function diffJson(...args: string[]): Promise<DiffJson> {
@@ -59,7 +60,8 @@ describe('diff: which pages changed between checkpoints', function () {
     expect(d.changed).to.deep.equal(pageRanges(CHANGED.afterSample));
     expect(d.onlyA).to.deep.equal([]);
     expect(d.onlyB).to.deep.equal([]);
-    expect(d.counts).to.deep.equal({ compared: 256, changed: CHANGED.afterSample.length, onlyA: 0, onlyB: 0 });
+    expect(d.unreadable).to.deep.equal([]);
+    expect(d.counts).to.deep.equal({ compared: 256, changed: CHANGED.afterSample.length, onlyA: 0, onlyB: 0, unreadable: 0 });
   });
 
   it('takes files and VMDIR:NAME alike, the suspended state included', async () => {
@@ -71,7 +73,7 @@ describe('diff: which pages changed between checkpoints', function () {
   it('reports nothing changed between a checkpoint and itself', async () => {
     const d = await diffJson(path.join(vault, 'vault-3-3c85c1f6.vmss'), `${vault}:suspended`);
     expect(d.changed).to.deep.equal([]);
-    expect(d.counts).to.deep.equal({ compared: 256, changed: 0, onlyA: 0, onlyB: 0 });
+    expect(d.counts).to.deep.equal({ compared: 256, changed: 0, onlyA: 0, onlyB: 0, unreadable: 0 });
   });
 
   it('compares what two memory layouts share and reports the rest as only-A and only-B', async () => {
@@ -80,7 +82,7 @@ describe('diff: which pages changed between checkpoints', function () {
     expect(d.changed).to.deep.equal([]);
     expect(d.onlyA).to.deep.equal([{ start: 128 * PAGE, length: 128 * PAGE }]);
     expect(d.onlyB).to.deep.equal([{ start: 256 * PAGE, length: 128 * PAGE }]);
-    expect(d.counts).to.deep.equal({ compared: 128, changed: 0, onlyA: 128, onlyB: 128 });
+    expect(d.counts).to.deep.equal({ compared: 128, changed: 0, onlyA: 128, onlyB: 128, unreadable: 0 });
   });
 
   it('uses --vmem-a and --vmem-b as the memory files', async () => {
@@ -98,7 +100,7 @@ describe('diff: which pages changed between checkpoints', function () {
       'changed    0x64000-0x65000  4 KiB',
       'changed    0xc8000-0xca000  8 KiB',
     ]);
-    expect(lines[lines.length - 1]).to.equal('pages compared 256, changed 6 (3 ranges), only in A 0, only in B 0; page size 4096 bytes');
+    expect(lines[lines.length - 1]).to.equal('pages compared 256, changed 6 (3 ranges), only in A 0, only in B 0, unreadable 0; page size 4096 bytes');
   });
 
   it('merges a range across its reads, and finds the first and last pages', async () => {
@@ -110,7 +112,7 @@ describe('diff: which pages changed between checkpoints', function () {
     writeFolderCheckpoint(dir, { file: 'b.vmss', pages, sparse: true, altered: new Map(changed.map((p) => [p, 1])) });
     const d = await diffJson(path.join(dir, 'a.vmss'), path.join(dir, 'b.vmss'));
     expect(d.changed).to.deep.equal(pageRanges(changed));
-    expect(d.counts).to.deep.equal({ compared: pages, changed: changed.length, onlyA: 0, onlyB: 0 });
+    expect(d.counts).to.deep.equal({ compared: pages, changed: changed.length, onlyA: 0, onlyB: 0, unreadable: 0 });
   });
 
   it('draws a progress bar on stderr when it is a terminal, and keeps stdout clean', async () => {

@@ -150,7 +150,7 @@ describe('VM folder of an encrypted VM', function () {
     expect(r.code, r.stderr).to.equal(0);
     const d = JSON.parse(r.stdout) as { changed: unknown[]; counts: unknown };
     expect(d.changed).to.deep.equal(pageRanges(CHANGED.afterSample));
-    expect(d.counts).to.deep.equal({ compared: 256, changed: CHANGED.afterSample.length, onlyA: 0, onlyB: 0 });
+    expect(d.counts).to.deep.equal({ compared: 256, changed: CHANGED.afterSample.length, onlyA: 0, onlyB: 0, unreadable: 0 });
     const s = await runCli(['diff', '--json', '--password-file', v.passwordFile, `${vmDir}:after sample`, `${vmDir}:suspended`], { timeoutMs: 60_000 });
     expect(s.code, s.stderr).to.equal(0);
     expect((JSON.parse(s.stdout) as { changed: unknown[] }).changed).to.deep.equal(pageRanges(CHANGED.suspended));

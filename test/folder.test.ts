@@ -415,7 +415,7 @@ describe('VM folder: commands and bad input', function () {
     const r = await runCli(['info', '--json', dir]);
     const j = JSON.parse(r.stdout) as SnapshotsJson;
     expect(j.checkpoints.map((c) => [c.directory, c.kind, c.files[0]])).to.deep.equal([['suspended', 'suspended', 'new.vmss'], ['old', 'found', 'old.vmss']]);
-    expect(j.warnings.join('\n')).to.match(/2 \.vmss files and the \.vmx names none; new\.vmss, the newest/).and.match(/old\.vmss is in the folder but in neither/);
+    expect(j.warnings.join('\n')).to.match(/2 \.vmss or \.std files and the \.vmx names none; new\.vmss, the newest/).and.match(/old\.vmss is in the folder but in neither/);
   });
 
   it('lists a suspended state the .vmx names but the folder lacks, and gives "suspended" to no snapshot', async () => {
@@ -484,6 +484,6 @@ describe('VM folder: commands and bad input', function () {
     const r = await runCli(['info', dir]);
     expect(r.code).to.equal(1);
     expect(r.stderr.trim().split('\n')).to.have.length(1);
-    expect(r.stderr).to.match(/not a VM folder: it holds no \.vmx, \.vmsd, \.vmss or \.vmsn file/);
+    expect(r.stderr).to.match(/not a VM folder: it holds no \.vmx, \.vmsd, \.vmss, \.vmsn or \.std file/);
   });
 });

@@ -7,11 +7,12 @@ import { extract } from '../commands/extract';
 import { ls } from '../commands/ls';
 import { UsageError, VmssError, describeError } from '../errors';
 import { mountCommand } from '../mount/command';
-import { openEvidence, type OpenOptions } from '../evidence/open';
+import type { OpenOptions } from '../evidence/open';
 import { OutputClosed, stdoutOutput } from './output';
 import { KEY_OPTIONS, keyringFrom } from './options';
 import { docPieces } from '../evidence/textdoc';
-import { FOLDER_VMEM, isDirectory, openFolder } from '../evidence/folder/folder';
+import { folderVmem, isDirectory, openFolder } from '../evidence/folder/folder';
+import { openNamedCheckpoint } from '../target/named';
 import { snapshotsJsonText, snapshotsText } from '../evidence/folder/report';
 import { HTTP_OPTIONS, httpAccess, httpOptionsFrom } from '../io/http-access';
 import { HttpClient } from '../io/http';
@@ -47,16 +48,23 @@ ${VMEM_HELP}`,
   copy files or directories of the tree to OUTDIR/PATH (no PATH: everything but physmem.lime and
   physmem.elf), sparse where the memory has holes, read-only (0444), dated by the snapshot
   --force          replace files that already exist under OUTDIR (links there are never followed)
-${VMEM_HELP}`,
+${VMEM_HELP}  a file whose evidence cannot be read is named on stderr and left out (no partial copy); the
+  rest is written. Exit status: 0 all written, 1 bad input or a failed write, 2 usage,
+  3 incomplete (some files could not be read)
+`,
   diff: `usage:
   vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] [key options] A B
-  which guest-physical pages differ between checkpoints A and B (files, or VMDIR:NAME for a
-  snapshot of a VM folder): merged ranges, then pages only in A or only in B, and the counts
-  --json           the same as JSON: {a, b, pageSize, changed, onlyA, onlyB, counts}
+  which guest-physical pages differ between checkpoints A and B (checkpoint files, ESXi guest
+  dumps, or VMDIR:NAME for a snapshot of a VM folder; NAME may hold colons): merged ranges of
+  changed and of unreadable pages in address order, then pages only in A or only in B, counts
+  --json           the same as JSON: {a, b, pageSize, changed, onlyA, onlyB, unreadable, counts}
   --vmem-a FILE, --vmem-b FILE
                    A's or B's memory file, when it is not the checkpoint's own
   --password-file FILE, --key HEX, --vmx FILE
                    key material for encrypted checkpoints, as the mount takes it
+  pages that cannot be read on one side or both (a truncated encrypted file, a bad sector) are
+  listed as unreadable and never compared; exit status: 0 compared (whether or not pages
+  differ), 1 bad input, 2 usage, 3 incomplete (some pages unreadable)
 `,
 };
 
@@ -74,12 +82,14 @@ export const USAGE = `usage:
                                              no PATH: everything but physmem.lime and physmem.elf
   vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] [key options] A B
                                              which guest-physical pages differ between checkpoints
-                                             A and B (files, or VMDIR:NAME for a folder's snapshot)
+                                             or guest dumps A and B (files, or VMDIR:NAME)
   vmssfs COMMAND --help                      that command's usage
   vmssfs --version | -V                      print the version
 
 SNAPSHOT may also be a VM folder (holding a .vmx and its .vmsd): one directory per checkpoint,
-plus snapshots.json and snapshots.txt. An encrypted VM's folder takes the key options below.
+plus snapshots.json and snapshots.txt; or VMDIR:NAME, one checkpoint of a folder (NAME: its
+directory in the folder's mount, or its display name), which takes --vmem for its memory file.
+An encrypted VM's folder takes the key options below.
 
 options of every command:
   --vmem FILE          the memory file, when it is not SNAPSHOT's sibling .vmem
@@ -160,12 +170,13 @@ const info: Handler = async (args) => {
   const { values, positionals } = parse('info', args, { ...EVIDENCE, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
   if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
   if (isDirectory(positionals[0] as string)) return folderInfo(positionals[0] as string, values.json ?? false, evidenceOptions(values, positionals[0]));
-  const snap = openEvidence(positionals[0] as string, evidenceOptions(values, positionals[0]));
+  const named = openNamedCheckpoint(positionals[0] as string, evidenceOptions(values, positionals[0]));
+  const snap = named.snap;
   try {
-    const doc = values.json ? snap.infoJsonDoc(snap.warnings) : snap.infoTextDoc(snap.warnings, { verbose: values.verbose });
+    const doc = values.json ? snap.infoJsonDoc(named.warnings) : snap.infoTextDoc(named.warnings, { verbose: values.verbose });
     for (const piece of docPieces(doc)) await writeOut(piece);
   } finally {
-    snap.close();
+    named.close();
   }
   return 0;
 };
@@ -188,15 +199,14 @@ const extractCommand: Handler = async (args) => {
   const { values, positionals } = parse('extract', args, { ...EVIDENCE, force: { type: 'boolean' } });
   if (positionals.length < 2) throw new CommandUsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs', 'extract');
   const [snapshot, outDir, ...paths] = positionals as [string, string, ...string[]];
-  await extract(snapshot, outDir, paths, { ...evidenceOptions(values, snapshot), force: values.force });
-  return 0;
+  return await extract(snapshot, outDir, paths, { ...evidenceOptions(values, snapshot), force: values.force });
 };
 
 // --- VM folders and diff
 
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
 async function folderInfo(dir: string, json: boolean, opts: OpenOptions): Promise<number> {
-  if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+  if (opts.vmem !== undefined) throw new UsageError(folderVmem(dir));
   const folder = openFolder(dir, { keys: opts.keys });
   try {
     await writeOut(json ? snapshotsJsonText(folder) : snapshotsText(folder));
@@ -211,8 +221,7 @@ const diffCommand: Handler = async (args) => {
   if (positionals.length !== 2) throw new CommandUsageError('diff takes two checkpoints, A and B', 'diff');
   const http = httpClientFor([positionals[0], positionals[1], values['vmem-a'], values['vmem-b']], values);
   const opts = { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'], keys: keyringFrom(values), http };
-  await diff(positionals[0] as string, positionals[1] as string, opts, writeOut);
-  return 0;
+  return await diff(positionals[0] as string, positionals[1] as string, opts, writeOut);
 };
 
 const commands: ReadonlyMap<string, Handler> = new Map([['info', info], ['ls', lsCommand], ['cat', catCommand], ['extract', extractCommand], ['diff', diffCommand]]);

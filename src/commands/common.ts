@@ -1,10 +1,11 @@
 import { UsageError, VmssError } from '../errors';
-import { FOLDER_VMEM, folderFiles, isDirectory, openFolder } from '../evidence/folder/folder';
+import { folderFiles, folderVmem, isDirectory, openFolder } from '../evidence/folder/folder';
+import { openNamedCheckpoint } from '../target/named';
 import { buildFolderTree, folderWarnings } from '../tree/folder';
 import { PageCache, SourceReadError } from '../cache/pagecache';
 import { evidenceFiles, type Evidence } from '../evidence/evidence';
 import type { Source } from '../io/source';
-import { openEvidence, type OpenOptions } from '../evidence/open';
+import type { OpenOptions } from '../evidence/open';
 import { buildTree, type Tree } from '../tree/build';
 import type { FileNode, Node } from '../tree/nodes';
 
@@ -31,14 +32,16 @@ export function openTree(snapshot: string, opts: OpenOptions): OpenTree {
   if (isDirectory(snapshot)) return openFolderTree(snapshot, opts);
   // One budget for the page cache and the decoding layers beneath it, as the mount has.
   const cache = new PageCache({ maxBytes: CACHE_BYTES });
-  const snap = openEvidence(snapshot, { ...opts, budget: cache.budget });
+  // A file, or VMDIR:NAME: one checkpoint of a VM folder.
+  const named = openNamedCheckpoint(snapshot, { ...opts, budget: cache.budget });
+  const snap = named.snap;
   try {
     const tree = buildTree(snap, cache);
-    for (const w of [...snap.warnings, ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);
+    for (const w of [...named.warnings, ...(tree.notes ?? [])]) process.stderr.write(`vmssfs: warning: ${w}\n`);
     if (snap.physmemError) process.stderr.write(`vmssfs: warning: physmem.raw is not served: ${snap.physmemError}\n`);
-    return { snap, tree, files: evidenceFiles(snap), close: () => snap.close() };
+    return { snap, tree, files: evidenceFiles(snap), close: named.close };
   } catch (err) {
-    snap.close();
+    named.close();
     throw err;
   }
 }
@@ -49,7 +52,7 @@ export function treeParts(treePath: string): string[] {
 }
 
 function openFolderTree(dir: string, opts: OpenOptions): OpenTree {
-  if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+  if (opts.vmem !== undefined) throw new UsageError(folderVmem(dir));
   const cache = new PageCache({ maxBytes: CACHE_BYTES });
   const folder = openFolder(dir, { keys: opts.keys, budget: cache.budget });
   try {

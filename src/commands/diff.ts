@@ -1,14 +1,14 @@
 import { CacheBudget } from '../cache/budget';
 import { VmssError } from '../errors';
 import { hex } from '../format/integers';
-import { errnoText } from '../io/source';
 import { isUrl, shownUrl } from '../io/http-access';
 import { openNamedCheckpoint, type NamedCheckpoint } from '../target/named';
-import { PAGE_SIZE, type Run } from '../format/regions';
+import { PAGE_SIZE } from '../format/regions';
 import type { Segment } from '../tree/segments';
 import type { PhysMem } from '../evidence/evidence';
 import type { OpenOptions } from '../evidence/snapshot';
 import { Progress } from './progress';
+import { readPhys, type Unread } from './physread';
 
 /**
  * Bytes compared per step. Large enough for few calls and sequential reads far beyond the
@@ -32,6 +32,9 @@ export const IN_PLACE_STEP = 64 * 1024;
  * mount's default --cache-size. Plain memory uses none of it.
  */
 const DECODE_BUDGET = 64 * 1024 * 1024;
+
+/** The exit status of a comparison that could not read every page it should have compared. */
+export const DIFF_INCOMPLETE = 3;
 
 /** Below this a comparison is over before a progress bar would tell anyone anything. */
 const PROGRESS_MIN_BYTES = 64 * 1024 * 1024;
@@ -58,6 +61,8 @@ export interface DiffCounts {
   changed: number;
   onlyA: number;
   onlyB: number;
+  /** Pages present in both but not compared: they could not be read on one side or both. */
+  unreadable: number;
 }
 
 /** Where A and B have memory: [start, start+length) held by A, B or both (holes in both are left out). */
@@ -103,47 +108,6 @@ function pagesIn(start: number, length: number): number {
   return Math.floor((start + length - 1) / PAGE_SIZE) - Math.floor(start / PAGE_SIZE) + 1;
 }
 
-/**
- * Fill buf[0, n) with guest-physical [pos, pos+n) of `pm`, which holds all of it. Bytes past the
- * end of a truncated file read as zeros, as the mount serves them (the warnings say so).
- */
-async function readPhys(pm: PhysMem, pos: number, buf: Buffer, n: number): Promise<void> {
-  const reads: Promise<void>[] = [];
-  for (const p of pm.map.pieces(pos, n)) {
-    const at = p.at - pos;
-    const run = p.segment as Run | null;
-    if (run === null) {
-      buf.fill(0, at, at + p.length);
-      continue;
-    }
-    const offset = run.fileOffset + p.within;
-    if (pm.file.readsInPlace) {
-      // A local file (or a layer over one) read right here, as cmp reads: a trip through the
-      // thread pool per step costs more than the copy out of the OS page cache it waits for.
-      let got: number;
-      try {
-        got = pm.file.readAtSync(buf.subarray(at, at + p.length), offset);
-      } catch (err) {
-        if (err instanceof VmssError) throw err; // already names the file and the offset
-        throw new VmssError(`${pm.file.name}: read of ${p.length} bytes at ${offset} failed: ${errnoText(err)}`);
-      }
-      if (got < p.length) buf.fill(0, at + got, at + p.length);
-      continue;
-    }
-    reads.push(
-      pm.file.read(buf, at, p.length, offset).then(
-        (got) => {
-          if (got < p.length) buf.fill(0, at + got, at + p.length);
-        },
-        (err: unknown) => {
-          throw new VmssError(`${pm.file.name}: read of ${p.length} bytes at ${offset} failed: ${errnoText(err)}`);
-        },
-      ),
-    );
-  }
-  await Promise.all(reads);
-}
-
 /** One step: `length` bytes at guest-physical `start`, read from both sides. */
 interface Step {
   start: number;
@@ -163,70 +127,123 @@ function* steps(stretches: readonly Stretch[], stepBytes: number): Generator<Ste
   }
 }
 
+/** Pages of the comparison that could not be read: on side A, B, or both. */
+export interface UnreadableRange extends Range {
+  side: 'A' | 'B' | 'both';
+}
+
+/** What the comparison calls as it goes, in address order. */
+export interface CompareSinks {
+  changed(r: Range): Promise<void> | void;
+  unreadable(r: UnreadableRange): Promise<void> | void;
+  /** The first read failure of each side, as the reader said it. */
+  readFailed?(side: 'A' | 'B', why: string): void;
+  progress?: ((bytes: number) => void) | null;
+}
+
+/** Is the page at `p` one of `lost`? (A step's lists are a few ranges long.) */
+function within(lost: readonly Unread[], p: number): boolean {
+  return lost.some((u) => u.start <= p && p < u.start + u.length);
+}
+
 /**
- * Compare A and B's guest-physical memory, calling `changed` for each merged range of differing
- * pages as it is found (ranges come in address order; nothing is kept per page). Each memory is
- * read once, in steps of IN_PLACE_STEP (both local) or DIFF_CHUNK, the next step's reads in flight
- * while one is compared.
+ * Compare A and B's guest-physical memory, calling `sinks.changed` for each merged range of
+ * differing pages and `sinks.unreadable` for each merged range of pages that could not be read on
+ * one side or both (never compared, never taken for zeros), as they are found, in address order;
+ * nothing is kept per page. Each memory is read once, in steps of IN_PLACE_STEP (both local) or
+ * DIFF_CHUNK, the next step's reads in flight while one is compared.
  */
 export async function comparePhys(
   a: PhysMem,
   b: PhysMem,
   stretches: readonly Stretch[],
-  changed: (r: Range) => Promise<void> | void,
-  progress: ((bytes: number) => void) | null = null,
-): Promise<{ compared: number; changed: number }> {
+  sinks: CompareSinks,
+): Promise<{ compared: number; changed: number; unreadable: number }> {
   const stepBytes = a.file.readsInPlace && b.file.readsInPlace ? IN_PLACE_STEP : DIFF_CHUNK;
   const bufs = [0, 1].map(() => ({ a: Buffer.allocUnsafe(stepBytes), b: Buffer.allocUnsafe(stepBytes) }));
   const it = steps(stretches, stepBytes);
-  const load = (step: Step | undefined, k: number): { step: Step; done: Promise<unknown> } | null => {
+  const load = (step: Step | undefined, k: number): { step: Step; done: Promise<[readonly Unread[], readonly Unread[]]> } | null => {
     if (!step) return null;
     const buf = bufs[k % 2] as { a: Buffer; b: Buffer };
     return { step, done: Promise.all([readPhys(a, step.start, buf.a, step.length), readPhys(b, step.start, buf.b, step.length)]) };
   };
   let open: Range | null = null;
+  let openBad: UnreadableRange | null = null;
+  const told = { A: false, B: false };
   let changedPages = 0;
+  let unreadablePages = 0;
   let compared = 0;
+  const flush = async (): Promise<void> => {
+    if (open) await sinks.changed(open);
+    open = null;
+  };
+  const flushBad = async (): Promise<void> => {
+    if (openBad) await sinks.unreadable(openBad);
+    openBad = null;
+  };
   let k = 0;
   let current = load(it.next().value as Step | undefined, k);
   while (current) {
     const next = load(it.next().value as Step | undefined, k + 1);
+    let lostA: readonly Unread[];
+    let lostB: readonly Unread[];
     try {
-      await current.done;
+      [lostA, lostB] = await current.done;
     } catch (err) {
       await next?.done.catch(() => undefined);
       throw err;
     }
+    for (const [side, lost] of [['A', lostA], ['B', lostB]] as const) {
+      if (lost.length > 0 && !told[side]) {
+        told[side] = true;
+        sinks.readFailed?.(side, (lost[0] as Unread).why);
+      }
+    }
     const { a: ba, b: bb } = bufs[k % 2] as { a: Buffer; b: Buffer };
     const { start, length } = current.step;
-    compared += pagesIn(start, length);
-    const same = ba.compare(bb, 0, length, 0, length) === 0;
-    if (same) {
-      if (open) {
-        await changed(open);
-        open = null;
-      }
+    const whole = lostA.length === 0 && lostB.length === 0;
+    if (whole && ba.compare(bb, 0, length, 0, length) === 0) {
+      compared += pagesIn(start, length);
+      await flush();
+      await flushBad();
     } else {
       for (let p = start; p < start + length; ) {
         const q = Math.min(start + length, (Math.floor(p / PAGE_SIZE) + 1) * PAGE_SIZE);
-        const differs = ba.compare(bb, p - start, q - start, p - start, q - start) !== 0;
-        if (differs) {
-          changedPages++;
-          if (open && open.start + open.length === p) open.length += q - p;
+        const inA = !whole && within(lostA, p);
+        const inB = !whole && within(lostB, p);
+        if (inA || inB) {
+          await flush();
+          unreadablePages++;
+          const side = inA && inB ? 'both' : inA ? 'A' : 'B';
+          if (openBad && openBad.start + openBad.length === p && openBad.side === side) openBad.length += q - p;
           else {
-            if (open) await changed(open);
-            open = { start: p, length: q - p };
+            await flushBad();
+            openBad = { start: p, length: q - p, side };
+          }
+        } else {
+          await flushBad();
+          compared++;
+          if (ba.compare(bb, p - start, q - start, p - start, q - start) !== 0) {
+            changedPages++;
+            if (open && open.start + open.length === p) open.length += q - p;
+            else {
+              await flush();
+              open = { start: p, length: q - p };
+            }
+          } else {
+            await flush();
           }
         }
         p = q;
       }
     }
-    progress?.(length);
+    sinks.progress?.(length);
     current = next;
     k++;
   }
-  if (open) await changed(open);
-  return { compared, changed: changedPages };
+  await flush();
+  await flushBad();
+  return { compared, changed: changedPages, unreadable: unreadablePages };
 }
 
 function sizeText(n: number): string {
@@ -252,18 +269,19 @@ function memoryOf(side: NamedCheckpoint, label: string): PhysMem {
 
 /**
  * `vmssfs diff [--json] [--vmem-a FILE] [--vmem-b FILE] A B`: which guest-physical pages differ
- * between two checkpoints, as merged ranges, streamed to `out` as they are found.
+ * between two checkpoints, as merged ranges, streamed to `out` as they are found. Returns the exit
+ * status: 0, or DIFF_INCOMPLETE when some pages could not be read.
  */
-export async function diff(aGiven: string, bGiven: string, opts: DiffOptions, out: (text: string) => Promise<void>): Promise<void> {
+export async function diff(aGiven: string, bGiven: string, opts: DiffOptions, out: (text: string) => Promise<void>): Promise<number> {
   // As shown: a URL without its query string or credentials.
   const aArg = isUrl(aGiven) ? shownUrl(aGiven) : aGiven;
   const bArg = isUrl(bGiven) ? shownUrl(bGiven) : bGiven;
   // One budget for both sides' decoding caches (compressed or encrypted memory), as a mount has.
   const budget = new CacheBudget(DECODE_BUDGET);
-  const a = openNamedCheckpoint(aGiven, opts.vmemA, opts.keys, budget, opts.http);
+  const a = openNamedCheckpoint(aGiven, { vmem: opts.vmemA, keys: opts.keys, budget, http: opts.http });
   let b: NamedCheckpoint;
   try {
-    b = openNamedCheckpoint(bGiven, opts.vmemB, opts.keys, budget, opts.http);
+    b = openNamedCheckpoint(bGiven, { vmem: opts.vmemB, keys: opts.keys, budget, http: opts.http });
   } catch (err) {
     a.close();
     throw err;
@@ -289,35 +307,54 @@ export async function diff(aGiven: string, bGiven: string, opts: DiffOptions, ou
       await out(`A: ${aArg} (${sizeText(pa.size)} of guest-physical space, memory in ${pa.file.name})\nB: ${bArg} (${sizeText(pb.size)} of guest-physical space, memory in ${pb.file.name})\n`);
     }
     let ranges = 0;
-    const onChanged = async (r: Range): Promise<void> => {
-      ranges++;
-      if (opts.json) {
-        await out(`${first ? '' : ','}\n{"start":${r.start},"length":${r.length}}`);
-        first = false;
-      } else {
+    // JSON lists them after "changed", so they are kept (merged ranges, not pages); text prints them in place.
+    const unreadable: UnreadableRange[] = [];
+    const counts = await comparePhys(pa, pb, stretches, {
+      changed: async (r) => {
+        ranges++;
+        if (opts.json) {
+          await out(`${first ? '' : ','}\n{"start":${r.start},"length":${r.length}}`);
+          first = false;
+        } else {
+          clearBar();
+          await out(`changed    ${rangeText(r)}\n`);
+        }
+      },
+      unreadable: async (r) => {
+        if (opts.json) unreadable.push(r);
+        else {
+          clearBar();
+          await out(`unreadable ${rangeText(r)}  in ${r.side}\n`);
+        }
+      },
+      readFailed: (side, why) => {
         clearBar();
-        await out(`changed    ${rangeText(r)}\n`);
-      }
-    };
-    const counts = await comparePhys(pa, pb, stretches, onChanged, bar ? (n) => bar.add(n) : null);
+        process.stderr.write(`vmssfs: warning: ${side}: ${why}; the pages it could not read are listed as unreadable, not compared\n`);
+      },
+      progress: bar ? (n) => bar.add(n) : null,
+    });
     bar?.finish();
     const all: DiffCounts = {
       compared: counts.compared,
       changed: counts.changed,
       onlyA: onlyA.reduce((s, r) => s + pagesIn(r.start, r.length), 0),
       onlyB: onlyB.reduce((s, r) => s + pagesIn(r.start, r.length), 0),
+      unreadable: counts.unreadable,
     };
     if (opts.json) {
       const list = (rs: Range[]): string => JSON.stringify(rs);
-      await out(`${first ? '' : '\n'}],"onlyA":${list(onlyA)},"onlyB":${list(onlyB)},"counts":${JSON.stringify(all)}}\n`);
+      await out(`${first ? '' : '\n'}],"onlyA":${list(onlyA)},"onlyB":${list(onlyB)},"unreadable":${JSON.stringify(unreadable)},"counts":${JSON.stringify(all)}}\n`);
     } else {
       const lines = [
         ...onlyA.map((r) => `only in A  ${rangeText(r)}\n`),
         ...onlyB.map((r) => `only in B  ${rangeText(r)}\n`),
-        `pages compared ${all.compared}, changed ${all.changed} (${ranges} range${ranges === 1 ? '' : 's'}), only in A ${all.onlyA}, only in B ${all.onlyB}; page size ${PAGE_SIZE} bytes\n`,
+        `pages compared ${all.compared}, changed ${all.changed} (${ranges} range${ranges === 1 ? '' : 's'}), only in A ${all.onlyA}, only in B ${all.onlyB}, unreadable ${all.unreadable}; page size ${PAGE_SIZE} bytes\n`,
       ];
       await out(lines.join(''));
     }
+    if (all.unreadable === 0) return 0;
+    process.stderr.write(`vmssfs: comparison incomplete: ${all.unreadable} page${all.unreadable === 1 ? '' : 's'} could not be read on one side or both (listed as unreadable); they were not compared\n`);
+    return DIFF_INCOMPLETE;
   } finally {
     a.close();
     b.close();

@@ -57,6 +57,15 @@ function dataSpans(chunk: Buffer, pos: number): [number, number][] {
   return spans;
 }
 
+/**
+ * A file of the tree whose evidence could not be read (a truncated encrypted file, a bad sector):
+ * its partial copy is removed, it is named, and the extract goes on with the rest.
+ */
+class NotRead extends Error {}
+
+/** The exit status of an extract that wrote everything it could read, but not every file. */
+export const EXTRACT_INCOMPLETE = 3;
+
 function fail(what: string, err: unknown): never {
   throw new VmssError(`${what}: ${errnoText(err)}`);
 }
@@ -127,7 +136,14 @@ async function copyFile(node: FileNode, dest: string, mtime: Date, force: boolea
     const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(node.size, 1)));
     for (let pos = 0; pos < node.size; ) {
       const want = Math.min(buf.length, node.size - pos);
-      const n = await readChunk(node, buf, pos, want);
+      let n: number;
+      try {
+        n = await readChunk(node, buf, pos, want);
+      } catch (err) {
+        // Reading the evidence failed: this file is lost, not the extract (a failed write stops it).
+        if (err instanceof VmssError) throw new NotRead(err.message);
+        throw err;
+      }
       if (n === 0) break;
       try {
         for (const [from, to] of dataSpans(buf.subarray(0, n), pos)) {
@@ -174,17 +190,33 @@ async function existing(item: Item, outDir: string, found: string[]): Promise<vo
   for (const [name, child] of item.node.children) await existing({ treePath: `${item.treePath}/${name}`, node: child }, outDir, found);
 }
 
-async function copyNode(item: Item, outDir: string, tree: Tree, force: boolean, progress: Progress | null): Promise<void> {
-  const dest = destOf(outDir, item.treePath);
+interface CopyRun {
+  outDir: string;
+  tree: Tree;
+  force: boolean;
+  progress: Progress | null;
+  /** Files that could not be read: named on stderr as they are met. */
+  notRead: string[];
+}
+
+async function copyNode(item: Item, run: CopyRun): Promise<void> {
+  const dest = destOf(run.outDir, item.treePath);
   if (item.node.kind === 'file') {
-    await copyFile(item.node, dest, tree.mtime, force, progress);
+    try {
+      await copyFile(item.node, dest, run.tree.mtime, run.force, run.progress);
+    } catch (err) {
+      if (!(err instanceof NotRead)) throw err;
+      run.notRead.push(dest);
+      if (run.progress) process.stderr.write('\r\x1b[K');
+      process.stderr.write(`vmssfs: ${dest}: not extracted: ${err.message}\n`);
+    }
     return;
   }
   await makeDir(dest);
   for (const [name, child] of item.node.children) {
-    await copyNode({ treePath: `${item.treePath}/${name}`, node: child }, outDir, tree, force, progress);
+    await copyNode({ treePath: `${item.treePath}/${name}`, node: child }, run);
   }
-  await fs.promises.utimes(dest, tree.mtime, tree.mtime).catch(() => undefined);
+  await fs.promises.utimes(dest, run.tree.mtime, run.tree.mtime).catch(() => undefined);
 }
 
 /** The directories between OUTDIR and an item (`groups`, `groups/cpu` for `groups/cpu/rip[0]`), made one by one. */
@@ -208,9 +240,11 @@ function folderItems(root: DirNode): Item[] {
  * to OUTDIR/PATH, keeping its place in the tree, so several PATHs never collide. Without PATH:
  * the whole tree except the derived physmem views. OUTDIR is taken as given (a link the user
  * names is theirs to follow); below it nothing is followed, and existing files are refused
- * before anything is written, unless `force`.
+ * before anything is written, unless `force`. A file whose evidence cannot be read is named and
+ * left out, and the rest is written: the result is the exit status, 0 or EXTRACT_INCOMPLETE. A
+ * write that fails (a full disk) stops everything.
  */
-export async function extract(snapshot: string, outDir: string, paths: string[], opts: ExtractOptions): Promise<void> {
+export async function extract(snapshot: string, outDir: string, paths: string[], opts: ExtractOptions): Promise<number> {
   const t = openTree(snapshot, opts);
   try {
     const root = t.tree.root;
@@ -225,11 +259,16 @@ export async function extract(snapshot: string, outDir: string, paths: string[],
       for (const item of items) await existing(item, outDir, found);
       if (found.length > 0) throw new VmssError(`${found[0]}: already exists (give --force to replace existing files)`);
     }
+    const run: CopyRun = { outDir, tree: t.tree, force: opts.force ?? false, progress, notRead: [] };
     for (const item of items) {
       await makeParents(outDir, item.treePath);
-      await copyNode(item, outDir, t.tree, opts.force ?? false, progress);
+      await copyNode(item, run);
     }
     progress?.finish();
+    const n = run.notRead.length;
+    if (n === 0) return 0;
+    process.stderr.write(`vmssfs: extract incomplete: ${n} file${n === 1 ? '' : 's'} could not be read (named above) and ${n === 1 ? 'was' : 'were'} not written; everything else was\n`);
+    return EXTRACT_INCOMPLETE;
   } finally {
     t.close();
   }

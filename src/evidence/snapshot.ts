@@ -130,6 +130,16 @@ function plainMemoryTag(cp: Checkpoint): Tag | undefined {
 }
 
 /**
+ * The group's one `Memory` block under other indices (`Memory[0]`): the format gives the block
+ * no other meaning, so when it is the only one it holds the guest's pages (the regions, if any,
+ * index into it). Two or more such blocks are not guessed between.
+ */
+function otherMemoryTag(cp: Checkpoint): Tag | undefined {
+  const blocks = findGroup(cp, 'memory')?.tags.filter((t) => t.name === 'Memory' && t.block) ?? [];
+  return blocks.length === 1 ? blocks[0] : undefined;
+}
+
+/**
  * The files of the snapshot `arg` that are encrypted (the metadata and its memory file), found
  * by their first bytes without opening anything else: what the mount command checks before it
  * starts its daemon, to ask for the password while it still has the terminal.
@@ -168,7 +178,7 @@ export function openSnapshot(given: string, givenOpts: OpenOptions = {}): Snapsh
     let memoryPath: string | null = null;
 
     // Older single-file checkpoints without regions store a plain `Memory` tag with no indices.
-    const memoryTag = findTag(checkpoint, 'memory', 'Memory', [0, 0]) ?? plainMemoryTag(checkpoint);
+    const memoryTag = findTag(checkpoint, 'memory', 'Memory', [0, 0]) ?? plainMemoryTag(checkpoint) ?? otherMemoryTag(checkpoint);
     const memoryLabel = memoryTag ? `memory/${tagLabel(memoryTag)}` : 'memory/Memory[0][0]';
     let blob: MemoryBlob | null = null;
     const siblingVmem = withExt(paths.meta, '.vmem');

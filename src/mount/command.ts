@@ -6,7 +6,8 @@ import { optionErrorText } from '../cli/args';
 import { KEY_OPTIONS, keyringFrom } from '../cli/options';
 import { Keyring, type KeyHandoff } from '../crypto/keyring';
 import { UsageError, VmssError, describeError } from '../errors';
-import { FOLDER_VMEM, isDirectory, unlockFolderKeys } from '../evidence/folder/folder';
+import { folderVmem, isDirectory, unlockFolderKeys } from '../evidence/folder/folder';
+import { folderSplits } from '../target/named';
 import { encryptedFiles } from '../evidence/snapshot';
 import { HTTP_OPTIONS, httpAccess, httpOptionsFrom, isUrl, shownUrl, type HttpAccessData } from '../io/http-access';
 import { HttpClient } from '../io/http';
@@ -123,9 +124,13 @@ export async function mountCommand(argv: string[]): Promise<number> {
   }
   // The password is asked here, while this process has the terminal; the daemon gets the key
   // (and, for a folder, the decrypted configuration it reads checkpoint.vmState from).
+  const split = folderSplits(serveOpts.snapshot)[0];
   if (isDirectory(serveOpts.snapshot)) {
-    if (serveOpts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+    if (serveOpts.vmem !== undefined) throw new UsageError(folderVmem(serveOpts.snapshot));
     unlockFolderKeys(serveOpts.snapshot, keys);
+  } else if (split) {
+    // VMDIR:NAME: the folder's key, as for the whole folder.
+    unlockFolderKeys(split.dir, keys);
   } else {
     const encrypted = encryptedFiles(serveOpts.snapshot, { vmem: serveOpts.vmem, http: serveOpts.http });
     if (encrypted.length > 0) keys.dataKey(encrypted[0] as string);

@@ -2,14 +2,14 @@ import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { UsageError, VmssError, describeError } from '../errors';
-import { FOLDER_VMEM, folderFiles, isDirectory, openFolder } from '../evidence/folder/folder';
+import { folderFiles, folderVmem, isDirectory, openFolder } from '../evidence/folder/folder';
+import { openNamedCheckpoint } from '../target/named';
 import { buildFolderTree, folderWarnings } from '../tree/folder';
 import { fuseOperations } from '../fuse/adapter';
 import { errnoName, prepareNative, type NativeReads } from '../fuse/native';
 import { evidenceFiles } from '../evidence/evidence';
 import { PageCache } from '../cache/pagecache';
 import type { Source } from '../io/source';
-import { openEvidence } from '../evidence/open';
 import { buildTree, type Tree } from '../tree/build';
 import { treeModes } from '../tree/modes';
 import { fittedMountOptions, optionString, parseUserOptions } from './options';
@@ -99,7 +99,7 @@ interface Served {
 /** The tree to serve and what it reads: a single piece of evidence, or a VM folder (a tree of checkpoint trees). */
 function openServed(opts: ServeOptions, cache: PageCache): Served {
   if (isDirectory(opts.snapshot)) {
-    if (opts.vmem !== undefined) throw new UsageError(FOLDER_VMEM);
+    if (opts.vmem !== undefined) throw new UsageError(folderVmem(opts.snapshot));
     // The decoding layers' caches draw from the page cache's budget: one --cache-size for all.
     const folder = openFolder(opts.snapshot, { keys: opts.keys, budget: cache.budget });
     try {
@@ -111,13 +111,15 @@ function openServed(opts: ServeOptions, cache: PageCache): Served {
       throw err;
     }
   }
-  const snap = openEvidence(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys, budget: cache.budget, http: opts.http });
+  // A file, or VMDIR:NAME: one checkpoint of a VM folder.
+  const named = openNamedCheckpoint(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys, budget: cache.budget, http: opts.http });
+  const snap = named.snap;
   try {
     const tree = buildTree(snap, cache);
-    const warnings = [...snap.warnings, ...(snap.physmemError ? [`physmem.raw is not served: ${snap.physmemError}`] : []), ...(tree.notes ?? [])];
-    return { tree, source: snap.metaFile.name, files: evidenceFiles(snap), warnings, close: () => snap.close() };
+    const warnings = [...named.warnings, ...(snap.physmemError ? [`physmem.raw is not served: ${snap.physmemError}`] : []), ...(tree.notes ?? [])];
+    return { tree, source: snap.metaFile.name, files: evidenceFiles(snap), warnings, close: named.close };
   } catch (err) {
-    snap.close();
+    named.close();
     throw err;
   }
 }

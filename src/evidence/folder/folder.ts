@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { VmssError, WrongKeyError } from '../../errors';
-import { findTag } from '../../format/checkpoint';
+import { findGroup } from '../../format/checkpoint';
 import { evidenceFiles } from '../evidence';
 import type { Source } from '../../io/source';
 import { FilePool } from '../../io/pool';
@@ -19,8 +19,10 @@ export type { FolderKeys } from './keys';
 /** Names the folder's root holds besides the checkpoints' directories. */
 export const ROOT_FILES = ['snapshots.json', 'snapshots.txt'] as const;
 export const SUSPENDED = 'suspended';
-/** The usage error for --vmem given with a folder. */
-export const FOLDER_VMEM = "--vmem names one checkpoint's memory; a VM folder finds each checkpoint's own";
+/** The usage error for --vmem given with a whole folder. */
+export function folderVmem(dir: string): string {
+  return `--vmem names one checkpoint's memory: name that checkpoint as ${dir}:NAME (a VM folder finds each checkpoint's own)`;
+}
 
 /** One checkpoint of a VM folder: a snapshot of the .vmsd, the suspended state, or a file found in the folder. */
 export interface FolderCheckpoint {
@@ -64,7 +66,10 @@ export interface VmFolder {
   close(): void;
 }
 
-const CHECKPOINT_EXT = /\.(vmss|vmsn)$/i;
+/** Checkpoint files: snapshots (.vmsn), suspended states (.vmss, and .std of older products). */
+const CHECKPOINT_EXT = /\.(vmss|vmsn|std)$/i;
+/** A suspended state's file: .vmss, or .std as older products name it (the same format). */
+const SUSPENDED_EXT = /\.(vmss|std)$/i;
 
 /** Where a file the .vmsd or .vmx names lives: relative names are the folder's; an absolute one from another machine is looked for in the folder. */
 function resolveNamed(dir: string, name: string): string {
@@ -74,7 +79,9 @@ function resolveNamed(dir: string, name: string): string {
 }
 
 function hasMemoryOrSibling(snap: Snapshot, file: string): boolean {
-  return findTag(snap.checkpoint, 'memory', 'Memory', [0, 0])?.block === true || isFile(file.replace(/\.[^./]*$/, '') + '.vmem');
+  // Any Memory block, whatever its indices (Memory[0][0], plain Memory, Memory[0]).
+  const block = findGroup(snap.checkpoint, 'memory')?.tags.some((t) => t.name === 'Memory' && t.block) ?? false;
+  return block || isFile(file.replace(/\.[^./]*$/, '') + '.vmem');
 }
 
 export interface FolderOptions {
@@ -207,18 +214,18 @@ export function openFolder(dirArg: string, opts: FolderOptions = {}): VmFolder {
     if (vmState !== null) {
       open({ ...base, kind: 'suspended', displayName: SUSPENDED, parent: suspendedParent, file: resolveNamed(dir, vmState) });
     } else {
-      // No checkpoint.vmState: the folder's .vmss, the newest when there are several.
-      const vmss = unclaimed().filter((n) => /\.vmss$/i.test(n));
+      // No checkpoint.vmState: the folder's .vmss (or .std), the newest when there are several.
+      const vmss = unclaimed().filter((n) => SUSPENDED_EXT.test(n));
       const newest = vmss.sort((a, b) => fs.statSync(path.join(dir, b)).mtimeMs - fs.statSync(path.join(dir, a)).mtimeMs)[0];
       if (newest !== undefined) {
-        if (vmss.length > 1) warnings.push(`${dir} holds ${vmss.length} .vmss files and the .vmx names none; ${newest}, the newest, is the suspended state`);
+        if (vmss.length > 1) warnings.push(`${dir} holds ${vmss.length} .vmss or .std files and the .vmx names none; ${newest}, the newest, is the suspended state`);
         open({ ...base, kind: 'suspended', displayName: SUSPENDED, parent: suspendedParent, file: path.join(dir, newest) });
       }
     }
     const found = unclaimed();
     if (vmx === null && vmsdName === null) {
       if (checkpoints.length + found.length === 0) {
-        throw new VmssError(`${dirArg}: not a VM folder: it holds no .vmx, .vmsd, .vmss or .vmsn file`);
+        throw new VmssError(`${dirArg}: not a VM folder: it holds no .vmx, .vmsd, .vmss, .vmsn or .std file`);
       }
       warnings.push(`${dir} holds no .vmx or .vmsd: serving the checkpoints found in it, without snapshot names or times`);
     } else if (found.length > 0) {

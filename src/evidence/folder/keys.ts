@@ -32,7 +32,7 @@ export interface FolderUnlock {
   encrypted: string[];
 }
 
-const ORDER = [/\.vmsd$/i, /\.(vmsn|vmss)$/i, /\.vmem$/i];
+const ORDER = [/\.vmsd$/i, /\.(vmsn|vmss|std)$/i, /\.vmem$/i];
 
 /**
  * Find the folder's encrypted files by their first bytes and, when there are any, resolve the key

@@ -17,7 +17,7 @@ export interface VmsdEntry {
   description: string;
   /** Creation time, ISO 8601 UTC; null when absent or unusable. */
   created: string | null;
-  /** `snapshotN.diskK.fileName`, in K order. */
+  /** Every `snapshotN.diskK.fileName`, in K order (K may skip). */
   disks: string[];
 }
 
@@ -105,11 +105,18 @@ export function parseVmsd(text: string, name: string): Vmsd {
   }
   const entries: VmsdEntry[] = [...indices].sort((a, b) => a - b).map((n) => {
     const k = (s: string): string => `snapshot${n}.${s}`;
-    const disks: string[] = [];
-    for (let d = 0; ; d++) {
-      const f = values.get(k(`disk${d}.filename`));
-      if (f === undefined) break;
-      disks.push(f);
+    // Every snapshotN.diskK.fileName there is, in K order: K may skip (a disk removed from the
+    // VM), so the list is not cut at the first gap. numDisks, when given, is checked against it.
+    const diskKey = new RegExp(`^snapshot${n}\\.disk(\\d+)\\.filename$`);
+    const found: [number, string][] = [];
+    for (const [key, v] of values) {
+      const m = diskKey.exec(key);
+      if (m) found.push([Number(m[1]), v]);
+    }
+    const disks = found.sort((x, y) => x[0] - y[0]).map(([, f]) => f);
+    const numDisks = int(values, k('numdisks'));
+    if (numDisks !== null && numDisks !== disks.length) {
+      warnings.push(`${name}: snapshot${n}.numDisks says ${numDisks}, the file names ${disks.length} disk${disks.length === 1 ? '' : 's'}; the named ones are listed`);
     }
     return {
       index: n,
