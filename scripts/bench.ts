@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain } from '../test/kit/encrypted-vm';
 import { writeSnapshot, type RegionSpec } from '../test/kit/writer';
 import { writeFolderCheckpoint, vmsdText, type VmsdSnapshotSpec } from '../test/kit/folder-writer';
+import { curlDownload, curlRandomRanges, HTTP_RANDOM_READS, Nginx } from './bench-http';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const BIN = path.join(REPO, 'bin', 'vmssfs');
@@ -24,12 +25,14 @@ const CEILING = path.join(REPO, 'dist', 'scripts', 'ceiling-server.js');
 const ROUNDS = Math.max(3, Number(process.env.BENCH_ROUNDS ?? 5) || 5);
 const RANDOM_READS = Number(process.env.BENCH_RANDOM_READS ?? 20000) || 20000;
 /**
- * Parts to run (comma list of seq, rand, rand4, yara, xmount, mount, diff, folder, crypto, zip), for
- * tuning; default all. `BENCH_ONLY=zip` runs the compressed-memory rows alone.
+ * Parts to run (comma list of seq, rand, rand4, yara, xmount, mount, diff, folder, crypto, zip, http), for
+ * tuning; default all. `BENCH_ONLY=zip` runs the compressed-memory rows alone, `BENCH_ONLY=http` the web server's.
  */
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,rand4,yara,xmount,mount,diff,folder,crypto,zip').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'seq,rand,rand4,yara,xmount,mount,diff,folder,crypto,zip,http').split(','));
 /** Whether any part runs that reads the plain 1 GiB input (crypto, diff and folder make their own). */
 const PLAIN_PARTS = ['seq', 'rand', 'rand4', 'yara', 'xmount', 'mount'].some((k) => ONLY.has(k));
+/** The web server rows read the same 1 GiB input (scripts/bench-http.ts). */
+const HTTP_PART = ONLY.has('http');
 /** The JavaScript read path, for the native-versus-JavaScript figures. */
 const JS_PATH = { ...process.env, VMSSFS_NATIVE: '0' };
 const MiB = 1024 * 1024;
@@ -197,6 +200,8 @@ class Server {
 }
 
 let WORK = '';
+/** The web server of the http rows, while it runs. */
+let nginx: Nginx | null = null;
 
 function freshMountpoint(prefix: string): string {
   return fs.mkdtempSync(path.join(WORK, `mnt-${prefix}-`));
@@ -268,6 +273,7 @@ async function startXmount(source: string): Promise<Server> {
 }
 
 async function stopAll(): Promise<void> {
+  await nginx?.stop();
   for (const s of [...live]) {
     try {
       await s.stop();
@@ -609,8 +615,9 @@ async function main(): Promise<number> {
     fs.writeFileSync(rules, YARA_RULES);
 
     // The bytes every contender serves: the guest's 1 GiB, the .vmem read straight through.
-    if (PLAIN_PARTS) await preRead(big.vmem);
-    const reference = PLAIN_PARTS ? await readSeq(big.vmem, big.blobRanges) : { amount: 0, seconds: 0, digest: '' };
+    if (PLAIN_PARTS || HTTP_PART) await preRead(big.vmem);
+    const reference = PLAIN_PARTS || HTTP_PART ? await readSeq(big.vmem, big.blobRanges) : { amount: 0, seconds: 0, digest: '' };
+    nginx = HTTP_PART ? await Nginx.start(WORK, fs.mkdtempSync(path.join(WORK, 'nginx-'))) : null;
     const encReference = enc ? await readSeq(enc.plain.vmem, enc.plain.blobRanges) : null;
     for (let round = 1; round <= ROUNDS; round++) {
       process.stdout.write(`round ${round}/${ROUNDS}\n`);
@@ -806,6 +813,32 @@ async function main(): Promise<number> {
           await srv.stop();
         }
       }
+      // (e) the same 1 GiB guest on a web server (nginx, loopback): vmssfs against curl, each
+      // sequential read and each random series from a fresh mount (nothing cached but the server's page cache)
+      if (nginx) {
+        const url = nginx.url('open', path.basename(big.snapshot));
+        const vmemUrl = nginx.url('open', path.basename(big.vmem));
+        await preRead(big.vmem);
+        s.add('http.curl', await curlDownload(vmemUrl, fs.statSync(big.vmem).size));
+        srv = await startVmssfs(url);
+        try {
+          const seq = await readSeq(path.join(srv.mnt, srv.file), big.physRanges);
+          checkDigest('vmssfs over http', reference.digest, seq);
+          s.add('http.seq', mibps(seq));
+        } finally {
+          await srv.stop();
+        }
+        s.add('http.seq.ratio', (s.all('http.seq').at(-1) as number) / (s.all('http.curl').at(-1) as number));
+        s.add('http.curlrand', await curlRandomRanges(vmemUrl, fs.statSync(big.vmem).size, HTTP_RANDOM_READS, round, WORK));
+        srv = await startVmssfs(url);
+        try {
+          const r = await reader(['rand', String(HTTP_RANDOM_READS), String(round), String(HTTP_RANDOM_READS), path.join(srv.mnt, srv.file), rangeArg(big.physRanges)]);
+          s.add('http.rand', perSec(r));
+        } finally {
+          await srv.stop();
+        }
+        s.add('http.rand.ratio', (s.all('http.rand').at(-1) as number) / (s.all('http.curlrand').at(-1) as number));
+      }
       if (!PLAIN_PARTS) continue;
 
       const last = (k: string): number => s.all(k).at(-1) ?? NaN;
@@ -818,6 +851,7 @@ async function main(): Promise<number> {
     }
   } finally {
     await stopAll();
+    await nginx?.stop();
     if (!keep) fs.rmSync(WORK, { recursive: true, force: true });
   }
 
@@ -857,6 +891,14 @@ async function main(): Promise<number> {
     );
   }
   if (ONLY.has('zip')) rows.push(...zipRows(s, zipRss));
+  if (HTTP_PART) {
+    rows.push(
+      ['14. web server (nginx, loopback): sequential physmem.raw, MiB/s', f0(s.med('http.curl')), '', f0(s.med('http.seq')), '', '',
+        `${f2(s.med('http.seq.ratio'))}x curl downloading the .vmem (direct column)`, '>= 0.5x curl', verdict(s.med('http.seq.ratio') >= 0.5)],
+      [`15. web server: random 4 KiB first touch, reads/s (${HTTP_RANDOM_READS})`, f0(s.med('http.curlrand')), '', f0(s.med('http.rand')), '', '',
+        `${f2(s.med('http.rand.ratio'))}x curl's kept-alive ranged GETs (direct column)`, '>= 0.5x curl', verdict(s.med('http.rand.ratio') >= 0.5)],
+    );
+  }
   // Rows of parts not run would show no figures and a FAIL: left out.
   const ran = (label: string): boolean =>
     !((!PLAIN_PARTS && /^[1-7]\. /.test(label)) || (!ONLY.has('diff') && /^(8|9)\. /.test(label)) || (!ONLY.has('folder') && /^10\. /.test(label)));
@@ -866,6 +908,7 @@ async function main(): Promise<number> {
   process.stdout.write(`\nper round: ${['seq', 'warm', 'rand', 'rand4'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} js ${s.all(`${k}.js`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; yara source ${s.all('yara.source').map(f2).join('/')} vmssfs ${s.all('yara.vmssfs').map(f2).join('/')} js ${s.all('yara.js').map(f2).join('/')} ratio ${s.all('yara.ratio').map(f2).join('/')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
   process.stdout.write(`diff per round: cmp ${s.all('diff.cmp').map(f0).join('/')} vmssfs ${s.all('diff.vmssfs').map(f0).join('/')}; folder mount per round: one ${s.all('folder.one').map(f0).join('/')} folder ${s.all('folder.all').map(f0).join('/')}\n`);
   if (ONLY.has('zip')) process.stdout.write(zipPerRound(s));
+  if (HTTP_PART) process.stdout.write(`web server per round: seq vmssfs ${s.all('http.seq').map(f0).join('/')} curl ${s.all('http.curl').map(f0).join('/')} MiB/s; random vmssfs ${s.all('http.rand').map(f0).join('/')} curl ${s.all('http.curlrand').map(f0).join('/')} reads/s\n`);
   if (ONLY.has('crypto')) process.stdout.write(`encrypted+compressed per round: seq ${s.all('crypto.seq').map(f0).join('/')} MB/s (plain ${s.all('crypto.plainseq').map(f0).join('/')}), first far read ${s.all('crypto.far').map(f0).join('/')} ms\n`);
   const failed = rows.slice(1).some((r) => r[8] === 'FAIL');
   return failed ? 1 : 0;

@@ -43,6 +43,13 @@ for pair in strings:binutils readelf:binutils yara:yara getfattr:attr gdb:gdb mk
   have "${pair%%:*}" || want "${pair#*:}"
 done
 
+# The web server the HTTP tests and benchmark read evidence from (started by them on a loopback
+# port, never as a service), curl (the benchmark's reference) and openssl (a test certificate).
+have nginx || [ -x /usr/sbin/nginx ] || want nginx-light
+for pair in curl:curl openssl:openssl; do
+  have "${pair%%:*}" || want "${pair#*:}"
+done
+
 if $print_only; then
   [ ${#missing[@]} -eq 0 ] || printf '%s\n' "${missing[@]}"
   exit 0

@@ -324,3 +324,45 @@ describe('page cache', () => {
     });
   });
 });
+
+describe('page cache over a remote source (readAhead: a web server)', () => {
+  /** A FakeSource that says it wants `ahead` chunks read ahead, and keeps what it was asked for. */
+  class RemoteSource extends FakeSource {
+    readonly asked: Array<[number, number]> = [];
+    constructor(data: Buffer, readonly readAhead: number) {
+      super(data);
+    }
+    override read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+      this.asked.push([position, length]);
+      return super.read(buf, offset, length, position);
+    }
+  }
+
+  it('reads a random small read as just its bytes, caching nothing', async () => {
+    const data = pattern(64 * CHUNK);
+    const src = new RemoteSource(data, 8);
+    const cache = new PageCache({ maxBytes: 1 << 20, chunkSize: CHUNK });
+    const dst = Buffer.alloc(512);
+    await cache.read(src, 10 * CHUNK + 100, dst, 0, 512);
+    expect(dst.equals(data.subarray(10 * CHUNK + 100, 10 * CHUNK + 612))).to.equal(true);
+    await cache.read(src, 40 * CHUNK, dst, 0, 512);
+    expect(src.asked).to.deep.equal([[10 * CHUNK + 100, 512], [40 * CHUNK, 512]]);
+    expect(cache.size).to.equal(0);
+  });
+
+  it('reads ahead of a sequential reader a whole window, then refills it a half at a time', async () => {
+    const data = pattern(64 * CHUNK);
+    const src = new RemoteSource(data, 8);
+    const cache = new PageCache({ maxBytes: 1 << 20, chunkSize: CHUNK });
+    const dst = Buffer.alloc(CHUNK);
+    const startsAsked = (): number[] => src.asked.map(([p]) => p / CHUNK);
+    for (let c = 0; c < 8; c++) {
+      await cache.read(src, c * CHUNK, dst, 0, CHUNK);
+      expect(dst.equals(data.subarray(c * CHUNK, (c + 1) * CHUNK)), `chunk ${c}`).to.equal(true);
+    }
+    // Chunk 1, the first read going forward, asks for the window ahead (2..9) and then for itself;
+    // chunks 2-5 find more than half the window held; at chunk 6 it is half used, and 10..14 are
+    // asked for together.
+    expect(startsAsked()).to.deep.equal([0, 2, 3, 4, 5, 6, 7, 8, 9, 1, 10, 11, 12, 13, 14]);
+  });
+});

@@ -13,12 +13,16 @@ import { KEY_OPTIONS, keyringFrom } from '../mount/key-options';
 import { docPieces } from '../evidence/textdoc';
 import { snapshotsJsonText, snapshotsText } from '../evidence/folder/report';
 import type { VmFolder } from '../evidence/folder/folder';
+import { HTTP_OPTIONS, httpAccess, httpOptionsFrom } from '../io/http-access';
+import { HttpClient } from '../io/http';
 
 const VMEM_HELP = `  --vmem FILE      the memory file, when it is not SNAPSHOT's sibling .vmem (ESXi may name it by a UUID)
   --assume-flat    when the memory group is lost or damaged (layout unknown), serve the memory
                    file as memory from address 0 anyway (reported as a warning)
   --password-file FILE, --key HEX, --key-file FILE, --vmx FILE
                    key material for an encrypted VM (see vmssfs --help)
+  --netrc-file FILE, --header-file FILE, --cacert FILE, --insecure
+                   for SNAPSHOT given as an http:// or https:// URL (see vmssfs --help)
 `;
 
 /** Each command's own usage: what `vmssfs CMD --help` prints, and what follows a usage error of CMD. */
@@ -65,7 +69,8 @@ ${VMEM_HELP}  a file whose evidence cannot be read is named on stderr and left o
 
 export const USAGE = `usage:
   vmssfs [options] SNAPSHOT MOUNTPOINT      mount SNAPSHOT read-only at MOUNTPOINT: a .vmss, .vmsn,
-                                             .std or its .vmem, or an ESXi debug.guest or its debug.vmem
+                                             .std or its .vmem, or an ESXi debug.guest or its debug.vmem;
+                                             a checkpoint may be an http:// or https:// URL
   vmssfs info [--json] [--verbose] [--vmem FILE] [--assume-flat] SNAPSHOT
   vmssfs ls [-l] [--vmem FILE] [--assume-flat] SNAPSHOT [DIR]
                                              list the tree without mounting (-l: mode and size)
@@ -98,6 +103,13 @@ key options, for an encrypted VM (the mount and every command take them):
                        without echo), so that it never sits on a command line
   --vmx FILE           the VM's .vmx holding encryption.keySafe (default: the one beside SNAPSHOT,
                        or a VM folder's own)
+
+web server options, for SNAPSHOT (and --vmem) given as an http:// or https:// URL:
+  --netrc-file FILE    logins for basic authentication (default: ~/.netrc when it exists)
+  --header-file FILE   header lines sent with every request, e.g. "Cookie: vmware_soap_session=..."
+                       or "Authorization: Bearer ..." (never shown, logged or passed on a command line)
+  --cacert FILE        trust the CA certificate(s) in FILE (PEM) instead of the system's
+  --insecure           do not check the server's TLS certificate (said once, as a warning)
 
 mount options:
   -f, --foreground     stay attached (default: return once mounted, like sshfs)
@@ -141,16 +153,24 @@ export function writeOut(text: string | Buffer): Promise<void> {
 }
 
 /** Options every command takes to open its evidence: one place, so the commands cannot drift apart. */
-const EVIDENCE = { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' }, ...KEY_OPTIONS } as const;
+const EVIDENCE = { vmem: { type: 'string' }, 'assume-flat': { type: 'boolean' }, ...KEY_OPTIONS, ...HTTP_OPTIONS } as const;
 
-function evidenceOptions(values: { vmem?: string; 'assume-flat'?: boolean; 'password-file'?: string; key?: string; 'key-file'?: string; vmx?: string }): OpenOptions {
-  return { vmem: values.vmem, assumeFlat: values['assume-flat'], keys: keyringFrom(values) };
+type EvidenceValues = { vmem?: string; 'assume-flat'?: boolean; 'password-file'?: string; key?: string; 'key-file'?: string; vmx?: string } & Parameters<typeof httpOptionsFrom>[0];
+
+function evidenceOptions(values: EvidenceValues, named: string | undefined): OpenOptions {
+  return { vmem: values.vmem, assumeFlat: values['assume-flat'], keys: keyringFrom(values), http: httpClientFor([named, values.vmem], values) };
+}
+
+/** The HTTP client for the URLs among `names`, from the HTTP options; undefined when none is a URL. */
+function httpClientFor(names: Array<string | undefined>, values: Parameters<typeof httpOptionsFrom>[0]): HttpClient | undefined {
+  const access = httpAccess(names, httpOptionsFrom(values), (w) => process.stderr.write(`vmssfs: warning: ${w}\n`));
+  return access ? new HttpClient(access) : undefined;
 }
 
 const info: Handler = async (args) => {
   const { values, positionals } = parse('info', args, { ...EVIDENCE, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } });
   if (positionals.length !== 1) throw new CommandUsageError('info takes exactly one SNAPSHOT', 'info');
-  const opened = openNamed(positionals[0] as string, evidenceOptions(values));
+  const opened = openNamed(positionals[0] as string, evidenceOptions(values, positionals[0]));
   if (opened.kind === 'folder') return folderInfo(opened.folder, values.json ?? false);
   const snap = opened.evidence;
   try {
@@ -165,14 +185,14 @@ const info: Handler = async (args) => {
 const lsCommand: Handler = async (args) => {
   const { values, positionals } = parse('ls', args, { ...EVIDENCE, long: { type: 'boolean', short: 'l' } });
   if (positionals.length < 1 || positionals.length > 2) throw new CommandUsageError('ls takes SNAPSHOT and at most one DIR', 'ls');
-  await ls(positionals[0] as string, positionals[1] ?? '', { ...evidenceOptions(values), long: values.long }, writeOut);
+  await ls(positionals[0] as string, positionals[1] ?? '', { ...evidenceOptions(values, positionals[0]), long: values.long }, writeOut);
   return 0;
 };
 
 const catCommand: Handler = async (args) => {
   const { values, positionals } = parse('cat', args, EVIDENCE);
   if (positionals.length !== 2) throw new CommandUsageError('cat takes SNAPSHOT and one PATH', 'cat');
-  await cat(positionals[0] as string, positionals[1] as string, evidenceOptions(values), stdoutOutput());
+  await cat(positionals[0] as string, positionals[1] as string, evidenceOptions(values, positionals[0]), stdoutOutput());
   return 0;
 };
 
@@ -180,7 +200,7 @@ const extractCommand: Handler = async (args) => {
   const { values, positionals } = parse('extract', args, { ...EVIDENCE, force: { type: 'boolean' } });
   if (positionals.length < 2) throw new CommandUsageError('extract takes SNAPSHOT, OUTDIR and optionally PATHs', 'extract');
   const [snapshot, outDir, ...paths] = positionals as [string, string, ...string[]];
-  return await extract(snapshot, outDir, paths, { ...evidenceOptions(values), force: values.force });
+  return await extract(snapshot, outDir, paths, { ...evidenceOptions(values, snapshot), force: values.force });
 };
 
 /** `info VMDIR`: the folder's snapshots.txt, or with --json its snapshots.json (both carry the folder's warnings). */
@@ -194,9 +214,10 @@ async function folderInfo(folder: VmFolder, json: boolean): Promise<number> {
 }
 
 const diffCommand: Handler = async (args) => {
-  const { values, positionals } = parse('diff', args, { json: { type: 'boolean' }, 'vmem-a': { type: 'string' }, 'vmem-b': { type: 'string' }, ...KEY_OPTIONS });
+  const { values, positionals } = parse('diff', args, { json: { type: 'boolean' }, 'vmem-a': { type: 'string' }, 'vmem-b': { type: 'string' }, ...KEY_OPTIONS, ...HTTP_OPTIONS });
   if (positionals.length !== 2) throw new CommandUsageError('diff takes two checkpoints, A and B', 'diff');
-  const opts = { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'], keys: keyringFrom(values) };
+  const http = httpClientFor([positionals[0], positionals[1], values['vmem-a'], values['vmem-b']], values);
+  const opts = { json: values.json, vmemA: values['vmem-a'], vmemB: values['vmem-b'], keys: keyringFrom(values), http };
   return await diff(positionals[0] as string, positionals[1] as string, opts, writeOut);
 };
 

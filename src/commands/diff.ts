@@ -1,6 +1,7 @@
 import { CacheBudget, DEFAULT_CACHE_BYTES } from '../cache/budget';
 import { VmssError, WrongKeyError } from '../errors';
 import { hex } from '../format/integers';
+import { isUrl, shownUrl } from '../io/http-access';
 import { openNamedCheckpoint, type NamedCheckpoint } from '../target/named';
 import { PAGE_SIZE } from '../format/regions';
 import type { Segment } from '../tree/segments';
@@ -44,6 +45,8 @@ export interface DiffOptions {
   vmemB?: string;
   /** Key material for encrypted checkpoints (the mount's key options; one keyring for both). */
   keys?: OpenOptions['keys'];
+  /** How URLs are reached (credentials, trust), when A or B is one. */
+  http?: OpenOptions['http'];
 }
 
 /** A guest-physical stretch in the output. */
@@ -277,13 +280,16 @@ function otherKey(file: string): VmssError {
  * between two checkpoints, as merged ranges, streamed to `out` as they are found. Returns the exit
  * status: 0, or DIFF_INCOMPLETE when some pages could not be read.
  */
-export async function diff(aArg: string, bArg: string, opts: DiffOptions, out: (text: string) => Promise<void>): Promise<number> {
+export async function diff(aGiven: string, bGiven: string, opts: DiffOptions, out: (text: string) => Promise<void>): Promise<number> {
+  // As shown: a URL without its query string or credentials.
+  const aArg = isUrl(aGiven) ? shownUrl(aGiven) : aGiven;
+  const bArg = isUrl(bGiven) ? shownUrl(bGiven) : bGiven;
   // One budget for both sides' decoding caches (compressed or encrypted memory), as a mount has.
   const budget = new CacheBudget(DECODE_BUDGET);
-  const a = openNamedCheckpoint(aArg, { vmem: opts.vmemA, keys: opts.keys, budget });
+  const a = openNamedCheckpoint(aGiven, { vmem: opts.vmemA, keys: opts.keys, budget, http: opts.http });
   let b: NamedCheckpoint;
   try {
-    b = openNamedCheckpoint(bArg, { vmem: opts.vmemB, keys: opts.keys, budget });
+    b = openNamedCheckpoint(bGiven, { vmem: opts.vmemB, keys: opts.keys, budget, http: opts.http });
   } catch (err) {
     a.close();
     // A was decrypted (a checkpoint's summary says so): B failed on the key that opened A.

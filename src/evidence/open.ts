@@ -4,6 +4,7 @@ import type { Evidence } from './evidence';
 import { GUEST_EXT, NotGuestDump } from '../format/guestdump';
 import { guestSibling, openGuestDump } from './guest';
 import { openSnapshot, type OpenOptions } from './snapshot';
+import { isUrl } from '../io/http-access';
 
 export type { OpenOptions } from './snapshot';
 
@@ -34,6 +35,8 @@ function guestDumpFor(arg: string): string | null {
  * the tree and the commands never learn which format they hold.
  */
 export function openEvidence(arg: string, opts: OpenOptions = {}): Evidence {
+  // On a web server: a checkpoint (or its .vmem) only; guest dumps are read from files.
+  if (isUrl(arg)) return openSnapshot(arg, opts);
   const guest = guestDumpFor(arg);
   if (guest === null) return openSnapshot(arg, opts);
   let reason: string;

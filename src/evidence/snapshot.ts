@@ -4,17 +4,19 @@ import { VmssError, WrongKeyError } from '../errors';
 import { parseCheckpoint, findGroup, findTag, tagUint, type Checkpoint } from '../format/checkpoint';
 import { MAGICS } from '../format/header';
 import { hex } from '../format/integers';
-import { atimeWarning, type Source } from '../io/source';
+import { atimeWarning, SourceFile, type Source } from '../io/source';
 import { encryptionSummary, type PhysMem, type Snapshot } from './evidence';
 import { checkpointCpuState } from '../format/cpustate';
 import { infoJsonDoc, infoJsonText, infoText, infoTextDoc } from './info';
 import { buildRuns, expectedBlobSize, flatRuns, missingRanges, type MemoryBlob, type Run } from '../format/regions';
 import { SegmentMap } from '../tree/segments';
 import { tagLabel, type Tag } from '../format/tags';
-import { isEncObjFile } from '../io/encobj';
+import { ENCOBJ_MAGIC, isEncObjFile } from '../io/encobj';
 import { openSource, type KeySupplier, type OpenedSource } from '../io/sources';
 import type { EncryptionInfo } from '../crypto/keyring';
 import type { CacheBudget } from '../cache/budget';
+import { isUrl, shownUrl } from '../io/http-access';
+import type { HttpClient } from '../io/http';
 
 export interface OpenOptions {
   /** Explicit memory file (ESXi names it by a UUID, without the .vmem extension). */
@@ -33,6 +35,8 @@ export interface OpenOptions {
    * the page cache's, so that together they hold no more than --cache-size.
    */
   budget?: CacheBudget;
+  /** How URLs (http://, https://) are reached: their full form, credentials and trust. */
+  http?: HttpClient;
 }
 
 const VMEM = /\.vmem$/i;
@@ -65,6 +69,27 @@ function sizedVmems(meta: string, size: number): string[] {
     .sort();
 }
 
+/**
+ * A URL named (the snapshot, --vmem) is handled by its shown form from here on (no query string,
+ * no credentials: it appears in messages, info.txt and metadata.json); the HTTP client knows the
+ * full URL behind it, and behind a sibling found by changing its extension.
+ */
+function urlNames(arg: string, opts: OpenOptions): { arg: string; opts: OpenOptions } {
+  if (!isUrl(arg) && !(opts.vmem !== undefined && isUrl(opts.vmem))) return { arg, opts };
+  const http = opts.http;
+  if (!http) throw new VmssError(`${shownUrl(arg)}: URLs need the HTTP options (internal: no client)`);
+  const open = (p: string): Source => (isUrl(p) ? http.open(p) : (opts.openFile ?? SourceFile.open)(p));
+  return {
+    arg: isUrl(arg) ? shownUrl(arg) : arg,
+    opts: { ...opts, vmem: opts.vmem !== undefined && isUrl(opts.vmem) ? shownUrl(opts.vmem) : opts.vmem, openFile: open },
+  };
+}
+
+/** Whether `p` is there: a file, or a URL the server has. */
+function fileExists(p: string, opts: OpenOptions): boolean {
+  return isUrl(p) && opts.http ? opts.http.exists(p) : exists(p);
+}
+
 function exists(p: string): boolean {
   try {
     return fs.statSync(p).isFile();
@@ -85,9 +110,9 @@ function resolvePaths(arg: string, opts: OpenOptions): { meta: string; vmem: str
   const notes: string[] = [];
   if (opts.vmem !== undefined) return { meta: arg, vmem: opts.vmem, explicitVmem: true, notes };
   if (!VMEM.test(arg)) return { meta: arg, vmem: null, explicitVmem: false, notes };
-  if (!exists(arg)) throw new VmssError(`${arg}: cannot open: no such file`);
+  if (!fileExists(arg, opts)) throw new VmssError(`${arg}: cannot open: no such file`);
   // .std: the suspended state of older products, the same format as a .vmss.
-  const candidates = CHECKPOINT_EXTS.map((e) => withExt(arg, e)).filter(exists);
+  const candidates = CHECKPOINT_EXTS.map((e) => withExt(arg, e)).filter((p) => fileExists(p, opts));
   const meta = candidates[0];
   if (!meta) {
     throw new VmssError(
@@ -125,14 +150,25 @@ function otherMemoryTag(cp: Checkpoint): Tag | undefined {
  * by their first bytes without opening anything else: what the mount command checks before it
  * starts its daemon, to ask for the password while it still has the terminal.
  */
-export function encryptedFiles(arg: string, opts: OpenOptions = {}): string[] {
+export function encryptedFiles(given: string, givenOpts: OpenOptions = {}): string[] {
+  const { arg, opts } = urlNames(given, givenOpts);
   const paths = resolvePaths(arg, opts);
   const candidates = [paths.meta, paths.vmem ?? withExt(paths.meta, '.vmem')];
-  return candidates.filter(isEncObjFile);
+  return candidates.filter((p) => (isUrl(p) ? fileExists(p, opts) && isEncObjSource((opts.openFile as (p: string) => Source)(p)) : isEncObjFile(p)));
 }
 
-/** Open and parse a snapshot given as .vmss, .vmsn or .vmem. Throws VmssError when the metadata is unusable. */
-export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
+function isEncObjSource(src: Source): boolean {
+  try {
+    const magic = Buffer.alloc(4);
+    return src.readAtSync(magic, 0) === 4 && magic.readUInt32LE(0) === ENCOBJ_MAGIC;
+  } finally {
+    src.close();
+  }
+}
+
+/** Open and parse a snapshot given as .vmss, .vmsn or .vmem (a path, or an http(s) URL). Throws VmssError when the metadata is unusable. */
+export function openSnapshot(given: string, givenOpts: OpenOptions = {}): Snapshot {
+  const { arg, opts } = urlNames(given, givenOpts);
   const paths = resolvePaths(arg, opts);
   const keys = opts.keys ?? null;
   const meta = openSource(paths.meta, { keys, memory: false, openFile: opts.openFile, budget: opts.budget });
@@ -152,9 +188,9 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     const memoryLabel = memoryTag ? `memory/${tagLabel(memoryTag)}` : 'memory/Memory[0][0]';
     let blob: MemoryBlob | null = null;
     const siblingVmem = withExt(paths.meta, '.vmem');
-    let vmemPath = paths.vmem ?? (memoryTag?.block ? null : exists(siblingVmem) ? siblingVmem : null);
+    let vmemPath = paths.vmem ?? (memoryTag?.block ? null : fileExists(siblingVmem, opts) ? siblingVmem : null);
     let noMemory = `no memory found: ${path.basename(paths.meta)} holds no memory/Memory[0][0] block and ${path.basename(siblingVmem)} is not beside it; give the memory file with --vmem FILE`;
-    if (vmemPath === null && !memoryTag?.block) {
+    if (vmemPath === null && !memoryTag?.block && !isUrl(paths.meta)) {
       // Memory files named otherwise: the one .vmem of the folder whose size fits.
       const need = expectedBlobSize(checkpoint);
       const found = need === null ? [] : sizedVmems(paths.meta, need);
@@ -181,6 +217,8 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
         // A memory file the user named and that cannot be opened is a mistake to stop on, not a
         // mount without memory; a sibling found by its name only is reported and the metadata served.
         if (opts.vmem !== undefined && err instanceof VmssError) throw new VmssError(`${err.message} (the --vmem memory file)`);
+        // A server that has the file but will not serve it (refused, ignores ranges) is a fault to stop on.
+        if (isUrl(vmemPath) && err instanceof VmssError) throw err;
         physmemError = `memory file ${err instanceof VmssError ? err.message : vmemPath}`;
       }
     } else if (memoryTag?.block) {
@@ -232,13 +270,16 @@ export function openSnapshot(arg: string, opts: OpenOptions = {}): Snapshot {
     }
     const info = keys?.info ?? null;
     const stream = physmem && mem?.stream ? mem.stream : null;
+    let cpu: ReturnType<typeof checkpointCpuState> | null = null;
     const snap: Snapshot = {
       checkpoint, metaFile, memoryPath: physmem ? memoryPath : null, physmem, physmemError, warnings,
       encryption: decrypted.length > 0 && info ? encryptionSummary(info, decrypted) : null,
       compression: stream && memoryPath
         ? { file: memoryPath, blocks: stream.blocks.length, storedBytes: stream.storedSize, decompressedBytes: stream.decodedSize }
         : null,
-      cpuState: () => checkpointCpuState(checkpoint, metaFile),
+      // Read once: metadata.json is made again each time it is read, and a URL's metadata must be
+      // read at open only (its synchronous reads wait on the server), never under a FUSE read.
+      cpuState: () => (cpu ??= checkpointCpuState(checkpoint, metaFile)),
       infoText: (shown, o) => infoText({ ...snap, warnings: [...shown] }, o),
       infoJsonText: (shown) => infoJsonText({ ...snap, warnings: [...shown] }),
       infoTextDoc: (shown, o) => infoTextDoc({ ...snap, warnings: [...shown] }, o),

@@ -9,6 +9,8 @@ import { Keyring, type KeyHandoff } from '../crypto/keyring';
 import { UsageError, VmssError, describeError } from '../errors';
 import { unlockTarget } from '../target/target';
 import { loadFuse } from '../fuse/load';
+import { HTTP_OPTIONS, httpAccess, httpOptionsFrom, isUrl, shownUrl, type HttpAccessData } from '../io/http-access';
+import { HttpClient } from '../io/http';
 import { serve, type Reporter, type ServeOptions } from './daemon';
 import { openLog, safeWriter } from './log';
 import { MAX_OPTION_BYTES, parseUserOptions } from './options';
@@ -38,6 +40,7 @@ function parseMountArgs(argv: string[]) {
         'clear-stale': { type: 'boolean' },
         log: { type: 'string' },
         ...KEY_OPTIONS,
+        ...HTTP_OPTIONS,
         // Internal: set on the detached daemon by the command that spawned it.
         'daemon-child': { type: 'boolean' },
         'keys-from-parent': { type: 'boolean' },
@@ -55,18 +58,24 @@ function parseMountArgs(argv: string[]) {
   const fuseOptions = (values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o !== '');
   // Refused before anything is opened or mounted.
   parseUserOptions(fuseOptions);
-  const keys = values['keys-from-parent'] ? Keyring.fromHandoff(readHandoff()) : keyringFrom(values);
+  // The detached daemon gets its secrets (the key, the web server's credentials and full URLs) from
+  // its parent over a pipe; its command line names a URL by its shown form only.
+  const handed = values['keys-from-parent'] ? readHandoff() : null;
+  const keys = handed ? (handed.keys ? Keyring.fromHandoff(handed.keys) : new Keyring()) : keyringFrom(values);
+  const snapshot = positionals[0] as string;
+  const http = handed ? (handed.http ?? null) : httpAccess([snapshot, values.vmem], httpOptionsFrom(values), (w) => process.stderr.write(`vmssfs: warning: ${w}\n`));
   const serveOpts: ServeOptions = {
-    snapshot: path.resolve(positionals[0] as string),
-    vmem: values.vmem === undefined ? undefined : path.resolve(values.vmem),
+    snapshot: isUrl(snapshot) ? snapshot : path.resolve(snapshot),
+    vmem: values.vmem === undefined ? undefined : isUrl(values.vmem) ? values.vmem : path.resolve(values.vmem),
     assumeFlat: values['assume-flat'] ?? false,
     mountpoint: realMountpoint(path.resolve(positionals[1] as string)),
     cacheMiB,
     fuseOptions,
     debug: values.debug ?? false,
     keys,
+    http: http ? new HttpClient(http) : undefined,
   };
-  return { serveOpts, values, keys };
+  return { serveOpts, values, keys, http };
 }
 
 /**
@@ -108,7 +117,7 @@ async function prepareMountpoint(mnt: string, clearStale: boolean, fuseOptions: 
 
 /** `vmssfs [options] SNAPSHOT MOUNTPOINT`. */
 export async function mountCommand(argv: string[]): Promise<number> {
-  const { serveOpts, values, keys } = parseMountArgs(argv);
+  const { serveOpts, values, keys, http } = parseMountArgs(argv);
   if (values['daemon-child']) exitWhenServed(await runDetached(serveOpts, values.log));
   await prepareMountpoint(serveOpts.mountpoint, values['clear-stale'] ?? false, serveOpts.fuseOptions);
   if (values.foreground || values.debug) {
@@ -117,14 +126,22 @@ export async function mountCommand(argv: string[]): Promise<number> {
   }
   // The password is asked here, while this process has the terminal; the daemon gets the key
   // (and, for a folder, the decrypted configuration it reads checkpoint.vmState from).
-  unlockTarget(serveOpts.snapshot, { vmem: serveOpts.vmem, keys });
-  return startDaemon(serveOpts, values.log, keys.handoff());
+  unlockTarget(serveOpts.snapshot, { vmem: serveOpts.vmem, keys, http: serveOpts.http });
+  const keyHandoff = keys.handoff();
+  return startDaemon(serveOpts, values.log, keyHandoff || http ? { keys: keyHandoff, http } : null);
 }
 
-/** The key the parent wrote to KEYS_FD (JSON, then end of file). */
-function readHandoff(): KeyHandoff {
+/** What the parent hands its daemon over KEYS_FD: secrets, kept off its command line and environment. */
+interface Handoff {
+  keys: KeyHandoff | null;
+  /** The web server's full URLs, credentials and trust, when the evidence is a URL. */
+  http: HttpAccessData | null;
+}
+
+/** The secrets the parent wrote to KEYS_FD (JSON, then end of file). */
+function readHandoff(): Handoff {
   try {
-    const h = JSON.parse(fs.readFileSync(KEYS_FD, 'utf8')) as KeyHandoff;
+    const h = JSON.parse(fs.readFileSync(KEYS_FD, 'utf8')) as Handoff;
     fs.closeSync(KEYS_FD);
     return h;
   } catch {
@@ -181,11 +198,13 @@ const DAEMON_V8_FLAGS = ['--max-semi-space-size=16'];
  * Start the daemon as a detached copy of this command and wait until it says the filesystem is
  * mounted (exit 0) or why it is not (exit 1). Its warnings are printed here.
  */
-function startDaemon(serveOpts: ServeOptions, logFile: string | undefined, handoff: KeyHandoff | null): Promise<number> {
+function startDaemon(serveOpts: ServeOptions, logFile: string | undefined, handoff: Handoff | null): Promise<number> {
   const bin = path.resolve(__dirname, '..', '..', '..', 'bin', 'vmssfs');
   // Absolute paths: the daemon runs from / so that it never holds the caller's directory busy.
-  const args = [bin, serveOpts.snapshot, serveOpts.mountpoint, '--daemon-child', '--cache-size', String(serveOpts.cacheMiB)];
-  if (serveOpts.vmem) args.push('--vmem', serveOpts.vmem);
+  // A URL by its shown form: the full one (a signed query string) and its credentials go down the pipe.
+  const shown = (p: string): string => (isUrl(p) ? shownUrl(p) : p);
+  const args = [bin, shown(serveOpts.snapshot), serveOpts.mountpoint, '--daemon-child', '--cache-size', String(serveOpts.cacheMiB)];
+  if (serveOpts.vmem) args.push('--vmem', shown(serveOpts.vmem));
   if (serveOpts.assumeFlat) args.push('--assume-flat');
   if (serveOpts.debug) args.push('--debug');
   for (const o of serveOpts.fuseOptions) args.push('-o', o);

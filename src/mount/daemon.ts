@@ -12,6 +12,8 @@ import { BlockStreamSource } from '../io/blockstream';
 import { treeModes } from '../tree/modes';
 import { fittedMountOptions, optionString, parseUserOptions } from './options';
 import type { Keyring } from '../crypto/keyring';
+import { isUrl } from '../io/http-access';
+import type { HttpClient } from '../io/http';
 import { fusermount, mountAt, refusalReason } from './preflight';
 
 export interface ServeOptions {
@@ -29,6 +31,8 @@ export interface ServeOptions {
   onSources?(sources: readonly Source[]): void;
   /** Key material for an encrypted VM (resolved lazily, or handed over by the parent). */
   keys?: Keyring;
+  /** How a snapshot named by URL is reached (full URLs, credentials, trust). */
+  http?: HttpClient;
 }
 
 /** How the daemon tells whoever started it what happened: stderr in the foreground, a pipe when detached. */
@@ -102,7 +106,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     maxBytes: opts.cacheMiB * 1024 * 1024,
     onSlow: (source, ms, forMs) => report.log(`${source}: a read took ${ms} ms (the disk, not memory): its reads go to the thread pool for ${forMs / 1000} s, so that it stalls no other read`),
   });
-  const served = openTarget(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys }, cache);
+  const served = openTarget(opts.snapshot, { vmem: opts.vmem, assumeFlat: opts.assumeFlat, keys: opts.keys, http: opts.http }, cache);
   try {
     opts.onSources?.(served.files);
   } catch (err) {
@@ -133,7 +137,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
   let options: string[];
   try {
     // The fsname gives way before the native module's options (fuse-native keeps 1023 bytes).
-    options = fittedMountOptions(fs.realpathSync(served.source), [...user.fuse, ...(native?.fuseOptions ?? [])]);
+    options = fittedMountOptions(isUrl(served.source) ? served.source : fs.realpathSync(served.source), [...user.fuse, ...(native?.fuseOptions ?? [])]);
   } catch (err) {
     native?.discard();
     served.close();

@@ -37,7 +37,7 @@ export function openNamed(arg: string, opts: OpenOptions = {}): Opened {
  * Ask for the key an encrypted target needs (a password prompt, while the terminal is ours),
  * without opening the evidence: the mount command does this before it detaches its daemon.
  */
-export function unlockTarget(arg: string, opts: { vmem?: string; keys: FolderKeys }): void {
+export function unlockTarget(arg: string, opts: { vmem?: string; keys: FolderKeys; http?: OpenOptions['http'] }): void {
   if (namesFolder(arg, opts.vmem)) {
     unlockFolderKeys(arg, opts.keys);
     return;
@@ -48,7 +48,7 @@ export function unlockTarget(arg: string, opts: { vmem?: string; keys: FolderKey
     unlockFolderKeys((named.splits[0] as { dir: string }).dir, opts.keys);
     return;
   }
-  const encrypted = encryptedFiles(arg, { vmem: opts.vmem });
+  const encrypted = encryptedFiles(arg, { vmem: opts.vmem, http: opts.http });
   if (encrypted.length > 0) opts.keys.dataKey(encrypted[0] as string);
 }
 
