@@ -45,7 +45,7 @@ done
 
 # The web server the HTTP tests and benchmark read evidence from (started by them on a loopback
 # port, never as a service), curl (the benchmark's reference) and openssl (a test certificate).
-have nginx || [ -x /usr/sbin/nginx ] || want nginx-light
+have nginx || want nginx-light
 for pair in curl:curl openssl:openssl; do
   have "${pair%%:*}" || want "${pair#*:}"
 done

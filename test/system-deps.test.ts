@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { REPO, scratchDir } from './helpers/paths';
 import { runCommand } from './helpers/run';
 
-const SUITE_TOOLS = ['strings', 'readelf', 'yara', 'getfattr', 'gdb', 'mkfs.ext4', 'losetup', 'mount', 'setpriv', 'unshare'];
+const SUITE_TOOLS = ['strings', 'readelf', 'yara', 'getfattr', 'gdb', 'mkfs.ext4', 'losetup', 'mount', 'setpriv', 'unshare', 'nginx', 'curl', 'openssl'];
 const LIBFUSE2 = '\tlibfuse.so.2 (libc6,x86-64) => /lib/x86_64-linux-gnu/libfuse.so.2\n';
 
 function which(tool: string): string {
