@@ -21,9 +21,8 @@ import { BufferSource, type Source } from '../src/io/source';
 import { PageCache } from '../src/cache/pagecache';
 import { buildTree } from '../src/tree/build';
 import type { Node } from '../src/tree/nodes';
-import { compressiblePage } from '../test/kit/encrypted-vm';
 import { FastLzStream } from '../test/kit/fastlz';
-import { damagedBlocks, decodeJs, decodeNative, difference, intactBlocks } from '../test/kit/fastlz-cases';
+import { damagedBlocks, decodeJs, decodeNative, difference, guestLikeMemory, intactBlocks } from '../test/kit/fastlz-cases';
 import { decoderInUse } from '../src/io/native-decoder';
 import { writeCheckpoint, writeGuestDump, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from '../test/kit/writer';
 import * as crypto from 'node:crypto';
@@ -412,8 +411,7 @@ const FUZZ_KEY = Buffer.alloc(32, 0x5a);
 
 /** A compressed stream of guest-like memory in small blocks, and the same inside an encobj container. */
 export function makeLayerBases(): LayerBase[] {
-  const mem = Buffer.alloc(96 * 4096);
-  for (let i = 0; i < 96; i++) compressiblePage(i, mem.subarray(i * 4096, (i + 1) * 4096), (b) => (i >= b ? mem.subarray((i - b) * 4096, (i - b + 1) * 4096) : null));
+  const mem = guestLikeMemory(96);
   const enc = new FastLzStream();
   const parts: Buffer[] = [];
   const boundaries: number[] = [];

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { compressiblePage } from './kit/encrypted-vm';
+import { guestLikeMemory } from './kit/fastlz-cases';
 import { compressStream } from './kit/fastlz';
 import { writeSnapshot } from './kit/writer';
 import { CacheBudget } from '../src/cache/budget';
@@ -12,15 +12,6 @@ import { writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { TestMount } from './helpers/mount';
 import { tempDir } from './helpers/paths';
 import { runCli, runCommand } from './helpers/run';
-
-/** `pages` pages of guest-like memory, from page kind `first` on. */
-function memory(pages: number, first = 0): Buffer {
-  const out = Buffer.alloc(pages * 4096);
-  for (let i = 0; i < pages; i++) {
-    compressiblePage(first + i, out.subarray(i * 4096, (i + 1) * 4096), (back) => (i - back >= 0 ? out.subarray((i - back) * 4096, (i - back + 1) * 4096) : null));
-  }
-  return out;
-}
 
 /** Two 16-byte records that parse as block headers, the first's payload ending where the second begins. */
 function fakeHeaders(page0: Buffer): void {
@@ -43,7 +34,7 @@ describe('compressed memory: faults of the layer', function () {
 
   describe('recognising the container', () => {
     it('a plain memory file whose page 0 looks like two block headers is plain memory, and says why', () => {
-      const plain = memory(256, 1);
+      const plain = guestLikeMemory(256, 1);
       fakeHeaders(plain);
       const r = recogniseContainer(new BufferSource('p.vmem', plain), plain.length);
       expect(r.compressed).to.equal(false);
@@ -54,14 +45,14 @@ describe('compressed memory: faults of the layer', function () {
     });
 
     it('an intact chain whose blocks decode to another size than the memory group needs is plain memory, and says why', () => {
-      const z = compressStream(memory(64), 64 * 1024).bytes;
+      const z = compressStream(guestLikeMemory(64), 64 * 1024).bytes;
       expect(recogniseContainer(new BufferSource('z.vmem', z), 64 * 4096).compressed).to.equal(true);
       const r = recogniseContainer(new BufferSource('z.vmem', z), 65 * 4096);
       expect(!r.compressed && r.why).to.match(/its 4 blocks decode to 262144 bytes where the memory group needs 266240/);
     });
 
     it('a chain whose last block is cut short is the container, cut: served up to the cut and reported', async () => {
-      const plain = memory(64);
+      const plain = guestLikeMemory(64);
       const z = compressStream(plain, 64 * 1024).bytes;
       const cut = z.subarray(0, headerOf(z, 3) + 100);
       const r = recogniseContainer(new BufferSource('cut.vmem', cut), 64 * 4096);
@@ -105,7 +96,7 @@ describe('compressed memory: faults of the layer', function () {
 
   describe('a budget below one block and its window', () => {
     it('is raised to a floor that works, said once however many streams share it', async () => {
-      const plain = memory(2048);
+      const plain = guestLikeMemory(2048);
       const z = compressStream(plain).bytes;
       const budget = new CacheBudget(1024 * 1024);
       const a = new BlockStreamSource(new BufferSource('a.vmem', z), { budget });
@@ -124,7 +115,7 @@ describe('compressed memory: faults of the layer', function () {
       // Blocks shorter than the window, each reaching into those before: a first read far ahead
       // decodes forward through several, awaiting each one's stored bytes while the other
       // readers' decodes evict what it decoded last. (No zero-window references here.)
-      const plain = memory(1024, 1);
+      const plain = guestLikeMemory(1024, 1);
       for (const bs of [20000, 64 * 1024]) {
         const { bytes, stats } = compressStream(plain, bs);
         expect(stats.crossBlock).to.be.greaterThan(10);

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { compressiblePage } from './kit/encrypted-vm';
+import { guestLikeMemory } from './kit/fastlz-cases';
 import { checkLayers, layerCases, makeLayerBases } from '../scripts/fuzz';
 import { FastLzStream, compressStream } from './kit/fastlz';
 import { CacheBudget } from '../src/cache/budget';
@@ -10,27 +10,9 @@ import { FastLzError, NEEDS_HISTORY, fastLzDecode } from '../src/io/fastlz';
 import { BufferSource, SourceFile, type Source } from '../src/io/source';
 import { cmpFiles, walkFiles, writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { TestMount } from './helpers/mount';
+import { MemorySource } from './helpers/memory-source';
 import { tempDir } from './helpers/paths';
 import { runCli } from './helpers/run';
-
-/** `pages` pages of guest-like memory (see compressiblePage). */
-function memory(pages: number, first = 0): Buffer {
-  const out = Buffer.alloc(pages * 4096);
-  for (let i = 0; i < pages; i++) {
-    compressiblePage(first + i, out.subarray(i * 4096, (i + 1) * 4096), (back) => (i - back >= 0 ? out.subarray((i - back) * 4096, (i - back + 1) * 4096) : null));
-  }
-  return out;
-}
-
-/** A Source over bytes in memory that counts what is read through it. */
-class MemorySource extends BufferSource {
-  bytes = 0;
-  override readAtSync(buf: Buffer, position: number): number {
-    const n = super.readAtSync(buf, position);
-    this.bytes += n;
-    return n;
-  }
-}
 
 async function readAll(src: Source, pos: number, len: number): Promise<Buffer> {
   const b = Buffer.alloc(len);
@@ -43,7 +25,7 @@ describe('compressed memory', function () {
 
   describe('FastLZ level 2 (writer\'s encoder, reader\'s decoder)', () => {
     it('round-trips guest-like memory using every construct: literal runs, near and far matches, long lengths, overlapping copies, references across blocks, raw blocks and a short last block', () => {
-      const plain = Buffer.concat([memory(96), Buffer.alloc(5000, 0x42)]);
+      const plain = Buffer.concat([guestLikeMemory(96), Buffer.alloc(5000, 0x42)]);
       const enc = new FastLzStream();
       const blocks: Buffer[] = [];
       const BS = 64 * 1024;
@@ -78,7 +60,7 @@ describe('compressed memory', function () {
 
   describe('block stream source', () => {
     const BS = 64 * 1024;
-    const plain = memory(512); // 2 MiB: 32 blocks
+    const plain = guestLikeMemory(512); // 2 MiB: 32 blocks
     let container: Buffer;
     before(() => {
       container = compressStream(plain, BS).bytes;
@@ -128,7 +110,7 @@ describe('compressed memory', function () {
 
     it('a first read deep into the stream traces back only the bytes it copies, not the whole stream before it', async () => {
       // 128 MiB in VMware's 4 MiB blocks, each reaching into its predecessor.
-      const mem = memory(32768);
+      const mem = guestLikeMemory(32768);
       const MB = 1024 * 1024;
       const { bytes, stats } = compressStream(mem);
       expect(stats.crossBlock, 'blocks reach into their predecessors').to.be.at.least(31);

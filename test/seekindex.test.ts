@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
-import { compressiblePage } from './kit/encrypted-vm';
+import { guestLikeMemory } from './kit/fastlz-cases';
 import { compressStream } from './kit/fastlz';
 import { CacheBudget } from '../src/cache/budget';
 import { BlockStreamSource } from '../src/io/blockstream';
@@ -8,38 +8,15 @@ import { SeekIndex, SPACING } from '../src/io/seekindex';
 import { BufferSource } from '../src/io/source';
 import { writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { TestMount } from './helpers/mount';
+import { MemorySource } from './helpers/memory-source';
 import { tempDir } from './helpers/paths';
-
-function memory(pages: number): Buffer {
-  const out = Buffer.alloc(pages * 4096);
-  for (let i = 0; i < pages; i++) {
-    compressiblePage(i, out.subarray(i * 4096, (i + 1) * 4096), (back) => (i - back >= 0 ? out.subarray((i - back) * 4096, (i - back + 1) * 4096) : null));
-  }
-  return out;
-}
-
-/** A Source over bytes in memory that counts what is read through it. */
-class MemorySource extends BufferSource {
-  bytes = 0;
-  override readAtSync(buf: Buffer, position: number): number {
-    const n = super.readAtSync(buf, position);
-    this.bytes += n;
-    return n;
-  }
-
-  override async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
-    const n = await super.read(buf, offset, length, position);
-    this.bytes += n;
-    return n;
-  }
-}
 
 const MiB = 1024 * 1024;
 
 describe('the seek index of compressed memory', function () {
   this.timeout(180_000);
   // 32 MiB of guest-like memory in VMware's 4 MiB blocks, beginning in the zero window.
-  const plain = memory(8192);
+  const plain = guestLikeMemory(8192);
   let stream: Buffer;
   before(() => {
     stream = compressStream(plain).bytes;

@@ -8,16 +8,7 @@ import { writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { TestMount } from './helpers/mount';
 import { BIN, tempDir } from './helpers/paths';
 import { runCli, runCommand } from './helpers/run';
-import { compressiblePage } from './kit/encrypted-vm';
-
-/** `pages` pages of guest-like memory: page 0 (and every eighth) is zeros, as a guest's first page is. */
-function memory(pages: number): Buffer {
-  const out = Buffer.alloc(pages * 4096);
-  for (let i = 0; i < pages; i++) {
-    compressiblePage(i, out.subarray(i * 4096, (i + 1) * 4096), (back) => (i - back >= 0 ? out.subarray((i - back) * 4096, (i - back + 1) * 4096) : null));
-  }
-  return out;
-}
+import { guestLikeMemory } from './kit/fastlz-cases';
 
 /** The first token after block 0's one-byte literal: its length and distance. */
 function secondToken(payload: Buffer): { len: number; dist: number } {
@@ -42,7 +33,8 @@ describe('the zero window: references before the stream\'s start read zeros, as 
   this.timeout(180_000);
 
   it('the encoder writes zero memory at the start as VMware does: block 0 is a one-byte literal, then a match reaching before the stream\'s start', () => {
-    const { bytes, stats } = compressStream(memory(64));
+    // Page 0 of guest-like memory (and every eighth) is zeros, as a guest's first page is.
+    const { bytes, stats } = compressStream(guestLikeMemory(64));
     const payload = bytes.subarray(16, 16 + bytes.readUInt32LE(8));
     expect(payload[0], 'a one-byte literal run').to.equal(0x20);
     expect(payload[1], 'of a zero').to.equal(0);
@@ -53,7 +45,7 @@ describe('the zero window: references before the stream\'s start read zeros, as 
   });
 
   it('such a stream decodes byte-exact, from the start, from far into it, and in any order', async () => {
-    const plain = memory(3072);
+    const plain = guestLikeMemory(3072);
     for (const bs of [4 * 1024 * 1024, 64 * 1024, 20000]) {
       const stream = compressStream(plain, bs).bytes;
       const src = new BlockStreamSource(new BufferSource('z.vmem', stream));
