@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +24,64 @@
 #include "napi_args.h"
 #include "pending.h"
 #include "readmap.h"
+#include "seekindex_napi.h"
+
+/* obj[key] as a boolean; throws and returns 0 otherwise. */
+static int get_bool(napi_env env, napi_value obj, const char *key, bool *out) {
+  napi_value v;
+  if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_get_value_bool(env, v, out) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "vmssfs native: %s is not a boolean", key);
+    return fail(env, msg);
+  }
+  return 1;
+}
+
+/* A stream source's {stream, blocks, length}: the seek index's handle (JavaScript's), the
+ * container's blocks as container.ts found them ([{dataOffset, stored, start, size, raw}]), and
+ * the bytes of the stream its intact chain describes. What is filled in is freed by
+ * readmap_free, whatever fails. */
+static int build_stream(napi_env env, napi_value s, rm_source *src) {
+  rm_stream *st = calloc(1, sizeof *st);
+  if (st == NULL) return fail(env, "vmssfs native: out of memory");
+  src->stream = st;
+  napi_value arr, handle;
+  uint32_t n;
+  if (!get_array(env, s, "blocks", &arr, &n)) return 0;
+  st->blocks = calloc(n ? n : 1, sizeof *st->blocks);
+  if (st->blocks == NULL) return fail(env, "vmssfs native: out of memory");
+  uint64_t end = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    napi_value b;
+    uint64_t offset, stored, start, size;
+    bool raw;
+    if (napi_get_element(env, arr, k, &b) != napi_ok) return fail(env, "vmssfs native: bad block");
+    if (!get_uint(env, b, "dataOffset", INT64_MAX, &offset) || !get_uint(env, b, "stored", UINT32_MAX, &stored) ||
+        !get_uint(env, b, "start", INT64_MAX, &start) || !get_uint(env, b, "size", UINT32_MAX, &size) || !get_bool(env, b, "raw", &raw))
+      return 0;
+    /* Block lookup and in-place reads rely on these: the blocks tile the stream from 0, and a
+     * block's stored bytes lie where pread can reach them. */
+    if (start != end || size == 0 || stored == 0 || stored > size || (raw && stored != size) || stored > (uint64_t)INT64_MAX - offset)
+      return fail(env, "vmssfs native: a stream's blocks must follow on from 0, each stored in 1 to its size bytes (raw: its size) within 2^63");
+    st->blocks[k] = (si_block){ .file_offset = offset, .stored = (uint32_t)stored, .start = start, .size = (uint32_t)size, .raw = raw };
+    st->n_blocks = k + 1;
+    end = start + size; /* start < 2^63, size < 2^32: no overflow */
+  }
+  if (!get_uint(env, s, "length", end, &st->length)) return 0;
+  if (napi_get_named_property(env, s, "stream", &handle) != napi_ok) return fail(env, "vmssfs native: bad stream handle");
+  st->index = si_unwrap(env, handle);
+  if (st->index == NULL) {
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return 0;
+    return fail(env, "vmssfs native: a stream source's stream is not a seek index");
+  }
+  return 1;
+}
+
 /* Sources: [{fd, size}] (the descriptor is duplicated: the map owns its own copy) or
- * [{path, dev, ino, size}] (opened by the map on its first read; see readmap.h). */
+ * [{path, dev, ino, size}] (opened by the map on its first read; see readmap.h); either may also
+ * hold a compressed stream, {stream, blocks, length} (build_stream), whose positions its extents
+ * then name. */
 static int build_sources(napi_env env, napi_value spec, readmap *m) {
   napi_value arr;
   uint32_t len;
@@ -66,6 +123,7 @@ static int build_sources(napi_env env, napi_value spec, readmap *m) {
     src->ino = ino;
     pthread_mutex_init(&src->open_lock, NULL);
     m->n_sources = i + 1; /* counted once filled: readmap_free frees what is there */
+    if (has(env, s, "stream") && !build_stream(env, s, src)) return 0;
   }
   return 1;
 }

@@ -142,6 +142,68 @@ static int read_source(readmap *m, uint32_t i, uint64_t pos, char *dst, size_t l
   return 0;
 }
 
+/* Index of the block holding stream position pos (< the stream's length, so one does). */
+static size_t block_at(const rm_stream *st, uint64_t pos) {
+  size_t lo = 0, hi = st->n_blocks;
+  while (hi - lo > 1) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (st->blocks[mid].start <= pos) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* The whole of [pos, pos+len) of fd, which lies within the file's size at open time: 1, or 0
+ * when it cannot be had (an error, or the file shrank). */
+static int pread_whole(int fd, char *dst, size_t len, uint64_t pos) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, dst + done, len - done, (off_t)(pos + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return 0;
+    done += (size_t)n;
+  }
+  return 1;
+}
+
+/*
+ * Read stream bytes [pos, pos+len) of stream source i into dst, block by block: raw blocks in
+ * place, compressed ones through the seek index. Anything this cannot serve (a block the index
+ * has not reached, a damaged block, a failed or short read, bytes past the intact stream) gives
+ * -EAGAIN, never zeros, and uncounted: JavaScript then serves the whole request, and fails it
+ * with the damage's own reason where there is one. Only a file that cannot be opened fails here,
+ * as for any source.
+ */
+static int read_stream(readmap *m, uint32_t i, uint64_t pos, char *dst, size_t len, rm_error *why) {
+  const rm_source *s = &m->sources[i];
+  const rm_stream *st = s->stream;
+  if (pos >= st->length || len > st->length - pos) return -EAGAIN;
+  int fd = readmap_source_fd(m, i, why);
+  if (fd == RM_NOT_NOW) return -EAGAIN;
+  if (fd < 0) return -EIO;
+  size_t k = block_at(st, pos);
+  size_t done = 0;
+  while (done < len) {
+    /* The blocks are contiguous and end at or past st->length (checked when the map was built),
+     * so block k holds pos + done. */
+    const si_block *b = &st->blocks[k++];
+    uint64_t at = pos + done;
+    uint64_t within = at - b->start;
+    size_t n = len - done;
+    if (n > b->size - within) n = (size_t)(b->size - within);
+    if (b->raw) {
+      /* Stored as is: past the file's size at open time it was cut short, which JavaScript reports. */
+      uint64_t from = b->file_offset + within;
+      if (from > s->size || n > s->size - from || !pread_whole(fd, dst + done, n, from)) return -EAGAIN;
+    } else {
+      char reason[SI_REASON];
+      if (si_read_fd(st->index, fd, at, (uint8_t *)dst + done, n, reason) != (int64_t)n) return -EAGAIN;
+    }
+    done += n;
+  }
+  return 0;
+}
+
 /* Index of the first extent that ends after pos (n_extents when none does). */
 static size_t first_extent(const rm_file *f, uint64_t pos) {
   size_t lo = 0, hi = f->n_extents;
@@ -184,7 +246,8 @@ int readmap_read(readmap *m, const rm_file *f, char *buf, size_t size, int64_t o
       memcpy(buf + done, e->bytes + within, (size_t)take);
     } else {
       why->source = e->source;
-      int rc = read_source(m, e->source, e->src_offset + within, buf + done, (size_t)take, why);
+      int rc = m->sources[e->source].stream != NULL ? read_stream(m, e->source, e->src_offset + within, buf + done, (size_t)take, why)
+                                                     : read_source(m, e->source, e->src_offset + within, buf + done, (size_t)take, why);
       if (rc < 0) return rc;
     }
     done += take;
@@ -205,8 +268,10 @@ int readmap_span(const readmap *m, const rm_file *f, size_t size, int64_t offset
   const rm_extent *e = &f->extents[i];
   /* The whole read inside this extent, which holds source bytes... */
   if (e->bytes != NULL || e->start > at || at + n > e->start + e->length) return 0;
-  /* ...that lay within the source when it was opened (past that, the reply is partly zeros). */
+  /* ...of a file as it is (a stream's bytes are decoded)... */
   const rm_source *s = &m->sources[e->source];
+  if (s->stream != NULL) return 0;
+  /* ...that lay within the source when it was opened (past that, the reply is partly zeros). */
   uint64_t from = e->src_offset + (at - e->start);
   if (from > s->size || n > s->size - from) return 0;
   *src = e->source;
@@ -222,6 +287,11 @@ void readmap_free(readmap *m) {
     if (s->fd >= 0) close(s->fd);
     free(s->path);
     pthread_mutex_destroy(&s->open_lock);
+    if (s->stream != NULL) {
+      if (s->stream->index != NULL) si_unref(s->stream->index);
+      free(s->stream->blocks);
+      free(s->stream);
+    }
   }
   for (size_t i = 0; i < m->n_files; i++) {
     rm_file *f = &m->files[i];

@@ -11,6 +11,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "seekindex.h"
+
+/* A compressed memory stream (VMware's block container, docs/format.md) held in a source's
+ * file: the source's positions are then positions in the decoded stream. Raw blocks are read in
+ * place; compressed ones are decoded from the seek index (seekindex.h), which JavaScript's pass
+ * fills while the mount runs. */
+typedef struct {
+  si_index *index;       /* a reference of the map's own, dropped in readmap_free */
+  si_block *blocks;      /* the container's blocks, contiguous from stream position 0 */
+  size_t n_blocks;
+  uint64_t length;       /* bytes of the stream its intact chain describes: reads past it are JavaScript's */
+} rm_stream;
+
 /* An evidence file: a descriptor of our own and its size when the snapshot was opened. Bytes past
  * that size read as zeros (a truncated copy, reported when the snapshot was parsed); bytes before
  * it that can no longer be read fail the read (EIO).
@@ -26,6 +39,7 @@ typedef struct {
   char *path;            /* NULL when the descriptor was handed over */
   uint64_t dev, ino;
   pthread_mutex_t open_lock;
+  rm_stream *stream;     /* NULL: the file's bytes as they are */
 } rm_source;
 
 /* A stretch of a served file: [start, start+length) of the file holds either bytes of a source
@@ -78,11 +92,13 @@ const rm_file *readmap_find(const readmap *m, const char *path);
 
 /* Fill buf with up to `size` bytes of `f` at `offset`, as a FUSE read: the number of bytes
  * (0 past the end), -EIO when a source fails or comes back short (counted, and *why says
- * what failed), or -EAGAIN when a source may not be opened now (RM_NOT_NOW: not counted). */
+ * what failed), or -EAGAIN when a source may not be opened now (RM_NOT_NOW: not counted) or a
+ * stream's bytes cannot be served here (not indexed yet, damaged, unreadable, past its intact
+ * length: not counted; JavaScript serves the whole read and reports what is wrong). */
 int readmap_read(readmap *m, const rm_file *f, char *buf, size_t size, int64_t offset, rm_error *why);
 
 /* Whether the read of `size` bytes at `offset` of f, clamped to the file, lies within one extent
- * of one source and within that source's size at open time: 1 and where (*src, *pos, *len), else
+ * of one source that is not a stream and within that source's size at open time: 1 and where (*src, *pos, *len), else
  * 0. Such a read can be handed on as a piece of the source file (spliced) instead of copied. */
 int readmap_span(const readmap *m, const rm_file *f, size_t size, int64_t offset, uint32_t *src, uint64_t *pos, size_t *len);
 

@@ -1,6 +1,7 @@
 import * as os from 'node:os';
 import type { ChunkSource } from '../cache/pagecache';
 import { loadAddon } from '../io/addon';
+import { BlockStreamSource, type BlockEntry } from '../io/blockstream';
 import type { DirectFile } from '../io/source';
 import type { Extent, Node } from '../tree/nodes';
 import type { Tree } from '../tree/build';
@@ -12,8 +13,10 @@ import type { Tree } from '../tree/build';
  *
  * What goes native is derived from the tree: each file whose `extents` draw only on sources with
  * a `directFd` (the file's bytes as they are, on a local filesystem) or a `directFile` (the same, opened on first read:
- * a VM folder's memory files). Everything else (sources on network shares or
- * FUSE mounts, sources that must be decoded, files made in memory) stays on the JavaScript path.
+ * a VM folder's memory files), or on a compressed memory stream in such a file, which the addon
+ * decodes from the native seek index (seekindex.h) once its pass has reached a block (before, and
+ * for damaged blocks, the addon hands the read to JavaScript). Everything else (sources on network
+ * shares or FUSE mounts, encrypted files, files made in memory) stays on the JavaScript path.
  *
  * VMSSFS_NATIVE=0 turns the native path off (the JavaScript path serves everything);
  * VMSSFS_NATIVE_ADDON=<file> loads that build of the addon instead of the usual ones (tests use
@@ -24,9 +27,19 @@ import type { Tree } from '../tree/build';
 export interface NativeSpec {
   /** Sources the addon may open itself, at most; reads of the others go to JavaScript. */
   maxOpened: number;
-  /** A descriptor the addon dups, or a file it opens itself on first read (a VM folder's). */
-  sources: ({ fd: number; size: number } | { path: string; dev: number; ino: number; size: number })[];
+  /** A descriptor the addon dups, or a file it opens itself on first read (a VM folder's); either may hold a compressed stream. */
+  sources: (({ fd: number; size: number } | { path: string; dev: number; ino: number; size: number }) & Partial<NativeStream>)[];
   files: { path: string; size: number; extents: NativeExtent[] }[];
+}
+/**
+ * A compressed memory stream in a source's file (whose `size` is then the container's): its
+ * extents name stream positions. `stream` is the seek index's native handle, `blocks` the
+ * container's blocks, `length` the bytes its intact chain describes (reads past it are JavaScript's).
+ */
+export interface NativeStream {
+  stream: unknown;
+  blocks: readonly BlockEntry[];
+  length: number;
 }
 export type NativeExtent = { start: number; length: number } & ({ source: number; sourceOffset: number } | { bytes: Buffer });
 
@@ -88,11 +101,21 @@ export function nativeSpec(tree: Tree): { spec: NativeSpec; sources: ChunkSource
   const sourceOf = (src: ChunkSource): number | null => {
     let i = sourceIndex.get(src);
     if (i === undefined) {
-      const fd = src.directFd;
-      const file = fd === undefined ? src.directFile : undefined;
-      if (fd === undefined && file === undefined) return null;
+      // A compressed stream is read from the container file beneath it, when that is a local
+      // file as it is (not decrypted, not fetched) and the addon holds its seek index.
+      const stream = src instanceof BlockStreamSource ? src : null;
+      const handle = stream?.nativeSeekHandle ?? null;
+      if (stream && handle === null) return null;
+      const file: ChunkSource = stream ? stream.container : src;
+      const fd = file.decodes === true ? undefined : file.directFd;
+      const named = fd === undefined && file.decodes !== true ? file.directFile : undefined;
+      if (fd === undefined && named === undefined) return null;
       i = spec.sources.length;
-      spec.sources.push(fd !== undefined ? { fd, size: src.size } : { ...(file as DirectFile), size: src.size });
+      spec.sources.push({
+        ...(fd !== undefined ? { fd } : (named as DirectFile)),
+        size: file.size,
+        ...(stream ? { stream: handle, blocks: stream.blocks, length: stream.decodedSize } : {}),
+      });
       sources.push(src);
       sourceIndex.set(src, i);
     }

@@ -135,6 +135,11 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     return this.seek ? { points: this.seek.count, bytes: this.seek.bytes, done: this.seek.done } : null;
   }
 
+  /** The container file beneath: the native read path reads it itself when it is a local file as it is. */
+  get container(): Source {
+    return this.inner;
+  }
+
   override close(): void {
     this.seek?.stop();
     super.close();

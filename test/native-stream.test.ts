@@ -1,0 +1,167 @@
+import { expect } from 'chai';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { nativeSpec } from '../src/fuse/native';
+import { PageCache } from '../src/cache/pagecache';
+import { openSnapshot } from '../src/evidence/snapshot';
+import { buildTree } from '../src/tree/build';
+import { writeVmFolder, type VmFolder } from './helpers/encrypted';
+import { TestMount } from './helpers/mount';
+import { tempDir } from './helpers/paths';
+import { readRange, sha256File } from './helpers/read';
+import { runCommand } from './helpers/run';
+
+const HELPERS = path.join(__dirname, 'helpers');
+const BLOCK = 256 * 1024;
+
+/** The offset of block k's header in a container. */
+function headerOf(container: Buffer, k: number): number {
+  let pos = 0;
+  for (let i = 0; i < k; i++) pos += 16 + container.readUInt32LE(pos + 8);
+  return pos;
+}
+
+/** The --debug line counting native reads at unmount: reads served, bytes, reads failed. */
+function nativeCounts(stderr: string): { reads: number; bytes: number; failed: number } {
+  const m = /^vmssfs: native reads: (\d+) served \((\d+) bytes, \d+ spliced\), (\d+) failed$/m.exec(stderr);
+  if (!m) throw new Error(`no native read counts in: ${stderr.slice(-2000)}`);
+  return { reads: Number(m[1]), bytes: Number(m[2]), failed: Number(m[3]) };
+}
+
+/** `n` reads of up to 300 KiB at random offsets of a file of `size` bytes, the same for a given seed. */
+function randomPlan(seed: number, size: number, n: number): [number, number][] {
+  let x = seed;
+  const rand = (k: number): number => {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    return x % k;
+  };
+  return Array.from({ length: n }, (): [number, number] => [rand(size), 1 + rand(300_000)]);
+}
+
+/** Concurrent reader processes, each reading its plan of `file`; each range's hash must be the image's. */
+async function readersAgree(file: string, image: Buffer, plans: [number, number][][]): Promise<void> {
+  const results = await Promise.all(plans.map((p) => runCommand(process.execPath, [path.join(HELPERS, 'reader.js'), file, JSON.stringify(p)])));
+  results.forEach((r, i) => {
+    expect(r.code, r.stderr).to.equal(0);
+    const want = (plans[i] as [number, number][]).map(([pos, len]) => createHash('sha256').update(image.subarray(pos, pos + len)).digest('hex'));
+    expect(r.stdout.trim().split('\n'), `reader ${i}`).to.deep.equal(want);
+  });
+}
+
+describe('native read path: compressed memory decoded on libfuse\'s threads from the seek index', function () {
+  this.timeout(180_000);
+  const tmp = tempDir('vmssfs-nstream-');
+  let vm: VmFolder;
+  /** The same memory plain, mounted: what every compressed read must equal. */
+  let p: TestMount | null = null;
+  let image: Buffer;
+  before(async () => {
+    // 16 MiB in 64 blocks, one stored raw, in two runs of guest memory with a hole between.
+    vm = writeVmFolder(tmp.dir, { encrypt: false, compress: true, metaExt: '.vmss', blobPages: 4096, blockSize: BLOCK, rawBlocks: [5],
+      regions: [{ ppn: 0, pageNum: 0, pages: 3072 }, { ppn: 0x1000, pageNum: 3072, pages: 1024 }] });
+    p = await TestMount.start(vm.plain.path);
+    image = await fs.promises.readFile(p.path('physmem.raw'));
+  });
+  after(async () => {
+    await p?.unmount();
+    tmp.cleanup();
+  });
+
+  it('physmem.raw and the views of a compressed local .vmem go native, naming the stream\'s blocks and seek index', () => {
+    const snap = openSnapshot(vm.meta);
+    try {
+      const { spec } = nativeSpec(buildTree(snap, new PageCache({ maxBytes: 1 << 20 })));
+      expect(spec.files.map((f) => f.path)).to.include.members(['/physmem.raw', '/physmem.lime', '/physmem.elf']);
+      const streams = spec.sources.filter((s) => s.stream !== undefined);
+      expect(streams).to.have.length(1);
+      const s = streams[0];
+      expect(s?.size, 'the container\'s size').to.equal(fs.statSync(vm.vmem).size);
+      expect(s?.length, 'the decoded stream\'s').to.equal(4096 * 4096);
+      expect(s?.blocks).to.have.length(64);
+      expect(s?.blocks?.[5]?.raw).to.equal(true);
+    } finally {
+      snap.close();
+    }
+  });
+
+  describe('mounted beside the same memory plain', () => {
+    let z: TestMount;
+    before(async () => {
+      z = await TestMount.start(vm.meta, ['--debug']);
+      // Compressed blocks are served natively once the pass has indexed them: wait for all.
+      expect(await z.stderrShows(/seek index built/, 60_000), z.stderr).to.equal(true);
+    });
+    after(async () => {
+      await z?.unmount();
+    });
+
+    it('physmem.raw, physmem.lime and physmem.elf are byte for byte the plain mount\'s (cmp, sha256)', async () => {
+      const plain = p as TestMount;
+      const cmp = await runCommand('cmp', [z.path('physmem.raw'), plain.path('physmem.raw')]);
+      expect(cmp.code, cmp.stdout + cmp.stderr).to.equal(0);
+      for (const f of ['physmem.lime', 'physmem.elf']) expect(await sha256File(z.path(f)), f).to.equal(await sha256File(plain.path(f)));
+    });
+
+    it('random reads, across block edges, the raw block and the hole, from 8 readers at once', async () => {
+      const edges: [number, number][] = [];
+      for (const k of [1, 4, 5, 6, 47]) edges.push([k * BLOCK - 3000, 6000], [k * BLOCK - 1, 2], [k * BLOCK, 1]);
+      edges.push([3072 * 4096 - 100, 200], [0x1000 * 4096 - 100, 200], [image.length - 10, 10]);
+      for (const [pos, len] of edges) expect((await readRange(z.path('physmem.raw'), pos, len)).equals(image.subarray(pos, pos + len)), `at ${pos}+${len}`).to.equal(true);
+      await readersAgree(z.path('physmem.raw'), image, Array.from({ length: 8 }, (_, i) => randomPlan(1000 + i, image.length, 30)));
+    });
+
+    it('were served natively: --debug counts at least every byte of physmem.raw, none failed', async () => {
+      await z.unmount();
+      const c = nativeCounts(z.stderr);
+      // Every read above came after the index was built, so each went native: the one raw block
+      // alone could not account for this many bytes.
+      expect(c.bytes, z.stderr.slice(-2000)).to.be.at.least(image.length);
+      expect(c.failed).to.equal(0);
+      expect(z.stderr).to.not.match(/EIO/);
+    });
+  });
+
+  describe('damage found by a native read is served by JavaScript: EIO with its reason, never zeros', () => {
+    let m: TestMount | null = null;
+    let copy = '';
+    before(async () => {
+      // The test's own copy of the folder, spoiled once the index is built (below).
+      const dir = path.join(tmp.dir, 'spoiled');
+      fs.mkdirSync(dir);
+      copy = path.join(dir, path.basename(vm.vmem));
+      fs.copyFileSync(vm.meta, path.join(dir, path.basename(vm.meta)));
+      fs.copyFileSync(vm.vmem, copy);
+      m = await TestMount.start(path.join(dir, path.basename(vm.meta)), ['--debug']);
+      expect(await m.stderrShows(/seek index built/, 60_000), m.stderr).to.equal(true);
+    });
+    after(async () => {
+      await m?.unmount();
+    });
+
+    it('a block whose stored bytes changed under the index, and a file cut short since: EIO and the reason logged; the rest still reads', async () => {
+      const mnt = m as TestMount;
+      const z = fs.readFileSync(copy);
+      // Block 2's stored bytes become 0xff (a match whose length runs off the block, from wherever decoding starts).
+      const stored2 = z.readUInt32LE(headerOf(z, 2) + 8);
+      const fd = fs.openSync(copy, 'r+');
+      try {
+        fs.writeSync(fd, Buffer.alloc(stored2, 0xff), 0, stored2, headerOf(z, 2) + 16);
+        // ...and the file ends inside block 40.
+        fs.ftruncateSync(fd, headerOf(z, 40) + 1000);
+      } finally {
+        fs.closeSync(fd);
+      }
+      for (const [pos, why] of [[2 * BLOCK + 70_000, /block 2 .*is damaged/], [40 * BLOCK + 100_000, /block 40 is cut short|cut short/]] as const) {
+        const err = await readRange(mnt.path('physmem.raw'), pos, 4096).then(() => null, (e: NodeJS.ErrnoException) => e);
+        expect(err?.code, `read at ${pos}`).to.equal('EIO');
+        expect(await mnt.stderrShows(why), mnt.stderr.slice(-2000)).to.equal(true);
+      }
+      expect((await readRange(mnt.path('physmem.raw'), 7 * BLOCK, 8192)).equals(image.subarray(7 * BLOCK, 7 * BLOCK + 8192))).to.equal(true);
+      await mnt.unmount();
+      const c = nativeCounts(mnt.stderr);
+      expect(c.reads).to.be.greaterThan(0);
+      expect(c.failed, 'the native path answered none of them EIO itself').to.equal(0);
+    });
+  });
+});
