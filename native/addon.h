@@ -13,6 +13,14 @@ napi_value js_counts(napi_env env, napi_callback_info info);
 napi_value js_fastlz_decode(napi_env env, napi_callback_info info);
 napi_value js_fastlz_decode_async(napi_env env, napi_callback_info info);
 
+/* seekindex_napi.c: the seek index of compressed memory (src/io/seekindex.ts). */
+napi_value js_seek_new(napi_env env, napi_callback_info info);
+napi_value js_seek_add_block_async(napi_env env, napi_callback_info info);
+napi_value js_seek_indexed(napi_env env, napi_callback_info info);
+napi_value js_seek_stats(napi_env env, napi_callback_info info);
+napi_value js_seek_plan(napi_env env, napi_callback_info info);
+napi_value js_seek_decode(napi_env env, napi_callback_info info);
+
 /* crypto_napi.c: encobj pages decrypted with this Node's OpenSSL (src/io/encobj.ts). */
 napi_value js_encobj_decrypt(napi_env env, napi_callback_info info);
 

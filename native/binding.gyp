@@ -5,7 +5,7 @@
   "variables": { "vmssfs_asan%": 0 },
   "targets": [{
     "target_name": "vmssfs_native",
-    "sources": ["addon.c", "crypto_napi.c", "decode_napi.c", "encobj.c", "fastlz.c", "fusemodule.c", "mapspec.c", "napi_args.c", "pending.c", "readmap.c", "splice.c", "stderr_napi.c"],
+    "sources": ["addon.c", "crypto_napi.c", "decode_napi.c", "encobj.c", "fastlz.c", "fusemodule.c", "mapspec.c", "napi_args.c", "pending.c", "readmap.c", "seekindex.c", "seekindex_napi.c", "splice.c", "stderr_napi.c"],
     "include_dirs": ["<!(node -p \"require('fuse-shared-library-linux').include\")"],
     "libraries": ["<!(node -p \"require('fuse-shared-library-linux').lib\")"],
     "defines": ["_FILE_OFFSET_BITS=64"],

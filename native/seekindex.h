@@ -57,14 +57,19 @@ size_t si_bytes(const si_index *ix);
 size_t si_points(const si_index *ix);
 
 /* A read's plan: stream bytes [pos, pos + n) of block k need stored bytes [ip, ip_end) of that
- * block (offsets into its stored bytes). `generation` changes whenever points merge. */
+ * block (offsets into its stored bytes), which decode to stream bytes [out, out_end) (the span
+ * between two points, at most the block). `generation` changes whenever points merge. */
 typedef struct {
   uint32_t k;
   uint64_t pos;
   size_t n;
   uint32_t ip, ip_end;
   uint64_t generation;
+  uint64_t out, out_end;
 } si_plan;
+
+/* The block holding stream byte pos, or -1 past the stream's end. */
+int64_t si_block_at(const si_index *ix, uint64_t pos);
 
 /* Plan a read lying within one compressed, indexed block: 0, or SI_NOT_YET. */
 int si_plan_read(si_index *ix, uint64_t pos, size_t n, si_plan *plan);

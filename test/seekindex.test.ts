@@ -4,7 +4,8 @@ import { guestLikeMemory } from './kit/fastlz-cases';
 import { compressStream } from './kit/fastlz';
 import { CacheBudget } from '../src/cache/budget';
 import { BlockStreamSource } from '../src/io/blockstream';
-import { SeekIndex, SPACING } from '../src/io/seekindex';
+import { type BlockEntry } from '../src/io/container';
+import { type BlockIndex, type IndexHost, NativeSeekIndex, SeekIndex, SPACING } from '../src/io/seekindex';
 import { BufferSource } from '../src/io/source';
 import { writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { TestMount } from './helpers/mount';
@@ -86,31 +87,63 @@ describe('the seek index of compressed memory', function () {
     expect(budget.held).to.be.at.least(held);
   });
 
-  it('held to a smaller allowance, merges its points (wider spacing) and still reads exact', async () => {
-    const blocks = new BlockStreamSource(new BufferSource('z.vmem', stream)).blocks;
-    const allowance = 64 * 1024;
-    let held = 0;
-    const idx = new SeekIndex({
+  /** A host over the stream in memory, counting what the index reserves. */
+  function host(allowance: number, blocks = new BlockStreamSource(new BufferSource('z.vmem', stream)).blocks): IndexHost & { held: number } {
+    const h = {
       blocks,
-      readRaw: (k) => Promise.resolve(Buffer.from(stream.subarray(blocks[k]?.dataOffset, (blocks[k]?.dataOffset ?? 0) + (blocks[k]?.stored ?? 0)))),
-      grow: (n) => (held + n <= allowance ? ((held += n), true) : false),
-      shrink: (n) => void (held -= n),
-    });
-    await idx.build();
-    expect(idx.done).to.equal(true);
-    expect(idx.bytes).to.equal(held);
-    let x = 5;
-    for (let i = 0; i < 100; i++) {
+      allowance,
+      held: 0,
+      readRaw: (k: number) => Promise.resolve(Buffer.from(stream.subarray(blocks[k]?.dataOffset, (blocks[k]?.dataOffset ?? 0) + (blocks[k]?.stored ?? 0)))),
+      reserve: (n: number) => void (h.held += n),
+    };
+    return h;
+  }
+
+  /** 100 random reads of each compressed block through idx, against the plain memory. */
+  async function readsExact(idx: BlockIndex, blocks: readonly BlockEntry[], seed: number, count = 100): Promise<void> {
+    let x = seed;
+    for (let i = 0; i < count; i++) {
       x = (Math.imul(x, 1103515245) + 12345) >>> 0;
       const pos = x % (plain.length - 4096);
       const k = Math.floor(pos / (4 * MiB));
-      const n = Math.min(4096, (k + 1) * 4 * MiB - pos);
+      const n = Math.min(1 + (x % 9000), (k + 1) * 4 * MiB - pos);
       const b = blocks[k];
       if (!b || b.raw) continue;
-      const out = Buffer.alloc(n);
-      await idx.read(k, pos, n, out, 0, (off, len) => Promise.resolve(stream.subarray(b.dataOffset + off, b.dataOffset + off + len)));
-      expect(out.equals(plain.subarray(pos, pos + n)), `read at ${pos}`).to.equal(true);
+      const out = Buffer.alloc(n + 3);
+      await idx.read(k, pos, n, out, 3, (off, len) => Promise.resolve(stream.subarray(b.dataOffset + off, b.dataOffset + off + len)));
+      expect(out.subarray(3).equals(plain.subarray(pos, pos + n)), `read of ${n} at ${pos}`).to.equal(true);
+      const sync = Buffer.alloc(n);
+      idx.readSync(k, pos, n, sync, 0, (off, len) => stream.subarray(b.dataOffset + off, b.dataOffset + off + len));
+      expect(sync.equals(plain.subarray(pos, pos + n)), `synchronous read of ${n} at ${pos}`).to.equal(true);
     }
+  }
+
+  for (const [name, make] of [['JavaScript', (h: IndexHost) => new SeekIndex(h)], ['C', (h: IndexHost) => NativeSeekIndex.create(h)]] as const) {
+    it(`in ${name}, held to a smaller allowance, merges its points (wider spacing) and still reads exact`, async () => {
+      const h = host(64 * 1024);
+      const idx = make(h);
+      if (!idx) throw new Error('the addon has no seek index');
+      await idx.build();
+      expect(idx.done).to.equal(true);
+      expect(idx.bytes).to.equal(h.held);
+      expect(idx.count, 'points merged').to.be.lessThan(plain.length / SPACING / 2);
+      await readsExact(idx, h.blocks, 5);
+    });
+  }
+
+  it('in C, reads the same bytes as the JavaScript index and the plain memory, the zero window at the start included', async () => {
+    const h = host(MiB);
+    const c = NativeSeekIndex.create(h);
+    if (!c) throw new Error('the addon has no seek index');
+    await c.build();
+    expect(c.done).to.equal(true);
+    expect(c.bytes).to.be.greaterThan(0).and.at.most(MiB);
+    expect(h.held).to.equal(c.bytes);
+    // The stream's first bytes are matches into VMware's zeroed window.
+    const first = Buffer.alloc(70_000, 1);
+    await c.read(0, 0, first.length, first, 0, (off, len) => Promise.resolve(stream.subarray(h.blocks[0]!.dataOffset + off, h.blocks[0]!.dataOffset + off + len)));
+    expect(first.equals(plain.subarray(0, first.length))).to.equal(true);
+    await readsExact(c, h.blocks, 77, 300);
   });
 
   describe('mounted', () => {

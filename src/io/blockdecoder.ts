@@ -326,6 +326,11 @@ export class BlockDecoder {
     return raw;
   }
 
+  /** Whether block k is held decoded (a read of it costs a copy). */
+  holds(k: number): boolean {
+    return this.decoded.get(k) !== undefined;
+  }
+
   blockSync(k: number): Buffer {
     const hit = this.decoded.get(k);
     if (hit) return hit;

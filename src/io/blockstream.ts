@@ -3,7 +3,7 @@ import { BlockDecoder } from './blockdecoder';
 import { DecodingLayer } from './layer';
 import { FastLzError, MAX_DISTANCE } from './fastlz';
 import { type BlockEntry, type ContainerIndex, indexContainer } from './container';
-import { SeekIndex } from './seekindex';
+import { type BlockIndex, createSeekIndex } from './seekindex';
 import { type DamagedRange, type Source } from './source';
 
 export { looksLikeBlockStream, type BlockEntry } from './container';
@@ -13,6 +13,9 @@ const DEFAULT_BUDGET = 32 * 1024 * 1024;
 const MIB = 1024 * 1024;
 /** The most memory the seek index may take, as a share of the stream it indexes. */
 const INDEX_SHARE = 0.03;
+/** Until measured: the pass's time per block, and a whole block's decode (tracing back), in ms. */
+const GUESS_PASS_MS = 8;
+const GUESS_DECODE_MS = 15;
 
 /**
  * The decompressed stream of a compressed memory file. Opening reads only the 16-byte headers
@@ -32,8 +35,14 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   readonly storedSize: number;
   size: number;
   private readonly decoder: BlockDecoder;
-  /** The mount's seek index, once started (startIndex), and its pass. */
-  private seek: SeekIndex | null = null;
+  /** The seek index (made at once, its pass started by startIndex), and the pass. */
+  private readonly seek: BlockIndex;
+  private pass: Promise<void> | null = null;
+  private passStarted = 0;
+  private passSeconds = 0;
+  /** Measured, moving averages (ms): the pass's time per block, a whole block's decode. */
+  private passMsPerBlock = GUESS_PASS_MS;
+  private decodeMs = GUESS_DECODE_MS;
   private readonly budget: CacheBudget;
 
   constructor(inner: Source, opts: { budget?: CacheBudget; index?: ContainerIndex } = {}) {
@@ -60,6 +69,21 @@ export class BlockStreamSource extends DecodingLayer implements Source {
       this.damaged.push({ start: this.size, end: this.size, why: `${index.stop}; the stream is decodable only up to byte ${this.size}` });
     }
     this.decoder = new BlockDecoder(inner, this.blocks, budget);
+    // The index's memory, up to INDEX_SHARE of the stream, is counted in the budget as it grows.
+    this.seek = createSeekIndex({
+      blocks: this.blocks,
+      readRaw: (k) => this.decoder.rawAsync(k),
+      allowance: Math.max(MIB, Math.floor(this.decodedSize * INDEX_SHARE)),
+      reserve: (n) => this.budget.reserve(n),
+    });
+  }
+
+  /**
+   * The C seek index's handle, for the native read path (which reads the blocks the pass has
+   * reached through it), or null when the index is JavaScript's (no addon).
+   */
+  get nativeSeekHandle(): object | null {
+    return this.seek.nativeHandle;
   }
 
   /**
@@ -103,36 +127,53 @@ export class BlockStreamSource extends DecodingLayer implements Source {
 
   /**
    * Start the pass that builds the seek index, in the background (the mount does, once it is
-   * up). The index may hold up to INDEX_SHARE of the stream's size, counted in the budget, which
-   * grows by what it holds. Reads of blocks it has reached decode from its points from then on.
+   * up). Reads of blocks it has reached decode from its points from then on.
    */
   startIndex(): Promise<void> {
-    if (this.seek) return Promise.resolve();
-    const allowance = Math.max(MIB, Math.floor(this.decodedSize * INDEX_SHARE));
-    const seek = new SeekIndex({
-      blocks: this.blocks,
-      readRaw: (k) => this.decoder.rawAsync(k),
-      grow: (n) => {
-        if (seek.bytes + n > allowance) return false;
-        this.budget.reserve(n);
-        return true;
-      },
-      shrink: (n) => this.budget.reserve(-n),
-    });
-    this.seek = seek;
-    return seek.build().then(
+    if (this.pass) return this.pass;
+    const seek = this.seek;
+    this.passStarted = performance.now();
+    let last = this.passStarted;
+    let lastIndexed = 0;
+    // The pass's pace, for choosing between waiting for it and decoding a whole block.
+    const pace = setInterval(() => {
+      const now = performance.now();
+      const k = seek.indexed;
+      if (k > lastIndexed) {
+        this.passMsPerBlock = 0.5 * this.passMsPerBlock + 0.5 * ((now - last) / (k - lastIndexed));
+        last = now;
+        lastIndexed = k;
+      }
+    }, 50);
+    pace.unref();
+    this.pass = seek.build().then(
       () => {
         if (seek.failure) this.notes.push(`seek index stopped: ${seek.failure}`);
       },
       (err: unknown) => {
         seek.failure = err instanceof Error ? err.message : String(err);
       },
-    );
+    ).finally(() => {
+      clearInterval(pace);
+      this.passSeconds = (performance.now() - this.passStarted) / 1000;
+    });
+    return this.pass;
   }
 
   /** What the seek index holds (for --debug and the bench), or null before startIndex(). */
-  get indexStats(): { points: number; bytes: number; done: boolean } | null {
-    return this.seek ? { points: this.seek.count, bytes: this.seek.bytes, done: this.seek.done } : null;
+  get indexStats(): { points: number; bytes: number; done: boolean; seconds: number; native: boolean } | null {
+    return this.pass ? { points: this.seek.count, bytes: this.seek.bytes, done: this.seek.done, seconds: this.passSeconds, native: this.seek.nativeHandle !== null } : null;
+  }
+
+  /**
+   * Whether a read of block k, which the pass has not reached, should wait for it rather than
+   * decode the whole block (tracing its history back): when the pass, at its measured pace,
+   * reaches k sooner than a whole block's measured decode takes.
+   */
+  private waitForPass(k: number): boolean {
+    if (!this.seek.running || this.decoder.holds(k)) return false;
+    const ahead = k - this.seek.indexed + 1;
+    return ahead * this.passMsPerBlock <= this.decodeMs;
   }
 
   /** The container file beneath: the native read path reads it itself when it is a local file as it is. */
@@ -141,7 +182,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   }
 
   override close(): void {
-    this.seek?.stop();
+    this.seek.stop();
     super.close();
   }
 
@@ -152,7 +193,8 @@ export class BlockStreamSource extends DecodingLayer implements Source {
       if ((await this.inner.read(buf, at, n, b.dataOffset + within)) < n) throw this.fail(`block ${k} is cut short`);
       return;
     }
-    if (this.seek?.covers(k)) {
+    if (!this.seek.covers(k) && this.waitForPass(k)) await this.seek.reached(k);
+    if (this.seek.covers(k)) {
       try {
         await this.seek.read(k, b.start + within, n, buf, at, async (offset, length) => {
           const raw = Buffer.allocUnsafe(length);
@@ -165,7 +207,10 @@ export class BlockStreamSource extends DecodingLayer implements Source {
       }
       return;
     }
+    const t0 = performance.now();
+    const held = this.decoder.holds(k);
     await this.decoder.withBlockAsync(k, (block) => block.copy(buf, at, within, within + n));
+    if (!held) this.decodeMs = 0.7 * this.decodeMs + 0.3 * (performance.now() - t0);
   }
 
   /** readSpan, synchronously (the page cache reads a source that reads in place this way). */
@@ -178,7 +223,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     };
     if (b.raw) {
       stored(within, n, buf, at);
-    } else if (this.seek?.covers(k)) {
+    } else if (this.seek.covers(k)) {
       try {
         this.seek.readSync(k, b.start + within, n, buf, at, stored);
       } catch (err) {

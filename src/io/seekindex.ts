@@ -16,6 +16,7 @@
  * The index lives in memory only, within an allowance the caller gives; past it, the spacing
  * doubles and the points recorded so far are merged pairwise.
  */
+import { loadAddon } from './addon';
 import { type BlockEntry } from './container';
 import { FastLzError, MAX_DISTANCE } from './fastlz';
 import { decodeBlock, decodeBlockAsync } from './native-decoder';
@@ -183,13 +184,56 @@ export interface IndexHost {
   readonly blocks: readonly BlockEntry[];
   /** Block k's stored bytes (a buffer of the caller's own, not reused). */
   readRaw(k: number): Promise<Buffer>;
-  /** Room for `bytes` more of index: false when the allowance is spent. */
-  grow(bytes: number): boolean;
-  /** Give back room after merging points. */
-  shrink(bytes: number): void;
+  /** The most bytes of points and windows the index may hold (past it, points merge). */
+  readonly allowance: number;
+  /** The index grew by `bytes` (shrank, when negative): the caller counts it in its budget. */
+  reserve(bytes: number): void;
 }
 
-export class SeekIndex {
+/** Reads the stored bytes [offset, offset + length) of the block being read. */
+export type ReadStored = (offset: number, length: number) => Promise<Buffer>;
+export type ReadStoredSync = (offset: number, length: number) => Buffer;
+
+/** What BlockStreamSource asks of a seek index, in JavaScript or in C. */
+export interface BlockIndex {
+  readonly bytes: number;
+  readonly count: number;
+  readonly done: boolean;
+  failure: string | null;
+  /** The C index's handle for the native read path (seekindex_napi.c), or null. */
+  readonly nativeHandle: object | null;
+  covers(k: number): boolean;
+  /** Resolves once block k is covered or the pass has ended (then covers(k) may stay false). */
+  reached(k: number): Promise<void>;
+  /** Blocks indexed so far. */
+  readonly indexed: number;
+  /** Whether the pass is running (started, not ended). */
+  readonly running: boolean;
+  stop(): void;
+  build(): Promise<void>;
+  read(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStored): Promise<void>;
+  readSync(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStoredSync): void;
+}
+
+/** Waiters for blocks to be reached, woken as the pass goes and when it ends. */
+class Waiters {
+  private list: { k: number; wake: () => void }[] = [];
+  wait(k: number): Promise<void> {
+    return new Promise((wake) => this.list.push({ k, wake }));
+  }
+  /** Wake those waiting for blocks below `indexed` (all when the pass ended). */
+  wake(indexed: number, ended: boolean): void {
+    if (this.list.length === 0) return;
+    const keep: typeof this.list = [];
+    for (const w of this.list) {
+      if (ended || w.k < indexed) w.wake();
+      else keep.push(w);
+    }
+    this.list = keep;
+  }
+}
+
+export class SeekIndex implements BlockIndex {
   private readonly points: Point[] = [];
   /** Compressed blocks fully indexed: their points are all recorded (raw blocks need none). */
   private indexedBlocks = 0;
@@ -201,8 +245,25 @@ export class SeekIndex {
   /** Why the pass stopped before the end (a damaged block), or null. */
   failure: string | null = null;
   done = false;
+  running = false;
+  readonly nativeHandle = null;
+  private readonly waiters = new Waiters();
 
   constructor(private readonly host: IndexHost) {}
+
+  get indexed(): number {
+    return this.indexedBlocks;
+  }
+
+  reached(k: number): Promise<void> {
+    return this.covers(k) || !this.running ? Promise.resolve() : this.waiters.wait(k);
+  }
+
+  private grow(n: number): boolean {
+    if (this.heldBytes + n > this.host.allowance) return false;
+    this.host.reserve(n);
+    return true;
+  }
 
   /** Bytes of memory the index holds. */
   get bytes(): number {
@@ -224,6 +285,16 @@ export class SeekIndex {
 
   /** The pass over the stream; resolves when done, stopped, or halted by a damaged block. */
   async build(): Promise<void> {
+    this.running = true;
+    try {
+      await this.pass();
+    } finally {
+      this.running = false;
+      this.waiters.wake(this.indexedBlocks, true);
+    }
+  }
+
+  private async pass(): Promise<void> {
     const blocks = this.host.blocks;
     // The stream's last MAX_DISTANCE bytes before the block being indexed: zeros before the start.
     let history = Buffer.alloc(MAX_DISTANCE);
@@ -262,13 +333,14 @@ export class SeekIndex {
       }
       history = Buffer.from(buf.subarray(buf.length - MAX_DISTANCE));
       this.indexedBlocks = k + 1;
+      this.waiters.wake(this.indexedBlocks, false);
     }
     this.done = !this.stopped;
   }
 
   private add(p: Point): void {
     const cost = p.window.length + POINT_COST;
-    while (!this.host.grow(cost)) {
+    while (!this.grow(cost)) {
       if (!this.thin()) {
         // Nothing left to merge (absurdly small allowance): the point is kept over it.
         break;
@@ -308,7 +380,7 @@ export class SeekIndex {
     if (kept.length === this.points.length) return false;
     this.points.splice(0, this.points.length, ...kept);
     this.heldBytes = held;
-    this.host.shrink(before - held);
+    this.host.reserve(held - before);
     this.spacing *= 2;
     return true;
   }
@@ -361,7 +433,7 @@ export class SeekIndex {
    * nearest point before to the first point after; `readStored(offset, length)` reads the
    * block's stored bytes. Throws FastLzError when the tokens there are damaged.
    */
-  async read(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: (offset: number, length: number) => Promise<Buffer>): Promise<void> {
+  async read(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStored): Promise<void> {
     for (;;) {
       const sp = this.span(k, pos, n);
       const input = await readStored(sp.ip, sp.ipEnd - sp.ip);
@@ -372,8 +444,158 @@ export class SeekIndex {
   }
 
   /** read(), synchronously (a source read in place). */
-  readSync(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: (offset: number, length: number) => Buffer): void {
+  readSync(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStoredSync): void {
     const sp = this.span(k, pos, n);
     this.decodeSpan(sp, readStored(sp.ip, sp.ipEnd - sp.ip), pos, n, dst, at);
   }
+}
+
+/** The C index's functions (native/seekindex_napi.c). */
+interface SeekAddon {
+  seekNew(blocks: readonly BlockEntry[], allowance: number): object;
+  seekAddBlockAsync(h: object, k: number, stored: Buffer): Promise<void>;
+  seekIndexed(h: object): number;
+  seekStats(h: object): { points: number; bytes: number; indexed: number };
+  seekPlan(h: object, pos: number, n: number): number[] | null;
+  seekDecode(h: object, pos: number, n: number, plan: number[], stored: Buffer, dst: Buffer, dstAt: number): number | 'replan';
+}
+
+function seekAddon(): SeekAddon | null {
+  const lib = loadAddon();
+  const a = lib.exports as Partial<Record<keyof SeekAddon, unknown>> | null;
+  return a && typeof a.seekNew === 'function' && typeof a.seekDecode === 'function' ? (a as unknown as SeekAddon) : null;
+}
+
+/** The addon reports damage with this code, its message the reason. */
+function isDamage(err: unknown): err is Error {
+  return err instanceof Error && (err as NodeJS.ErrnoException).code === 'VMSSFS_FASTLZ_DAMAGED';
+}
+
+/**
+ * The seek index in C (native/seekindex.c), the same contract as SeekIndex: the pass hands each
+ * block's stored bytes to the thread pool, which decodes it and records its points there, off
+ * the event loop, while the next block's stored bytes are read. The handle is shared with the
+ * native read path, whose libfuse threads read through the index without JavaScript.
+ */
+export class NativeSeekIndex implements BlockIndex {
+  failure: string | null = null;
+  done = false;
+  running = false;
+  private stopped = false;
+  private held = 0;
+  private readonly waiters = new Waiters();
+
+  private constructor(private readonly host: IndexHost, private readonly addon: SeekAddon, readonly nativeHandle: object) {}
+
+  /** The C index for this host, or null without the addon (or a table it refuses). */
+  static create(host: IndexHost): NativeSeekIndex | null {
+    const addon = seekAddon();
+    if (!addon || host.blocks.length === 0) return null;
+    try {
+      return new NativeSeekIndex(host, addon, addon.seekNew(host.blocks, host.allowance));
+    } catch {
+      return null;
+    }
+  }
+
+  get bytes(): number {
+    return this.addon.seekStats(this.nativeHandle).bytes;
+  }
+
+  get count(): number {
+    return this.addon.seekStats(this.nativeHandle).points;
+  }
+
+  get indexed(): number {
+    return this.addon.seekIndexed(this.nativeHandle);
+  }
+
+  covers(k: number): boolean {
+    return k < this.addon.seekIndexed(this.nativeHandle);
+  }
+
+  reached(k: number): Promise<void> {
+    return this.covers(k) || !this.running ? Promise.resolve() : this.waiters.wait(k);
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  async build(): Promise<void> {
+    if (this.running || this.done) return;
+    this.running = true;
+    try {
+      await this.pass();
+    } finally {
+      this.running = false;
+      this.waiters.wake(this.indexed, true);
+    }
+  }
+
+  private async pass(): Promise<void> {
+    const blocks = this.host.blocks;
+    let next: Promise<Buffer> | null = this.host.readRaw(0);
+    for (let k = 0; k < blocks.length && next; k++) {
+      const stored: Buffer = await next;
+      // Block k + 1's stored bytes are read while block k is indexed on the thread pool.
+      next = k + 1 < blocks.length && !this.stopped ? this.host.readRaw(k + 1) : null;
+      if (this.stopped) break;
+      try {
+        await this.addon.seekAddBlockAsync(this.nativeHandle, k, stored);
+      } catch (err) {
+        next?.catch(() => undefined);
+        if (!isDamage(err)) throw err;
+        const b = blocks[k] as BlockEntry;
+        this.failure = `block ${k} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${err.message}`;
+        return;
+      }
+      const bytes = this.bytes;
+      this.host.reserve(bytes - this.held);
+      this.held = bytes;
+      this.waiters.wake(k + 1, false);
+    }
+    next?.catch(() => undefined);
+    this.done = !this.stopped && this.indexed === blocks.length;
+  }
+
+  private decode(pos: number, n: number, plan: number[], input: Buffer, dst: Buffer, at: number): boolean {
+    let r: number | 'replan';
+    try {
+      r = this.addon.seekDecode(this.nativeHandle, pos, n, plan, input, dst, at);
+    } catch (err) {
+      if (isDamage(err)) throw new FastLzError(err.message);
+      throw err;
+    }
+    return r !== 'replan';
+  }
+
+  private plan(pos: number, n: number): number[] {
+    const plan = this.addon.seekPlan(this.nativeHandle, pos, n);
+    if (!plan) throw new Error(`the seek index does not cover stream bytes ${pos}-${pos + n}`);
+    return plan;
+  }
+
+  async read(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStored): Promise<void> {
+    void k;
+    for (;;) {
+      const plan = this.plan(pos, n);
+      const input = await readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number));
+      // Points may have merged meanwhile: the C side then says to plan again.
+      if (this.decode(pos, n, plan, input, dst, at)) return;
+    }
+  }
+
+  readSync(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStoredSync): void {
+    void k;
+    for (;;) {
+      const plan = this.plan(pos, n);
+      if (this.decode(pos, n, plan, readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number)), dst, at)) return;
+    }
+  }
+}
+
+/** The seek index for a stream: in C when the addon is there, else in JavaScript. */
+export function createSeekIndex(host: IndexHost): BlockIndex {
+  return NativeSeekIndex.create(host) ?? new SeekIndex(host);
 }
