@@ -2,7 +2,9 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { nativeSpec } from '../src/fuse/native';
+import { loadNative, nativeSpec, type NativeSpec } from '../src/fuse/native';
+import { BlockStreamSource } from '../src/io/blockstream';
+import { SourceFile } from '../src/io/source';
 import { PageCache } from '../src/cache/pagecache';
 import { openSnapshot } from '../src/evidence/snapshot';
 import { buildTree } from '../src/tree/build';
@@ -82,6 +84,59 @@ describe('native read path: compressed memory decoded on libfuse\'s threads from
       expect(s?.blocks?.[5]?.raw).to.equal(true);
     } finally {
       snap.close();
+    }
+  });
+
+  it('an encrypted VM\'s compressed memory stays on the JavaScript path', () => {
+    const enc = writeVmFolder(path.join(tmp.dir, 'enc'), { encrypt: true, compress: true, blobPages: 256, blockSize: BLOCK, rounds: 500 });
+    const key = Buffer.from(enc.keyHex as string, 'hex');
+    const snap = openSnapshot(enc.meta, { keys: { dataKey: () => key, info: null } });
+    try {
+      const { spec } = nativeSpec(buildTree(snap, new PageCache({ maxBytes: 1 << 20 })));
+      expect(spec.files.map((f) => f.path)).to.not.include('/physmem.raw');
+      expect(spec.sources.filter((s) => s.stream !== undefined)).to.have.length(0);
+    } finally {
+      snap.close();
+    }
+  });
+
+  it('the addon checks a stream source\'s blocks, length and handle, one clear error each', () => {
+    const lib = loadNative({});
+    if (!lib.addon) throw new Error('addon not loaded');
+    const addon = lib.addon;
+    const file = SourceFile.open(vm.vmem);
+    const stream = new BlockStreamSource(file);
+    try {
+      const handle = stream.nativeSeekHandle;
+      expect(handle, 'the addon makes the index').to.not.equal(null);
+      const good = (): NativeSpec => ({
+        maxOpened: 1,
+        sources: [{ fd: file.fd, size: file.size, stream: handle, blocks: stream.blocks.map((b) => ({ ...b })), length: stream.decodedSize }],
+        files: [{ path: '/physmem.raw', size: stream.decodedSize, extents: [{ start: 0, length: stream.decodedSize, source: 0, sourceOffset: 0 }] }],
+      });
+      addon.discard(addon.prepare(good(), () => undefined));
+      type Block = { dataOffset: number; stored: number; start: number; size: number; raw: boolean };
+      const block = (s: NativeSpec, k: number): Block => (s.sources[0]?.blocks as Block[])[k] as Block;
+      const bad: [string, (s: NativeSpec) => void, RegExp][] = [
+        ['a gap between blocks', (s) => (block(s, 3).start += 1), /blocks must follow on from 0/],
+        ['a first block not at 0', (s) => (block(s, 0).start = 4096), /blocks must follow on from 0/],
+        ['stored bytes past the block\'s size', (s) => (block(s, 1).stored = block(s, 1).size + 1), /blocks must follow on/],
+        ['a raw block stored shorter than its size', (s) => (block(s, 5).stored -= 1), /\(raw: its size\)/],
+        ['an empty block', (s) => (block(s, 7).size = 0), /blocks must follow on/],
+        ['a negative offset in the file', (s) => (block(s, 2).dataOffset = -1), /dataOffset = -1 is not an integer/],
+        ['a size past 32 bits', (s) => (block(s, 2).size = 2 ** 32), /size = 4.29497e\+09 is not an integer in \[0, 4294967295\]/],
+        ['raw that is not a boolean', (s) => ((block(s, 2) as unknown as { raw: number }).raw = 1), /raw is not a boolean/],
+        ['a length past the blocks', (s) => ((s.sources[0] as { length: number }).length = stream.decodedSize + 1), /length = \S+ is not an integer in \[0, 16777216\]/],
+        ['blocks that are not an array', (s) => ((s.sources[0] as { blocks: unknown }).blocks = {}), /blocks is not an array/],
+        ['a handle that is not a seek index', (s) => ((s.sources[0] as { stream: unknown }).stream = {}), /not a seek index handle/],
+      ];
+      for (const [what, spoil, message] of bad) {
+        const spec = good();
+        spoil(spec);
+        expect(() => addon.prepare(spec, () => undefined), what).to.throw(message);
+      }
+    } finally {
+      stream.close();
     }
   });
 
