@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "addon.h"
+#include "encobj.h"
 #include "fusemodule.h"
 #include "napi_args.h"
 #include "pending.h"
@@ -37,10 +38,32 @@ static int get_bool(napi_env env, napi_value obj, const char *key, bool *out) {
   return 1;
 }
 
+/* An encrypted stream's {encobj: {key, header, plainSize}}: the data files' key (32 bytes), where
+ * the pages begin, and the plaintext they hold, which must fit the file's whole pages. */
+static int build_encobj(napi_env env, napi_value s, uint64_t file_size, rm_stream *st) {
+  napi_value e, k;
+  bool is_buffer = false;
+  void *key;
+  size_t key_len;
+  uint64_t header, plain_size;
+  if (napi_get_named_property(env, s, "encobj", &e) != napi_ok || napi_get_named_property(env, e, "key", &k) != napi_ok ||
+      napi_is_buffer(env, k, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, k, &key, &key_len) != napi_ok || key_len != 32)
+    return fail(env, "vmssfs native: an encrypted stream's key must be a Buffer of 32 bytes");
+  if (!get_uint(env, e, "header", file_size, &header) ||
+      !get_uint(env, e, "plainSize", (file_size - header) / ENCOBJ_PAGE * ENCOBJ_DATA, &plain_size))
+    return 0;
+  st->enc = calloc(1, sizeof *st->enc);
+  if (st->enc == NULL) return fail(env, "vmssfs native: out of memory");
+  memcpy(st->enc->key, key, 32);
+  st->enc->header = header;
+  st->enc->plain_size = plain_size;
+  return 1;
+}
+
 /* A stream source's {stream, blocks, length}: the seek index's handle (JavaScript's), the
  * container's blocks as container.ts found them ([{dataOffset, stored, start, size, raw}]), and
- * the bytes of the stream its intact chain describes. What is filled in is freed by
- * readmap_free, whatever fails. */
+ * the bytes of the stream its intact chain describes; and, for a stream inside an encrypted
+ * container, {encobj} (build_encobj). What is filled in is freed by readmap_free, whatever fails. */
 static int build_stream(napi_env env, napi_value s, rm_source *src) {
   rm_stream *st = calloc(1, sizeof *st);
   if (st == NULL) return fail(env, "vmssfs native: out of memory");
@@ -68,6 +91,7 @@ static int build_stream(napi_env env, napi_value s, rm_source *src) {
     end = start + size; /* start < 2^63, size < 2^32: no overflow */
   }
   if (!get_uint(env, s, "length", end, &st->length)) return 0;
+  if (has(env, s, "encobj") && !build_encobj(env, s, src->size, st)) return 0;
   if (napi_get_named_property(env, s, "stream", &handle) != napi_ok) return fail(env, "vmssfs native: bad stream handle");
   st->index = si_unwrap(env, handle);
   if (st->index == NULL) {

@@ -1,6 +1,7 @@
 /* The native read: see readmap.h. */
 #define _GNU_SOURCE
 #include "readmap.h"
+#include "encobj.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -166,6 +167,47 @@ static int pread_whole(int fd, char *dst, size_t len, uint64_t pos) {
   return 1;
 }
 
+/* Container bytes [from, from+n) as the stream reads them: in place, or decrypted from the
+ * encobj pages that hold them. 1, or 0 when they cannot be had (past the file's size at open,
+ * a failed or short read, OpenSSL failing). */
+static int read_stored(const rm_source *s, int fd, uint64_t from, size_t n, uint8_t *dst) {
+  const rm_encobj *e = s->stream->enc;
+  if (e == NULL) return from <= s->size && n <= s->size - from && pread_whole(fd, (char *)dst, n, from);
+  if (n == 0) return 1;
+  if (from > e->plain_size || n > e->plain_size - from) return 0;
+  /* plain_size fits the file's whole pages (checked when the map was built): so do these. */
+  uint64_t first = from / ENCOBJ_DATA, last = (from + n - 1) / ENCOBJ_DATA;
+  size_t pages = (size_t)(last - first + 1);
+  uint8_t *raw = malloc(pages * ENCOBJ_PAGE);
+  if (raw == NULL) return 0;
+  int ok = pread_whole(fd, (char *)raw, pages * ENCOBJ_PAGE, e->header + first * ENCOBJ_PAGE) &&
+           encobj_decrypt(e->key, raw, pages, (size_t)(from - first * ENCOBJ_DATA), n, dst) == 0;
+  free(raw);
+  return ok;
+}
+
+/* Stream bytes [pos, pos+n) of compressed block k of an encrypted stream: planned from the seek
+ * index, the stored bytes decrypted here, decoded by the index. n, or an SI_ code. */
+static int64_t read_decrypted(const rm_source *s, int fd, size_t k, uint64_t pos, uint8_t *dst, size_t n) {
+  const rm_stream *st = s->stream;
+  char reason[SI_REASON];
+  /* Points merge a handful of times over a whole pass: a few replans at most. */
+  for (int attempt = 0; attempt < 64; attempt++) {
+    si_plan plan;
+    int rc = si_plan_read(st->index, pos, n, &plan);
+    if (rc != 0) return rc;
+    const si_block *b = &st->blocks[k];
+    if (plan.k != k || plan.ip > plan.ip_end || plan.ip_end > b->stored) return SI_IO;
+    size_t len = plan.ip_end - plan.ip;
+    uint8_t *stored = malloc(len ? len : 1);
+    int64_t d = SI_IO;
+    if (stored != NULL && read_stored(s, fd, b->file_offset + plan.ip, len, stored)) d = si_decode(st->index, &plan, stored, dst, reason);
+    free(stored);
+    if (d != SI_REPLAN) return d;
+  }
+  return SI_IO;
+}
+
 /*
  * Read stream bytes [pos, pos+len) of stream source i into dst, block by block: raw blocks in
  * place, compressed ones through the seek index. Anything this cannot serve (a block the index
@@ -186,20 +228,23 @@ static int read_stream(readmap *m, uint32_t i, uint64_t pos, char *dst, size_t l
   while (done < len) {
     /* The blocks are contiguous and end at or past st->length (checked when the map was built),
      * so block k holds pos + done. */
-    const si_block *b = &st->blocks[k++];
+    const si_block *b = &st->blocks[k];
     uint64_t at = pos + done;
     uint64_t within = at - b->start;
     size_t n = len - done;
     if (n > b->size - within) n = (size_t)(b->size - within);
+    uint8_t *out = (uint8_t *)dst + done;
     if (b->raw) {
       /* Stored as is: past the file's size at open time it was cut short, which JavaScript reports. */
-      uint64_t from = b->file_offset + within;
-      if (from > s->size || n > s->size - from || !pread_whole(fd, dst + done, n, from)) return -EAGAIN;
+      if (!read_stored(s, fd, b->file_offset + within, n, out)) return -EAGAIN;
+    } else if (st->enc != NULL) {
+      if (read_decrypted(s, fd, k, at, out, n) != (int64_t)n) return -EAGAIN;
     } else {
       char reason[SI_REASON];
-      if (si_read_fd(st->index, fd, at, (uint8_t *)dst + done, n, reason) != (int64_t)n) return -EAGAIN;
+      if (si_read_fd(st->index, fd, at, out, n, reason) != (int64_t)n) return -EAGAIN;
     }
     done += n;
+    k++;
   }
   return 0;
 }
@@ -288,6 +333,10 @@ void readmap_free(readmap *m) {
     free(s->path);
     pthread_mutex_destroy(&s->open_lock);
     if (s->stream != NULL) {
+      if (s->stream->enc != NULL) {
+        explicit_bzero(s->stream->enc->key, sizeof s->stream->enc->key);
+        free(s->stream->enc);
+      }
       if (s->stream->index != NULL) si_unref(s->stream->index);
       free(s->stream->blocks);
       free(s->stream);

@@ -13,11 +13,21 @@
 
 #include "seekindex.h"
 
+/* An encrypted container (VMware's encobj, docs/format.md) beneath a stream: its pages of 4096
+ * bytes begin `header` bytes into the file, each holding 4064 bytes of plaintext; the stream's
+ * stored bytes are plaintext positions, decrypted here with the data files' key. */
+typedef struct {
+  uint8_t key[32];       /* wiped in readmap_free */
+  uint64_t header;
+  uint64_t plain_size;   /* plaintext bytes the file's whole pages hold, at most (checked) */
+} rm_encobj;
+
 /* A compressed memory stream (VMware's block container, docs/format.md) held in a source's
  * file: the source's positions are then positions in the decoded stream. Raw blocks are read in
  * place; compressed ones are decoded from the seek index (seekindex.h), which JavaScript's pass
  * fills while the mount runs. */
 typedef struct {
+  rm_encobj *enc;        /* NULL: the stored bytes lie in the file as they are */
   si_index *index;       /* a reference of the map's own, dropped in readmap_free */
   si_block *blocks;      /* the container's blocks, contiguous from stream position 0 */
   size_t n_blocks;

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadNative, nativeSpec, type NativeSpec } from '../src/fuse/native';
+import { loadNative, nativeSpec, type NativeSpec, type NativeStream } from '../src/fuse/native';
 import { BlockStreamSource } from '../src/io/blockstream';
 import { SourceFile } from '../src/io/source';
 import { PageCache } from '../src/cache/pagecache';
@@ -87,17 +87,46 @@ describe('native read path: compressed memory decoded on libfuse\'s threads from
     }
   });
 
-  it('an encrypted VM\'s compressed memory stays on the JavaScript path', () => {
-    const enc = writeVmFolder(path.join(tmp.dir, 'enc'), { encrypt: true, compress: true, blobPages: 256, blockSize: BLOCK, rounds: 500 });
-    const key = Buffer.from(enc.keyHex as string, 'hex');
-    const snap = openSnapshot(enc.meta, { keys: { dataKey: () => key, info: null } });
-    try {
-      const { spec } = nativeSpec(buildTree(snap, new PageCache({ maxBytes: 1 << 20 })));
-      expect(spec.files.map((f) => f.path)).to.not.include('/physmem.raw');
-      expect(spec.sources.filter((s) => s.stream !== undefined)).to.have.length(0);
-    } finally {
-      snap.close();
-    }
+  describe('an encrypted VM\'s compressed memory', () => {
+    let enc: VmFolder;
+    let m: TestMount | null = null;
+    before(() => {
+      enc = writeVmFolder(path.join(tmp.dir, 'enc'), { encrypt: true, compress: true, blobPages: 2048, blockSize: BLOCK, rawBlocks: [3], rounds: 500 });
+    });
+    after(async () => {
+      await m?.unmount();
+    });
+
+    it('goes native with the key, beneath the stream: its stored bytes are decrypted in the addon', () => {
+      const key = Buffer.from(enc.keyHex as string, 'hex');
+      const snap = openSnapshot(enc.meta, { keys: { dataKey: () => key, info: null } });
+      try {
+        const { spec } = nativeSpec(buildTree(snap, new PageCache({ maxBytes: 1 << 20 })));
+        expect(spec.files.map((f) => f.path)).to.include('/physmem.raw');
+        const streams = spec.sources.filter((s) => s.stream !== undefined);
+        expect(streams).to.have.length(1);
+        expect(streams[0]?.size, 'the encrypted file\'s size').to.equal(fs.statSync(enc.vmem).size);
+        expect(streams[0]?.encobj?.key.equals(key)).to.equal(true);
+        expect(streams[0]?.encobj?.header).to.equal(4096);
+      } finally {
+        snap.close();
+      }
+    });
+
+    it('reads byte for byte as the plaintext, natively once indexed, from 8 readers at once', async () => {
+      m = await TestMount.start(enc.meta, ['--key', enc.keyHex as string, '--debug']);
+      expect(await m.stderrShows(/seek index built/, 60_000), m.stderr.slice(-2000)).to.equal(true);
+      const want = fs.readFileSync(enc.plain.vmemPath as string);
+      expect(await sha256File(m.path('physmem.raw'))).to.equal(createHash('sha256').update(want).digest('hex'));
+      for (const [pos, len] of [[3 * BLOCK - 5000, 10_000], [4 * BLOCK - 1, 2], [want.length - 100, 100]] as const) {
+        expect((await readRange(m.path('physmem.raw'), pos, len)).equals(want.subarray(pos, pos + len)), `at ${pos}+${len}`).to.equal(true);
+      }
+      await readersAgree(m.path('physmem.raw'), want, Array.from({ length: 8 }, (_, i) => randomPlan(2000 + i, want.length, 20)));
+      await m.unmount();
+      const c = nativeCounts(m.stderr);
+      expect(c.bytes, m.stderr.slice(-2000)).to.be.at.least(want.length);
+      expect(c.failed).to.equal(0);
+    });
   });
 
   it('the addon checks a stream source\'s blocks, length and handle, one clear error each', () => {
@@ -128,6 +157,9 @@ describe('native read path: compressed memory decoded on libfuse\'s threads from
         ['raw that is not a boolean', (s) => ((block(s, 2) as unknown as { raw: number }).raw = 1), /raw is not a boolean/],
         ['a length past the blocks', (s) => ((s.sources[0] as { length: number }).length = stream.decodedSize + 1), /length = \S+ is not an integer in \[0, 16777216\]/],
         ['blocks that are not an array', (s) => ((s.sources[0] as { blocks: unknown }).blocks = {}), /blocks is not an array/],
+        ['a key that is not 32 bytes', (s) => ((s.sources[0] as NativeStream).encobj = { key: Buffer.alloc(16), header: 4096, plainSize: 0 }), /key must be a Buffer of 32 bytes/],
+        ['plaintext past the file\'s whole pages', (s) => ((s.sources[0] as NativeStream).encobj = { key: Buffer.alloc(32), header: 4096, plainSize: file.size }), /plainSize = \S+ is not an integer in \[0, \d+\]/],
+        ['pages beginning past the file', (s) => ((s.sources[0] as NativeStream).encobj = { key: Buffer.alloc(32), header: file.size + 1, plainSize: 0 }), /header = \S+ is not an integer/],
         ['a handle that is not a seek index', (s) => ((s.sources[0] as { stream: unknown }).stream = {}), /not a seek index handle/],
       ];
       for (const [what, spoil, message] of bad) {

@@ -422,7 +422,7 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
       expect(f.stderr).to.match(/native reads: [1-9]\d* served .*, [1-9]\d* failed/);
     });
 
-    it('serves a compressed stream from the seek index: random reads before and after the index, sequential and concurrent readers, a damaged block handed to JavaScript, with no memory error', async () => {
+    it('serves a compressed stream from the seek index, plain and encrypted: random reads before and after the index, sequential and concurrent readers, a damaged block handed to JavaScript, with no memory error', async () => {
       const root = scratch.named('asan-zip');
       fs.mkdirSync(root);
       const BLOCK = 256 * 1024;
@@ -470,6 +470,26 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
       const served = /native reads: (\d+) served \((\d+) bytes, \d+ spliced\), 0 failed/.exec(m.stderr);
       expect(served, m.stderr.slice(-2000)).to.not.equal(null);
       expect(Number(served?.[2]), 'the sequential reads went native').to.be.at.least(2 * image.length);
+
+      // The same memory encrypted: the addon decrypts the stored bytes it reads.
+      const encRoot = scratch.named('asan-zip-enc');
+      fs.mkdirSync(encRoot);
+      const ev = writeVmFolder(encRoot, { encrypt: true, compress: true, blobPages: 1024, blockSize: BLOCK, rawBlocks: [1], rounds: 500 });
+      const encImage = fs.readFileSync(ev.plain.vmemPath as string);
+      const e = await TestMount.start(ev.meta, ['--key', ev.keyHex as string, '--debug'], asanEnv);
+      try {
+        expect(await e.stderrShows(/seek index built/, 90_000), e.stderr.slice(-2000)).to.equal(true);
+        expect(await sha256File(e.path('physmem.raw'))).to.equal(hash(encImage));
+        x = 99;
+        const encPlans = Array.from({ length: 4 }, () => plan().map(([pos, len]): [number, number] => [pos % encImage.length, len]));
+        const encReaders = await Promise.all(encPlans.map((p) => runCommand(process.execPath, [path.join(HELPERS, 'reader.js'), e.path('physmem.raw'), JSON.stringify(p)])));
+        encReaders.forEach((r, i) => expect(r.stdout.trim().split('\n'), r.stderr).to.deep.equal((encPlans[i] as [number, number][]).map(([pos, len]) => hash(encImage.subarray(pos, pos + len)))));
+      } finally {
+        await e.unmount();
+      }
+      expect(await e.waitExit(), e.stderr.slice(-3000)).to.equal(0);
+      expect(e.stderr).to.not.match(/AddressSanitizer|LeakSanitizer/);
+      expect(e.stderr).to.match(/native reads: [1-9]\d* served \(\d+ bytes, \d+ spliced\), 0 failed/);
     });
 
     it('decodes intact and damaged FastLZ blocks, sync and on the thread pool, with no memory error', async () => {

@@ -2,6 +2,7 @@ import * as os from 'node:os';
 import type { ChunkSource } from '../cache/pagecache';
 import { loadAddon } from '../io/addon';
 import { BlockStreamSource, type BlockEntry } from '../io/blockstream';
+import { EncObjSource } from '../io/encobj';
 import type { DirectFile } from '../io/source';
 import type { Extent, Node } from '../tree/nodes';
 import type { Tree } from '../tree/build';
@@ -15,8 +16,9 @@ import type { Tree } from '../tree/build';
  * a `directFd` (the file's bytes as they are, on a local filesystem) or a `directFile` (the same, opened on first read:
  * a VM folder's memory files), or on a compressed memory stream in such a file, which the addon
  * decodes from the native seek index (seekindex.h) once its pass has reached a block (before, and
- * for damaged blocks, the addon hands the read to JavaScript). Everything else (sources on network
- * shares or FUSE mounts, encrypted files, files made in memory) stays on the JavaScript path.
+ * for damaged blocks, the addon hands the read to JavaScript), decrypting its stored bytes first
+ * when the stream lies in an encrypted container. Everything else (sources on network shares or
+ * FUSE mounts, other encrypted files, files made in memory) stays on the JavaScript path.
  *
  * VMSSFS_NATIVE=0 turns the native path off (the JavaScript path serves everything);
  * VMSSFS_NATIVE_ADDON=<file> loads that build of the addon instead of the usual ones (tests use
@@ -40,6 +42,8 @@ export interface NativeStream {
   stream: unknown;
   blocks: readonly BlockEntry[];
   length: number;
+  /** The stream lies in an encrypted container: the key, where its pages begin, the plaintext they hold. */
+  encobj?: { key: Buffer; header: number; plainSize: number };
 }
 export type NativeExtent = { start: number; length: number } & ({ source: number; sourceOffset: number } | { bytes: Buffer });
 
@@ -106,7 +110,14 @@ export function nativeSpec(tree: Tree): { spec: NativeSpec; sources: ChunkSource
       const stream = src instanceof BlockStreamSource ? src : null;
       const handle = stream?.nativeSeekHandle ?? null;
       if (stream && handle === null) return null;
-      const file: ChunkSource = stream ? stream.container : src;
+      let file: ChunkSource = stream ? stream.container : src;
+      // An encrypted VM's stream: the addon decrypts the stored bytes it reads, with the key.
+      let encobj: NativeStream['encobj'];
+      if (stream && file instanceof EncObjSource) {
+        const d = file.nativeDecryption;
+        encobj = { key: d.key, header: d.header, plainSize: d.plainSize };
+        file = d.file;
+      }
       const fd = file.decodes === true ? undefined : file.directFd;
       const named = fd === undefined && file.decodes !== true ? file.directFile : undefined;
       if (fd === undefined && named === undefined) return null;
@@ -114,7 +125,7 @@ export function nativeSpec(tree: Tree): { spec: NativeSpec; sources: ChunkSource
       spec.sources.push({
         ...(fd !== undefined ? { fd } : (named as DirectFile)),
         size: file.size,
-        ...(stream ? { stream: handle, blocks: stream.blocks, length: stream.decodedSize } : {}),
+        ...(stream ? { stream: handle, blocks: stream.blocks, length: stream.decodedSize, ...(encobj ? { encobj } : {}) } : {}),
       });
       sources.push(src);
       sourceIndex.set(src, i);

@@ -106,6 +106,15 @@ export class EncObjSource extends DecodingLayer implements Source {
     return new EncObjSource(inner, key, h, budget);
   }
 
+  /**
+   * What the native read path needs to decrypt a compressed stream's stored bytes itself
+   * (src/fuse/native.ts): the data files' key, where the pages begin, the plaintext the file's
+   * whole pages hold, and the file beneath. Handed to the addon only; never logged.
+   */
+  get nativeDecryption(): { key: Buffer; header: number; plainSize: number; file: Source } {
+    return { key: this.key, header: HEADER, plainSize: Math.min(this.size, this.pages * 4064), file: this.inner };
+  }
+
   private decryptPage(raw: Buffer, dst: Buffer, dstOffset: number): void {
     if (decryptPagesNative(this.key, raw, 1, 0, 4064, dst, dstOffset)) return;
     const d = crypto.createDecipheriv('aes-256-cbc', this.key, raw.subarray(4064, 4080));
