@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Counts shared by every worker thread: relaxed atomics, they only feed --debug. */
@@ -208,6 +209,36 @@ static int64_t read_decrypted(const rm_source *s, int fd, size_t k, uint64_t pos
   return SI_IO;
 }
 
+/* A read of a block the index pass has not reached waits for it, on this worker thread, while
+ * the pass moves: the pass indexes a 4 MiB block in milliseconds, where JavaScript would decode
+ * the whole block on its one thread, starving the pass of the event loop that drives it. When
+ * no block is indexed for STALL_NS (the pass stopped at damage, or has not started), the read
+ * goes to JavaScript, and so do the next ones until the pass moves again. */
+#define STALL_NS 200000000L
+#define WAIT_STEP_NS 500000L
+
+/* 1 once block k is indexed, 0 to give up (see above). */
+static int wait_for_index(rm_stream *st, size_t k) {
+  uint32_t seen = si_indexed(st->index);
+  if (seen > k) return 1;
+  if (__atomic_load_n(&st->stalled, __ATOMIC_RELAXED) == seen + 1) return 0;
+  long idle = 0;
+  while (idle < STALL_NS) {
+    struct timespec step = { 0, WAIT_STEP_NS };
+    nanosleep(&step, NULL);
+    uint32_t now = si_indexed(st->index);
+    if (now > k) return 1;
+    if (now != seen) {
+      seen = now;
+      idle = 0;
+    } else {
+      idle += WAIT_STEP_NS;
+    }
+  }
+  __atomic_store_n(&st->stalled, seen + 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
 /*
  * Read stream bytes [pos, pos+len) of stream source i into dst, block by block: raw blocks in
  * place, compressed ones through the seek index. Anything this cannot serve (a block the index
@@ -218,7 +249,7 @@ static int64_t read_decrypted(const rm_source *s, int fd, size_t k, uint64_t pos
  */
 static int read_stream(readmap *m, uint32_t i, uint64_t pos, char *dst, size_t len, rm_error *why) {
   const rm_source *s = &m->sources[i];
-  const rm_stream *st = s->stream;
+  rm_stream *st = s->stream;
   if (pos >= st->length || len > st->length - pos) return -EAGAIN;
   int fd = readmap_source_fd(m, i, why);
   if (fd == RM_NOT_NOW) return -EAGAIN;
@@ -237,11 +268,12 @@ static int read_stream(readmap *m, uint32_t i, uint64_t pos, char *dst, size_t l
     if (b->raw) {
       /* Stored as is: past the file's size at open time it was cut short, which JavaScript reports. */
       if (!read_stored(s, fd, b->file_offset + within, n, out)) return -EAGAIN;
-    } else if (st->enc != NULL) {
-      if (read_decrypted(s, fd, k, at, out, n) != (int64_t)n) return -EAGAIN;
     } else {
       char reason[SI_REASON];
-      if (si_read_fd(st->index, fd, at, out, n, reason) != (int64_t)n) return -EAGAIN;
+      int64_t got = st->enc != NULL ? read_decrypted(s, fd, k, at, out, n) : si_read_fd(st->index, fd, at, out, n, reason);
+      if (got == SI_NOT_YET && wait_for_index(st, k))
+        got = st->enc != NULL ? read_decrypted(s, fd, k, at, out, n) : si_read_fd(st->index, fd, at, out, n, reason);
+      if (got != (int64_t)n) return -EAGAIN;
     }
     done += n;
     k++;

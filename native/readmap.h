@@ -32,6 +32,8 @@ typedef struct {
   si_block *blocks;      /* the container's blocks, contiguous from stream position 0 */
   size_t n_blocks;
   uint64_t length;       /* bytes of the stream its intact chain describes: reads past it are JavaScript's */
+  uint32_t stalled;      /* 1 + the blocks indexed when a read last gave up waiting for the pass, or 0
+                          * (atomic; written after the map is built, like a source's fd) */
 } rm_stream;
 
 /* An evidence file: a descriptor of our own and its size when the snapshot was opened. Bytes past
