@@ -226,6 +226,32 @@ describe('native read path: compressed memory decoded on libfuse\'s threads from
       await m?.unmount();
     });
 
+    it('a block damaged from the start stops the pass: reads there and past it go to JavaScript (EIO with the reason), those before it stay native', async () => {
+      const dir = path.join(tmp.dir, 'stopped');
+      fs.mkdirSync(dir);
+      const z = fs.readFileSync(vm.vmem);
+      // Block 2's payload no longer opens with a level-2 literal run: the pass stops there.
+      z[headerOf(z, 2) + 16] = 0xe0;
+      fs.writeFileSync(path.join(dir, path.basename(vm.vmem)), z);
+      fs.copyFileSync(vm.meta, path.join(dir, path.basename(vm.meta)));
+      const s = await TestMount.start(path.join(dir, path.basename(vm.meta)), ['--debug']);
+      try {
+        expect(await s.stderrShows(/seek index stopped/, 60_000), s.stderr.slice(-2000)).to.equal(true);
+        // Twice: the first read waits for the pass, the second knows it stopped.
+        for (let i = 0; i < 2; i++) {
+          const err = await readRange(s.path('physmem.raw'), 2 * BLOCK + 4096 * (1 + i), 4096).then(() => null, (e: NodeJS.ErrnoException) => e);
+          expect(err?.code).to.equal('EIO');
+        }
+        expect(await s.stderrShows(/block 2 \(stream bytes 524288-786432\) is damaged: first control byte 0xe0/), s.stderr.slice(-2000)).to.equal(true);
+        expect((await readRange(s.path('physmem.raw'), BLOCK - 2048, 4096)).equals(image.subarray(BLOCK - 2048, BLOCK + 2048))).to.equal(true);
+      } finally {
+        await s.unmount();
+      }
+      const c = nativeCounts(s.stderr);
+      expect(c.reads).to.be.greaterThan(0);
+      expect(c.failed).to.equal(0);
+    });
+
     it('a block whose stored bytes changed under the index, and a file cut short since: EIO and the reason logged; the rest still reads', async () => {
       const mnt = m as TestMount;
       const z = fs.readFileSync(copy);
