@@ -458,6 +458,7 @@ interface SeekAddon {
   seekStats(h: object): { points: number; bytes: number; indexed: number };
   seekPlan(h: object, pos: number, n: number): number[] | null;
   seekDecode(h: object, pos: number, n: number, plan: number[], stored: Buffer, dst: Buffer, dstAt: number): number | 'replan';
+  seekReadFdAsync(h: object, fd: number, pos: number, n: number, dst: Buffer): Promise<number | null>;
 }
 
 function seekAddon(): SeekAddon | null {
@@ -583,6 +584,20 @@ export class NativeSeekIndex implements BlockIndex {
       const input = await readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number));
       // Points may have merged meanwhile: the C side then says to plan again.
       if (this.decode(pos, n, plan, input, dst, at)) return;
+    }
+  }
+
+  /**
+   * Stream bytes [pos, pos + n) of one compressed block into dst[0, n), read from the container
+   * file open as `fd` and decoded on the thread pool, as libfuse's threads read (si_read_fd):
+   * n, or null when the pass has not reached the block. Damage rejects with FastLzError.
+   */
+  async readFd(fd: number, pos: number, n: number, dst: Buffer): Promise<number | null> {
+    try {
+      return await this.addon.seekReadFdAsync(this.nativeHandle, fd, pos, n, dst);
+    } catch (err) {
+      if (isDamage(err)) throw new FastLzError(err.message);
+      throw err;
     }
   }
 
