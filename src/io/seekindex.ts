@@ -25,6 +25,9 @@ import { decodeBlock, decodeBlockAsync } from './native-decoder';
 export const SPACING = 32 * 1024;
 /** Output indexed between two yields to the event loop (the walk over a block's tokens runs here). */
 const SLICE = 4 * 1024 * 1024;
+/** A scan (NativeSeekIndex) decodes this much at once; a read this large is taken as one. */
+const SCAN_AHEAD = 512 * 1024;
+const SCAN_MIN_READ = 64 * 1024;
 /** Bytes a point costs besides its window (its numbers, the window's buffer header). */
 const POINT_COST = 96;
 
@@ -485,6 +488,10 @@ export class NativeSeekIndex implements BlockIndex {
   private stopped = false;
   private held = 0;
   private readonly waiters = new Waiters();
+  /** The scan window: stream bytes [pos, pos + n) decoded in buf; where the last read ended. */
+  private scan: { pos: number; n: number; buf: Buffer } | null = null;
+  private scanBuf: Buffer | null = null;
+  private scanEnd = -1;
 
   private constructor(private readonly host: IndexHost, private readonly addon: SeekAddon, readonly nativeHandle: object) {}
 
@@ -577,13 +584,66 @@ export class NativeSeekIndex implements BlockIndex {
     return plan;
   }
 
+  /**
+   * A read of n bytes at pos decodes from the point before pos to the point after its end. A
+   * scan (a read following the last, or a large one) decodes SCAN_AHEAD bytes at once into the
+   * scan window, which the reads that follow copy from: one plan, one read of stored bytes and
+   * one decode per window instead of per read, and no span decoded twice.
+   */
+  private scanWindow(k: number, pos: number, n: number): { pos: number; n: number } | null {
+    const b = this.host.blocks[k] as BlockEntry;
+    if (pos !== this.scanEnd && n < SCAN_MIN_READ) return null;
+    return { pos, n: Math.min(Math.max(n, SCAN_AHEAD), b.start + b.size - pos) };
+  }
+
+  private fromScan(pos: number, n: number, dst: Buffer, at: number): boolean {
+    const w = this.scan;
+    if (!w || pos < w.pos || pos + n > w.pos + w.n) return false;
+    w.buf.copy(dst, at, pos - w.pos, pos - w.pos + n);
+    this.scanEnd = pos + n;
+    return true;
+  }
+
+  private intoScan(span: { pos: number; n: number }): { buf: Buffer; at: number } {
+    if (!this.scanBuf || this.scanBuf.length < span.n) this.scanBuf = Buffer.allocUnsafe(Math.max(span.n, SCAN_AHEAD));
+    this.scan = null; // being refilled
+    return { buf: this.scanBuf, at: 0 };
+  }
+
   async read(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStored): Promise<void> {
-    void k;
+    if (this.fromScan(pos, n, dst, at)) return;
+    const span = this.scanWindow(k, pos, n);
     for (;;) {
-      const plan = this.plan(pos, n);
+      const want = span ?? { pos, n };
+      const plan = this.plan(want.pos, want.n);
       const input = await readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number));
       // Points may have merged meanwhile: the C side then says to plan again.
-      if (this.decode(pos, n, plan, input, dst, at)) return;
+      const into = span ? this.intoScan(span) : { buf: dst, at };
+      if (!this.decode(want.pos, want.n, plan, input, into.buf, into.at)) continue;
+      if (span) {
+        this.scan = { pos: span.pos, n: span.n, buf: into.buf };
+        this.fromScan(pos, n, dst, at);
+      }
+      this.scanEnd = pos + n;
+      return;
+    }
+  }
+
+  readSync(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStoredSync): void {
+    if (this.fromScan(pos, n, dst, at)) return;
+    const span = this.scanWindow(k, pos, n);
+    for (;;) {
+      const want = span ?? { pos, n };
+      const plan = this.plan(want.pos, want.n);
+      const input = readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number));
+      const into = span ? this.intoScan(span) : { buf: dst, at };
+      if (!this.decode(want.pos, want.n, plan, input, into.buf, into.at)) continue;
+      if (span) {
+        this.scan = { pos: span.pos, n: span.n, buf: into.buf };
+        this.fromScan(pos, n, dst, at);
+      }
+      this.scanEnd = pos + n;
+      return;
     }
   }
 
@@ -601,13 +661,6 @@ export class NativeSeekIndex implements BlockIndex {
     }
   }
 
-  readSync(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStoredSync): void {
-    void k;
-    for (;;) {
-      const plan = this.plan(pos, n);
-      if (this.decode(pos, n, plan, readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number)), dst, at)) return;
-    }
-  }
 }
 
 /** The seek index for a stream: in C when the addon is there, else in JavaScript. */
