@@ -587,7 +587,7 @@ async function seekOutcome(idx: SeekIndex | NativeSeekIndex, blocks: readonly Bl
  * blocks it indexed gives the same bytes, with a roomy allowance and a tiny one (points merged).
  * Returns the failures.
  */
-export async function fuzzSeekIndex(seed: number, count: number): Promise<number> {
+export async function fuzzSeekIndex(seed: number, count: number, log: (line: string) => void = console.log): Promise<number> {
   const base = makeLayerBases().find((b) => b.key === null) as LayerBase;
   let failures = 0;
   let compared = 0;
@@ -620,10 +620,10 @@ export async function fuzzSeekIndex(seed: number, count: number): Promise<number
     }
     if (why === null) continue;
     failures++;
-    if (failures <= 20) console.log(`FAIL seek index ${c.what} (allowance ${allowance}): ${why}`);
+    if (failures <= 20) log(`FAIL seek index ${c.what} (allowance ${allowance}): ${why}`);
   }
-  console.log(`seek index: ${count} mutated streams, ${compared} indexed by C and JavaScript, ${failures} differed`);
-  if (!seekAddonLoaded()) console.log('seek index: the C index is not loaded: nothing was compared');
+  log(`seek index: ${count} mutated streams, ${compared} indexed by C and JavaScript, ${failures} differed`);
+  if (!seekAddonLoaded()) log('seek index: the C index is not loaded: nothing was compared');
   return failures;
 }
 
