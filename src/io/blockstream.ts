@@ -79,7 +79,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     // The index's memory, up to INDEX_SHARE of the stream, is counted in the budget as it grows.
     this.seek = createSeekIndex({
       blocks: this.blocks,
-      readRaw: (k) => this.decoder.rawAsync(k),
+      readRaw: (k, into) => this.decoder.rawAsync(k, into),
       allowance: Math.max(MIB, Math.floor(this.decodedSize * INDEX_SHARE)),
       reserve: (n) => this.budget.reserve(n),
     });
