@@ -598,8 +598,8 @@ export class NativeSeekIndex implements BlockIndex {
    * one decode per window instead of per read, and no span decoded twice.
    */
   private scanWindow(k: number, pos: number, n: number): { pos: number; n: number } | null {
-    const b = this.host.blocks[k] as BlockEntry;
-    if (pos !== this.scanEnd && n < SCAN_MIN_READ) return null;
+    const b = this.host.blocks[k];
+    if (!b || pos < b.start || pos + n > b.start + b.size || (pos !== this.scanEnd && n < SCAN_MIN_READ)) return null;
     return { pos, n: Math.min(Math.max(n, SCAN_AHEAD), b.start + b.size - pos) };
   }
 

@@ -145,10 +145,10 @@ async function damaged(plain: Buffer): Promise<void> {
   outcomes.add(c.failure ? 'stopped at a damaged block' : 'the damage went unseen');
   if (c.failure !== js.failure) differ(`failures differ: C ${c.failure}, JavaScript ${js.failure}`);
   if (c.indexed !== k || js.indexed !== k) differ(`indexed ${c.indexed} (C) and ${js.indexed} (JavaScript), damaged block ${k}`);
-  for (const b of blocks.slice(0, k)) {
+  for (const [j, b] of blocks.slice(0, k).entries()) {
     if (b.raw) continue;
     const out = Buffer.alloc(b.size);
-    c.readSync(0, b.start, b.size, out, 0, (off, len) => stream.subarray(b.dataOffset + off, b.dataOffset + off + len));
+    c.readSync(j, b.start, b.size, out, 0, (off, len) => stream.subarray(b.dataOffset + off, b.dataOffset + off + len));
     reads++;
     if (!out.equals(plain.subarray(b.start, b.start + b.size))) differ(`block before the damage at ${b.start}`);
   }
