@@ -29,6 +29,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "seekStats", NULL, js_seek_stats, NULL, NULL, NULL, napi_enumerable, NULL },
     { "seekPlan", NULL, js_seek_plan, NULL, NULL, NULL, napi_enumerable, NULL },
     { "seekDecode", NULL, js_seek_decode, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "seekReadFdAsync", NULL, js_seek_read_fd_async, NULL, NULL, NULL, napi_enumerable, NULL },
     { "inheritStderr", NULL, js_inherit_stderr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "encobjDecrypt", NULL, js_encobj_decrypt, NULL, NULL, NULL, napi_enumerable, NULL },
   };

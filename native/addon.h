@@ -20,6 +20,7 @@ napi_value js_seek_indexed(napi_env env, napi_callback_info info);
 napi_value js_seek_stats(napi_env env, napi_callback_info info);
 napi_value js_seek_plan(napi_env env, napi_callback_info info);
 napi_value js_seek_decode(napi_env env, napi_callback_info info);
+napi_value js_seek_read_fd_async(napi_env env, napi_callback_info info);
 
 /* crypto_napi.c: encobj pages decrypted with this Node's OpenSSL (src/io/encobj.ts). */
 napi_value js_encobj_decrypt(napi_env env, napi_callback_info info);

@@ -184,6 +184,13 @@ static int put(bytes_buf *b, const void *src, size_t n) {
   return 1;
 }
 
+/* The packed bytes, their allocation cut to size (windows live as long as the index). */
+static uint8_t *fit(bytes_buf *b) {
+  if (b->len == b->cap || b->p == NULL) return b->p;
+  uint8_t *p = realloc(b->p, b->len);
+  return p != NULL ? p : b->p;
+}
+
 static int put_piece(bytes_buf *b, uint32_t back, uint32_t len, int run, const uint8_t *bytes) {
   uint32_t head[2] = { back, run ? len | 0x80000000u : len };
   return put(b, head, sizeof head) && put(b, bytes, run ? 1 : len);
@@ -238,7 +245,7 @@ static int make_window(interval *iv, size_t n, int64_t at, const uint8_t *hist, 
       e = iv[i].e;
     }
   }
-  pt->win = b.p;
+  pt->win = fit(&b);
   pt->win_len = (uint32_t)b.len;
   return 1;
 }
@@ -441,7 +448,7 @@ static uint8_t *merged_window(const point *a, const point *b, uint8_t *val, uint
   }
   *len = (uint32_t)wb.len;
   /* An empty merged window is a NULL one; say so apart from failure with a sentinel. */
-  return wb.p != NULL ? wb.p : (uint8_t *)val;
+  return wb.p != NULL ? fit(&wb) : (uint8_t *)val;
 }
 
 static int thin(si_index *ix) {

@@ -7,6 +7,8 @@
  *   seekStats(handle) -> { points, bytes, indexed }
  *   seekPlan(handle, pos, n) -> [ip, ipEnd, generation, out, outEnd], or null (not indexed)
  *   seekDecode(handle, pos, n, plan, stored, dst, dstAt) -> n, or 'replan'; damage throws as above
+ *   seekReadFdAsync(handle, fd, pos, n, dst) -> Promise of n, or null (not indexed): si_read_fd
+ *       on the thread pool, as libfuse's threads call it (tests run it under AddressSanitizer)
  * A handle is an object carrying a type tag and a reference to the index (dropped when the
  * object is collected); anything else passed as one throws.
  */
@@ -300,4 +302,87 @@ napi_value js_seek_decode(napi_env env, napi_callback_info info) {
   }
   if (napi_create_double(env, (double)rc, &v) != napi_ok) return NULL;
   return v;
+}
+
+typedef struct {
+  si_index *ix;
+  int fd;
+  uint64_t pos;
+  size_t n;
+  uint8_t *dst;
+  int64_t rc;
+  char reason[SI_REASON];
+  napi_ref ref;
+  napi_async_work work;
+  napi_deferred deferred;
+} fd_job;
+
+static void fd_execute(napi_env env, void *data) {
+  (void)env;
+  fd_job *j = data;
+  j->rc = si_read_fd(j->ix, j->fd, j->pos, j->dst, j->n, j->reason);
+}
+
+static void fd_complete(napi_env env, napi_status status, void *data) {
+  fd_job *j = data;
+  napi_value v = NULL;
+  if (status != napi_ok) {
+    napi_reject_deferred(env, j->deferred, plain_error(env, "vmssfs native: seekReadFd: cancelled"));
+  } else if (j->rc == SI_NOT_YET) {
+    napi_get_null(env, &v);
+    napi_resolve_deferred(env, j->deferred, v);
+  } else if (j->rc < 0) {
+    napi_value err = j->rc == SI_DAMAGED ? damaged_error(env, j->reason) : plain_error(env, j->reason);
+    napi_reject_deferred(env, j->deferred, err != NULL ? err : plain_error(env, j->reason));
+  } else {
+    napi_create_double(env, (double)j->rc, &v);
+    napi_resolve_deferred(env, j->deferred, v);
+  }
+  napi_delete_reference(env, j->ref);
+  napi_delete_async_work(env, j->work);
+  si_unref(j->ix);
+  free(j);
+}
+
+napi_value js_seek_read_fd_async(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5], name, promise;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5) {
+    napi_throw_type_error(env, NULL, "vmssfs native: seekReadFdAsync: expected handle, fd, pos, n, dst");
+    return NULL;
+  }
+  si_index *ix = borrow(env, argv[0]);
+  size_t fd, pos, n, dst_len;
+  uint8_t *dst;
+  if (ix == NULL || !arg_index(env, "seekReadFdAsync", argv[1], "fd", INT32_MAX, &fd) ||
+      !arg_index(env, "seekReadFdAsync", argv[2], "pos", (size_t)MAX_SAFE, &pos) || !arg_buffer(env, "seekReadFdAsync", argv[4], "dst", &dst, &dst_len) ||
+      !arg_index(env, "seekReadFdAsync", argv[3], "n", dst_len, &n))
+    return NULL;
+  fd_job *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    fail(env, "vmssfs native: out of memory");
+    return NULL;
+  }
+  *j = (fd_job){ .ix = ix, .fd = (int)fd, .pos = pos, .n = n, .dst = dst };
+  if (napi_create_reference(env, argv[4], 1, &j->ref) != napi_ok) {
+    free(j);
+    fail(env, "vmssfs native: seekReadFdAsync: cannot queue");
+    return NULL;
+  }
+  if (napi_create_string_utf8(env, "vmssfs seek read", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, fd_execute, fd_complete, j, &j->work) != napi_ok) {
+    napi_delete_reference(env, j->ref);
+    free(j);
+    fail(env, "vmssfs native: seekReadFdAsync: cannot queue");
+    return NULL;
+  }
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok || napi_queue_async_work(env, j->work) != napi_ok) {
+    napi_delete_async_work(env, j->work);
+    napi_delete_reference(env, j->ref);
+    free(j);
+    fail(env, "vmssfs native: seekReadFdAsync: cannot queue");
+    return NULL;
+  }
+  si_ref(ix);
+  return promise;
 }

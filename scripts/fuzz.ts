@@ -4,7 +4,8 @@
  * warnings (exit 0); never an unexpected exception, a hang or an unbounded allocation.
  *
  * The native FastLZ decoder is held to the JavaScript one on damaged blocks (same bytes or same
- * failure); with `make fuzz`, half as many cases as N.
+ * failure); with `make fuzz`, half as many cases as N. The C seek index is held to the JavaScript
+ * one on damaged streams (where the pass stops and why, and every byte it serves); a quarter.
  *
  * `make fuzz N=100000 SEED=1` runs this file; the suite runs `fuzzCases` with a fixed seed.
  * Every input that ever failed is kept in test/corpus/ as a regression case.
@@ -24,6 +25,9 @@ import type { Node } from '../src/tree/nodes';
 import { FastLzStream } from '../test/kit/fastlz';
 import { damagedBlocks, decodeJs, decodeNative, difference, guestLikeMemory, intactBlocks } from '../test/kit/fastlz-cases';
 import { decoderInUse } from '../src/io/native-decoder';
+import { indexContainer, type BlockEntry } from '../src/io/container';
+import { NativeSeekIndex, SeekIndex, type IndexHost } from '../src/io/seekindex';
+import { FastLzError } from '../src/io/fastlz';
 import { writeCheckpoint, writeGuestDump, writeSnapshot, u32, type GroupSpec, type WrittenCheckpoint } from '../test/kit/writer';
 import * as crypto from 'node:crypto';
 
@@ -553,6 +557,80 @@ export async function fuzzDecoder(seed: number, count: number): Promise<number> 
   return failures;
 }
 
+/** How one index fared on a stream: where its pass stopped and why, then every byte it serves. */
+async function seekOutcome(idx: SeekIndex | NativeSeekIndex, blocks: readonly BlockEntry[], bytes: Buffer): Promise<string[]> {
+  await idx.build();
+  const out = [`indexed ${idx.indexed}, done ${idx.done}, failure ${idx.failure}`];
+  const chunk = 9000;
+  for (let k = 0; k < idx.indexed; k++) {
+    const b = blocks[k] as BlockEntry;
+    if (b.raw) continue;
+    const stored = (off: number, len: number): Buffer => bytes.subarray(b.dataOffset + off, b.dataOffset + off + len);
+    for (let w = 0; w < b.size; w += chunk) {
+      const n = Math.min(chunk, b.size - w);
+      const dst = Buffer.alloc(n);
+      try {
+        idx.readSync(k, b.start + w, n, dst, 0, stored);
+        out.push(createHash('sha1').update(dst).digest('hex'));
+      } catch (err) {
+        if (!(err instanceof FastLzError)) throw err;
+        out.push(`damaged: ${err.message}`);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The C seek index against the JavaScript one on mutated compressed streams (makeLayerBases'
+ * plain stream): the pass stops at the same block for the same reason, and every read of the
+ * blocks it indexed gives the same bytes, with a roomy allowance and a tiny one (points merged).
+ * Returns the failures.
+ */
+export async function fuzzSeekIndex(seed: number, count: number, log: (line: string) => void = console.log): Promise<number> {
+  const base = makeLayerBases().find((b) => b.key === null) as LayerBase;
+  let failures = 0;
+  let compared = 0;
+  let i = 0;
+  for (const c of layerCases([base], seed, count)) {
+    const allowance = i++ % 2 === 0 ? 1 << 20 : 2048;
+    let blocks: BlockEntry[];
+    try {
+      blocks = indexContainer(new BufferSource('case.vmem', c.bytes)).blocks;
+    } catch {
+      continue;
+    }
+    if (blocks.length === 0) continue;
+    const host: IndexHost = {
+      blocks,
+      allowance,
+      readRaw: (k) => Promise.resolve(Buffer.from(c.bytes.subarray(blocks[k]!.dataOffset, blocks[k]!.dataOffset + blocks[k]!.stored))),
+      reserve: () => undefined,
+    };
+    const native = NativeSeekIndex.create(host);
+    if (!native) continue; // a table the C index refuses (the JavaScript index serves it alone)
+    compared++;
+    let why: string | null = null;
+    try {
+      const [a, b] = [await seekOutcome(native, blocks, c.bytes), await seekOutcome(new SeekIndex(host), blocks, c.bytes)];
+      const d = a.findIndex((x, j) => x !== b[j]);
+      if (d >= 0 || a.length !== b.length) why = `C said ${a[d] ?? '(nothing)'}, JavaScript ${b[d] ?? '(nothing)'}`;
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (why === null) continue;
+    failures++;
+    if (failures <= 20) log(`FAIL seek index ${c.what} (allowance ${allowance}): ${why}`);
+  }
+  log(`seek index: ${count} mutated streams, ${compared} indexed by C and JavaScript, ${failures} differed`);
+  if (!seekAddonLoaded()) log('seek index: the C index is not loaded: nothing was compared');
+  return failures;
+}
+
+function seekAddonLoaded(): boolean {
+  return NativeSeekIndex.create({ blocks: [{ dataOffset: 0, stored: 1, start: 0, size: 1, raw: true }], allowance: 0, readRaw: () => Promise.resolve(Buffer.alloc(1)), reserve: () => undefined }) !== null;
+}
+
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   const get = (flag: string, dflt: number): number => {
@@ -609,8 +687,9 @@ async function main(): Promise<number> {
     }
     console.log(`layers: ${layerCount} cases (compressed streams, encrypted containers), ${layerFailures} failed`);
     const decoderFailures = await fuzzDecoder(seed, Math.ceil(iterations / 2));
+    const seekFailures = await fuzzSeekIndex(seed, Math.ceil(iterations / 4));
     console.log(`${iterations - failures} passed, ${failures} failed`);
-    return failures + layerFailures + decoderFailures === 0 ? 0 : 1;
+    return failures + layerFailures + decoderFailures + seekFailures === 0 ? 0 : 1;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

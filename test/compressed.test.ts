@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { guestLikeMemory } from './kit/fastlz-cases';
-import { checkLayers, layerCases, makeLayerBases } from '../scripts/fuzz';
+import { checkLayers, fuzzSeekIndex, layerCases, makeLayerBases } from '../scripts/fuzz';
 import { FastLzStream, compressStream } from './kit/fastlz';
 import { CacheBudget } from '../src/cache/budget';
 import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
@@ -208,6 +208,12 @@ describe('compressed memory', function () {
       expect(n).to.equal(300);
       expect(refused, 'some mutations are refused outright').to.be.greaterThan(0);
       expect(refused, 'most are served').to.be.below(150);
+    });
+
+    it('mutated compressed streams indexed by the C seek index: it stops where and why the JavaScript index does, and serves the same bytes', async () => {
+      const lines: string[] = [];
+      expect(await fuzzSeekIndex(20261126, 200, (l) => lines.push(l)), lines.join('\n')).to.equal(0);
+      expect(lines.join('\n')).to.match(/, (1\d\d|200) indexed by C and JavaScript, 0 differed/);
     });
   });
 

@@ -503,6 +503,18 @@ describe('native read path: a libfuse module serving plain evidence on libfuse\'
       expect(report.outcomes.length, report.outcomes.join('; ')).to.be.above(8);
     });
 
+    it('indexes compressed streams and reads them through the seek index, during and after the pass, damaged and cut, with no memory error', async () => {
+      const dir = scratch.named('asan-seek');
+      fs.mkdirSync(dir);
+      const r = await runCommand(process.execPath, [path.join(HELPERS, 'seek-check.js'), dir], { env: { ...process.env, ...asanEnv } });
+      expect(r.code, r.stderr.slice(-3000)).to.equal(0);
+      expect(r.stderr).to.not.match(/AddressSanitizer/);
+      const report = JSON.parse(r.stdout) as { reads: number; differences: string[]; outcomes: string[] };
+      expect(report.differences).to.deep.equal([]);
+      expect(report.outcomes).to.include.members(['served during the pass', 'not yet', 'stopped at a damaged block', 'damaged', 'indexed with allowance 4096']);
+      expect(report.reads).to.be.above(1000);
+    });
+
     it('decrypts encobj pages, whole and cut, sync and async, with no memory error', async () => {
       const plainFile = scratch.named('asan-plain.bin');
       const encFile = scratch.named('asan-enc.bin');

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import { guestLikeMemory } from './kit/fastlz-cases';
-import { compressStream } from './kit/fastlz';
+import { compressStream, FastLzStream } from './kit/fastlz';
 import { CacheBudget } from '../src/cache/budget';
 import { BlockStreamSource } from '../src/io/blockstream';
 import { type BlockEntry } from '../src/io/container';
@@ -144,6 +144,43 @@ describe('the seek index of compressed memory', function () {
     await c.read(0, 0, first.length, first, 0, (off, len) => Promise.resolve(stream.subarray(h.blocks[0]!.dataOffset + off, h.blocks[0]!.dataOffset + off + len)));
     expect(first.equals(plain.subarray(0, first.length))).to.equal(true);
     await readsExact(c, h.blocks, 77, 300);
+  });
+
+  it('in C, raw blocks carry the history on: the blocks after them read exact, as do scans in large reads', async () => {
+    const enc = new FastLzStream();
+    const mem = guestLikeMemory(1024);
+    const parts: Buffer[] = [];
+    for (let o = 0, k = 0; o < mem.length; o += 512 * 1024, k++) parts.push(enc.encodeBlock(mem.subarray(o, o + 512 * 1024), { raw: k % 3 === 1 }));
+    const src = new BlockStreamSource(new BufferSource('r.vmem', Buffer.concat(parts)));
+    expect(src.nativeSeekHandle, 'the C index').to.not.equal(null);
+    expect(src.blocks.filter((b) => b.raw).length).to.be.greaterThan(1);
+    await src.startIndex();
+    expect(src.indexStats?.done).to.equal(true);
+    const all = Buffer.alloc(mem.length);
+    for (let p = 0; p < mem.length; p += 100_000) src.readAtSync(all.subarray(p, Math.min(mem.length, p + 100_000)), p);
+    expect(all.equals(mem), 'scanned synchronously in 100,000-byte reads').to.equal(true);
+    all.fill(0);
+    for (let p = 0; p < mem.length; p += 70_000) await src.read(all, p, Math.min(70_000, mem.length - p), p);
+    expect(all.equals(mem), 'scanned in 70,000-byte reads').to.equal(true);
+  });
+
+  it('in C, a damaged block stops the pass with its reason, the JavaScript index\'s; the blocks before it are served through the index', async () => {
+    const bent = Buffer.from(stream);
+    const blocks = new BlockStreamSource(new BufferSource('z.vmem', stream)).blocks;
+    const victim = blocks[5] as BlockEntry;
+    for (let i = 0; i < 30; i++) bent[victim.dataOffset + 1000 + i * 997] ^= 0x3c;
+    const src = new BlockStreamSource(new BufferSource('d.vmem', bent));
+    await src.startIndex();
+    const js = new SeekIndex({ ...host(MiB, blocks), readRaw: (k) => Promise.resolve(Buffer.from(bent.subarray(blocks[k]!.dataOffset, blocks[k]!.dataOffset + blocks[k]!.stored))) });
+    await js.build();
+    expect(js.failure).to.match(/^block 5 \(stream bytes \d+-\d+\) is damaged: .+/);
+    expect(src.notes).to.include(`seek index stopped: ${js.failure}`);
+    expect(src.indexStats?.done).to.equal(false);
+    const b = Buffer.alloc(8192);
+    await src.read(b, 0, b.length, 3 * 4 * MiB + 5);
+    expect(b.equals(plain.subarray(3 * 4 * MiB + 5, 3 * 4 * MiB + 5 + 8192))).to.equal(true);
+    const err = await src.read(b, 0, 4096, victim.start + 4 * 4096).then(() => null, (e: Error) => e);
+    expect(err?.message).to.match(/d\.vmem: .*block 5 .*damaged/);
   });
 
   describe('mounted', () => {

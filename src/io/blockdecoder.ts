@@ -319,9 +319,10 @@ export class BlockDecoder {
     return raw;
   }
 
-  async rawAsync(i: number): Promise<Buffer> {
+  /** Block i's stored bytes, in `into` when it is large enough (the caller's to reuse), else a new buffer. */
+  async rawAsync(i: number, into?: Buffer): Promise<Buffer> {
     const b = this.blocks[i] as BlockEntry;
-    const raw = Buffer.allocUnsafe(b.stored);
+    const raw = into && into.length >= b.stored ? into.subarray(0, b.stored) : Buffer.allocUnsafe(b.stored);
     if ((await this.inner.read(raw, 0, b.stored, b.dataOffset)) < b.stored) throw this.fail(`block ${i} is cut short`);
     return raw;
   }

@@ -14,8 +14,15 @@ const MIB = 1024 * 1024;
 /** The most memory the seek index may take, as a share of the stream it indexes. */
 const INDEX_SHARE = 0.03;
 /** Until measured: the pass's time per block, and a whole block's decode (tracing back), in ms. */
-const GUESS_PASS_MS = 8;
+const GUESS_PASS_MS = 2;
 const GUESS_DECODE_MS = 15;
+/**
+ * A read of a block the pass will reach within this long waits for it rather than decoding the
+ * whole block: each whole-block decode (tracing back) takes thread pool and CPU from the pass,
+ * which on 1 GiB took 0.2-0.7 s alone and 3-6 s with a random reader decoding blocks beside it
+ * (docs/performance.md).
+ */
+const PASS_WAIT_MS = 1000;
 
 /**
  * The decompressed stream of a compressed memory file. Opening reads only the 16-byte headers
@@ -72,10 +79,19 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     // The index's memory, up to INDEX_SHARE of the stream, is counted in the budget as it grows.
     this.seek = createSeekIndex({
       blocks: this.blocks,
-      readRaw: (k) => this.decoder.rawAsync(k),
+      readRaw: (k, into) => this.decoder.rawAsync(k, into),
       allowance: Math.max(MIB, Math.floor(this.decodedSize * INDEX_SHARE)),
       reserve: (n) => this.budget.reserve(n),
     });
+  }
+
+  /**
+   * Read in place (synchronously) as the file beneath, except while the index pass runs: a read
+   * it has not reached would then decode a whole block on the event loop, stalling the pass
+   * with it; read asynchronously, it waits for the pass or decodes on the thread pool.
+   */
+  override get readsInPlace(): boolean {
+    return super.readsInPlace && !this.seek.running;
   }
 
   /**
@@ -168,12 +184,12 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   /**
    * Whether a read of block k, which the pass has not reached, should wait for it rather than
    * decode the whole block (tracing its history back): when the pass, at its measured pace,
-   * reaches k sooner than a whole block's measured decode takes.
+   * reaches k sooner than a whole block's measured decode takes, or within PASS_WAIT_MS.
    */
   private waitForPass(k: number): boolean {
     if (!this.seek.running || this.decoder.holds(k)) return false;
     const ahead = k - this.seek.indexed + 1;
-    return ahead * this.passMsPerBlock <= this.decodeMs;
+    return ahead * this.passMsPerBlock <= Math.max(this.decodeMs, PASS_WAIT_MS);
   }
 
   /** The container file beneath: the native read path reads it itself when it is a local file as it is. */

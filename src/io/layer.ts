@@ -20,10 +20,11 @@ export class DecodeError extends Error {
 export abstract class DecodingLayer {
   readonly id = nextSourceId();
   readonly decodes = true;
-  readonly readsInPlace: boolean;
 
-  constructor(protected readonly inner: Source) {
-    this.readsInPlace = inner.readsInPlace;
+  constructor(protected readonly inner: Source) {}
+
+  get readsInPlace(): boolean {
+    return this.inner.readsInPlace;
   }
 
   get name(): string {

@@ -25,6 +25,9 @@ import { decodeBlock, decodeBlockAsync } from './native-decoder';
 export const SPACING = 32 * 1024;
 /** Output indexed between two yields to the event loop (the walk over a block's tokens runs here). */
 const SLICE = 4 * 1024 * 1024;
+/** A scan (NativeSeekIndex) decodes this much at once; a read this large is taken as one. */
+const SCAN_AHEAD = 512 * 1024;
+const SCAN_MIN_READ = 64 * 1024;
 /** Bytes a point costs besides its window (its numbers, the window's buffer header). */
 const POINT_COST = 96;
 
@@ -182,8 +185,11 @@ function fillWindow(w: Buffer, out: Buffer, at: number): void {
 
 export interface IndexHost {
   readonly blocks: readonly BlockEntry[];
-  /** Block k's stored bytes (a buffer of the caller's own, not reused). */
-  readRaw(k: number): Promise<Buffer>;
+  /**
+   * Block k's stored bytes: in `into` when given and large enough (the index reuses it), else in
+   * a buffer of the caller's own, not reused.
+   */
+  readRaw(k: number, into?: Buffer): Promise<Buffer>;
   /** The most bytes of points and windows the index may hold (past it, points merge). */
   readonly allowance: number;
   /** The index grew by `bytes` (shrank, when negative): the caller counts it in its budget. */
@@ -458,6 +464,7 @@ interface SeekAddon {
   seekStats(h: object): { points: number; bytes: number; indexed: number };
   seekPlan(h: object, pos: number, n: number): number[] | null;
   seekDecode(h: object, pos: number, n: number, plan: number[], stored: Buffer, dst: Buffer, dstAt: number): number | 'replan';
+  seekReadFdAsync(h: object, fd: number, pos: number, n: number, dst: Buffer): Promise<number | null>;
 }
 
 function seekAddon(): SeekAddon | null {
@@ -484,6 +491,10 @@ export class NativeSeekIndex implements BlockIndex {
   private stopped = false;
   private held = 0;
   private readonly waiters = new Waiters();
+  /** The scan window: stream bytes [pos, pos + n) decoded in buf; where the last read ended. */
+  private scan: { pos: number; n: number; buf: Buffer } | null = null;
+  private scanBuf: Buffer | null = null;
+  private scanEnd = -1;
 
   private constructor(private readonly host: IndexHost, private readonly addon: SeekAddon, readonly nativeHandle: object) {}
 
@@ -535,11 +546,15 @@ export class NativeSeekIndex implements BlockIndex {
 
   private async pass(): Promise<void> {
     const blocks = this.host.blocks;
-    let next: Promise<Buffer> | null = this.host.readRaw(0);
+    // Two buffers, in turn: block k + 1's stored bytes are read into one while block k, in the
+    // other, is indexed on the thread pool. (A fresh buffer per block left the daemon some 30 MiB
+    // larger after the pass: glibc keeps the freed blocks.)
+    const largest = blocks.reduce((m, b) => Math.max(m, b.stored), 0);
+    const bufs = [Buffer.allocUnsafe(largest), Buffer.allocUnsafe(largest)];
+    let next: Promise<Buffer> | null = this.host.readRaw(0, bufs[0]);
     for (let k = 0; k < blocks.length && next; k++) {
       const stored: Buffer = await next;
-      // Block k + 1's stored bytes are read while block k is indexed on the thread pool.
-      next = k + 1 < blocks.length && !this.stopped ? this.host.readRaw(k + 1) : null;
+      next = k + 1 < blocks.length && !this.stopped ? this.host.readRaw(k + 1, bufs[(k + 1) % 2]) : null;
       if (this.stopped) break;
       try {
         await this.addon.seekAddBlockAsync(this.nativeHandle, k, stored);
@@ -576,23 +591,83 @@ export class NativeSeekIndex implements BlockIndex {
     return plan;
   }
 
+  /**
+   * A read of n bytes at pos decodes from the point before pos to the point after its end. A
+   * scan (a read following the last, or a large one) decodes SCAN_AHEAD bytes at once into the
+   * scan window, which the reads that follow copy from: one plan, one read of stored bytes and
+   * one decode per window instead of per read, and no span decoded twice.
+   */
+  private scanWindow(k: number, pos: number, n: number): { pos: number; n: number } | null {
+    const b = this.host.blocks[k];
+    if (!b || pos < b.start || pos + n > b.start + b.size || (pos !== this.scanEnd && n < SCAN_MIN_READ)) return null;
+    return { pos, n: Math.min(Math.max(n, SCAN_AHEAD), b.start + b.size - pos) };
+  }
+
+  private fromScan(pos: number, n: number, dst: Buffer, at: number): boolean {
+    const w = this.scan;
+    if (!w || pos < w.pos || pos + n > w.pos + w.n) return false;
+    w.buf.copy(dst, at, pos - w.pos, pos - w.pos + n);
+    this.scanEnd = pos + n;
+    return true;
+  }
+
+  private intoScan(span: { pos: number; n: number }): { buf: Buffer; at: number } {
+    if (!this.scanBuf || this.scanBuf.length < span.n) this.scanBuf = Buffer.allocUnsafe(Math.max(span.n, SCAN_AHEAD));
+    this.scan = null; // being refilled
+    return { buf: this.scanBuf, at: 0 };
+  }
+
   async read(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStored): Promise<void> {
-    void k;
+    if (this.fromScan(pos, n, dst, at)) return;
+    const span = this.scanWindow(k, pos, n);
     for (;;) {
-      const plan = this.plan(pos, n);
+      const want = span ?? { pos, n };
+      const plan = this.plan(want.pos, want.n);
       const input = await readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number));
       // Points may have merged meanwhile: the C side then says to plan again.
-      if (this.decode(pos, n, plan, input, dst, at)) return;
+      const into = span ? this.intoScan(span) : { buf: dst, at };
+      if (!this.decode(want.pos, want.n, plan, input, into.buf, into.at)) continue;
+      if (span) {
+        this.scan = { pos: span.pos, n: span.n, buf: into.buf };
+        this.fromScan(pos, n, dst, at);
+      }
+      this.scanEnd = pos + n;
+      return;
     }
   }
 
   readSync(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStoredSync): void {
-    void k;
+    if (this.fromScan(pos, n, dst, at)) return;
+    const span = this.scanWindow(k, pos, n);
     for (;;) {
-      const plan = this.plan(pos, n);
-      if (this.decode(pos, n, plan, readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number)), dst, at)) return;
+      const want = span ?? { pos, n };
+      const plan = this.plan(want.pos, want.n);
+      const input = readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number));
+      const into = span ? this.intoScan(span) : { buf: dst, at };
+      if (!this.decode(want.pos, want.n, plan, input, into.buf, into.at)) continue;
+      if (span) {
+        this.scan = { pos: span.pos, n: span.n, buf: into.buf };
+        this.fromScan(pos, n, dst, at);
+      }
+      this.scanEnd = pos + n;
+      return;
     }
   }
+
+  /**
+   * Stream bytes [pos, pos + n) of one compressed block into dst[0, n), read from the container
+   * file open as `fd` and decoded on the thread pool, as libfuse's threads read (si_read_fd):
+   * n, or null when the pass has not reached the block. Damage rejects with FastLzError.
+   */
+  async readFd(fd: number, pos: number, n: number, dst: Buffer): Promise<number | null> {
+    try {
+      return await this.addon.seekReadFdAsync(this.nativeHandle, fd, pos, n, dst);
+    } catch (err) {
+      if (isDamage(err)) throw new FastLzError(err.message);
+      throw err;
+    }
+  }
+
 }
 
 /** The seek index for a stream: in C when the addon is there, else in JavaScript. */

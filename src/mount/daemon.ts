@@ -176,7 +176,7 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     if (!(f instanceof BlockStreamSource)) continue;
     void f.startIndex().then(() => {
       const st = f.indexStats;
-      if (opts.debug && st) report.log(`${f.name}: seek index ${st.done ? 'built' : 'stopped'}: ${st.points} points, ${st.bytes} bytes`);
+      if (opts.debug && st) report.log(`${f.name}: seek index ${st.done ? 'built' : 'stopped'}: ${st.points} points, ${st.bytes} bytes, in ${st.seconds.toFixed(2)} s (${st.native ? 'C' : 'JavaScript'})`);
       for (const n of f.notes.filter((x) => x.startsWith('seek index'))) report.log(`${f.name}: ${n}`);
     });
   }
