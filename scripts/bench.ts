@@ -9,6 +9,14 @@
 // Nothing here reads a FUSE mount it serves: vmssfs, the ceiling server and xmount run as child
 // processes, and every read of a mount is done by a separate reader process (a small C helper
 // compiled at start, so the figures are the kernel's and the server's, not Node's).
+//
+// The compressed-memory rows (BENCH_ONLY=zip) have two peers, public programs run where they sit
+// beside the repository (scripts/bench-peers.ts; ../vmem-decrypt or BENCH_VMEM_DECRYPT=dir,
+// ../volatility3 or BENCH_VOLATILITY=dir, Python from BENCH_PYTHON or PATH): Z6 times
+// vmem-decrypt's vmem_flatten.py flattening the compressed .vmem to a temporary file against the
+// mount's cold sequential read, and checks that the file hashes as the plain memory does; Z7 times
+// Volatility 3's banners.Banners over physmem.raw of fresh compressed and plain mounts, which must
+// both print the banners planted in the memory. An absent peer's row says "not fetched (...)".
 
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
