@@ -3,6 +3,7 @@
 #
 #   scripts/system-deps.sh            install what is missing (apt-get, as root or through sudo)
 #   scripts/system-deps.sh --print    print what would be installed, one package a line; install nothing
+#                                     (libfuse2 is installed as libfuse2t64 where the archive has that)
 #
 # FUSE: libfuse.so.2 (fuse-native links it) and a fusermount to mount as a user and to unmount.
 # Debian 12+ and Ubuntu 22.04+ ship fuse3, whose fusermount3 comes with a `fusermount` link and
@@ -60,4 +61,11 @@ sudo=
 [ "$(id -u)" = 0 ] || sudo=sudo
 echo "installing Debian's ${missing[*]}"
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove "${missing[@]}" >/dev/null
+# Debian 13 and Ubuntu 24.04 renamed the library libfuse2t64 (the 64-bit time_t transition);
+# `libfuse2` is only a name it provides there, so the package itself is asked for by name.
+packages=()
+for p in "${missing[@]}"; do
+  if [ "$p" = libfuse2 ] && [[ "$(apt-cache policy libfuse2t64 2>/dev/null || true)" =~ Candidate:\ [0-9] ]]; then p=libfuse2t64; fi
+  packages+=("$p")
+done
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove "${packages[@]}" >/dev/null

@@ -24,7 +24,7 @@ describe('make system-deps', function () {
   let n = 0;
 
   /** Run `make system-deps` on a machine with `tools` and this loader cache; what apt-get was asked, one call a line. */
-  async function systemDeps(tools: string[], ldcache: string): Promise<{ code: number | null; apt: string[]; stderr: string }> {
+  async function systemDeps(tools: string[], ldcache: string, aptCache?: string): Promise<{ code: number | null; apt: string[]; stderr: string }> {
     const bin = scratch.named(`bin${n++}`);
     fs.mkdirSync(bin);
     for (const t of ['bash', 'env', 'id', 'node']) fs.symlinkSync(which(t), path.join(bin, t));
@@ -32,6 +32,8 @@ describe('make system-deps', function () {
     const log = path.join(bin, 'apt.log');
     fs.writeFileSync(path.join(bin, 'apt-get'), `#!${which('bash')}\necho "$*" >> ${JSON.stringify(log)}\n`, { mode: 0o755 });
     fs.writeFileSync(path.join(bin, 'ldconfig'), `#!${which('bash')}\nprintf '%s' ${JSON.stringify(ldcache)}\n`, { mode: 0o755 });
+    // apt-cache policy PACKAGE, as apt prints it for a package the archive has or has not.
+    if (aptCache !== undefined) fs.writeFileSync(path.join(bin, 'apt-cache'), `#!${which('bash')}\n${aptCache}\n`, { mode: 0o755 });
     const r = await runCommand(which('make'), ['-s', '-C', REPO, 'system-deps'], { env: { PATH: bin, HOME: process.env.HOME ?? '/' } });
     const apt = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n') : [];
     return { code: r.code, apt, stderr: r.stderr };
@@ -61,6 +63,17 @@ describe('make system-deps', function () {
   it('asks for libfuse2 alone when only the library is missing', async () => {
     const r = await systemDeps(['fusermount3', 'fusermount', ...SUITE_TOOLS], '\tlibfuse3.so.3 (libc6,x86-64) => /lib/x86_64-linux-gnu/libfuse3.so.3\n');
     expect(r.apt[1]).to.match(/^install .* libfuse2$/);
+  });
+
+  it('asks for libfuse2t64 where the distribution renamed the library (Debian 13, Ubuntu 24.04), libfuse2 where it did not', async () => {
+    const noLib = '\tlibfuse3.so.3 (libc6,x86-64) => /lib/x86_64-linux-gnu/libfuse3.so.3\n';
+    const policy = (candidate: string): string =>
+      `[ "$2" = libfuse2t64 ] && printf 'libfuse2t64:\\n  Installed: (none)\\n  Candidate: ${candidate}\\n'; exit 0`;
+    const trixie = await systemDeps(['fusermount3', 'fusermount', ...SUITE_TOOLS], noLib, policy('2.9.9-9'));
+    expect(trixie.code, trixie.stderr).to.equal(0);
+    expect(trixie.apt[1]).to.match(/^install .*--no-remove libfuse2t64$/);
+    const bookworm = await systemDeps(['fusermount3', 'fusermount', ...SUITE_TOOLS], noLib, policy('(none)'));
+    expect(bookworm.apt[1]).to.match(/^install .*--no-remove libfuse2$/);
   });
 
   it('asks for fuse3 only on a machine without any fusermount', async () => {
