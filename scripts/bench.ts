@@ -9,6 +9,14 @@
 // Nothing here reads a FUSE mount it serves: vmssfs, the ceiling server and xmount run as child
 // processes, and every read of a mount is done by a separate reader process (a small C helper
 // compiled at start, so the figures are the kernel's and the server's, not Node's).
+//
+// The compressed-memory rows (BENCH_ONLY=zip) have two peers, public programs run where they sit
+// beside the repository (scripts/bench-peers.ts; ../vmem-decrypt or BENCH_VMEM_DECRYPT=dir,
+// ../volatility3 or BENCH_VOLATILITY=dir, Python from BENCH_PYTHON or PATH): Z6 times
+// vmem-decrypt's vmem_flatten.py flattening the compressed .vmem to a temporary file against the
+// mount's cold sequential read, and checks that the file hashes as the plain memory does; Z7 times
+// Volatility 3's banners.Banners over physmem.raw of fresh compressed and plain mounts, which must
+// both print the banners planted in the memory. An absent peer's row says "not fetched (...)".
 
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -18,6 +26,7 @@ import { compressFile, encryptFile, fillCompressibleMemory, makeKeyChain } from 
 import { writeSnapshot, type RegionSpec } from '../test/kit/writer';
 import { writeFolderCheckpoint, vmsdText, type VmsdSnapshotSpec } from '../test/kit/folder-writer';
 import { curlDownload, curlRandomRanges, HTTP_RANDOM_READS, Nginx } from './bench-http';
+import { expectedBanners, findPeer, flatten, plantBanners, sha256File, volBanners, type Peer } from './bench-peers';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const BIN = path.join(REPO, 'bin', 'vmssfs');
@@ -327,7 +336,8 @@ function makeCryptoInput(dir: string, bytes: number): CryptoInput {
   const vmDir = path.join(dir, 'encrypted-vm');
   const meta = path.join(vmDir, 'VM-Snapshot1.vmsn');
   const passwordFile = path.join(dir, 'password.txt');
-  const stamp = path.join(dir, 'compressed-vms.done');
+  // (the stamp's name changes with what is written: an older BENCH_DIR's memory had no banners)
+  const stamp = path.join(dir, 'compressed-vms-banners.done');
   const regions = layout(bytes);
   const plainSnap = path.join(dir, 'benchz1g.vmsn');
   if (!fs.existsSync(stamp)) {
@@ -335,6 +345,7 @@ function makeCryptoInput(dir: string, bytes: number): CryptoInput {
     fs.mkdirSync(vmDir, { recursive: true });
     const w = writeSnapshot(plainSnap, { memory: 'vmem', regions, blobPages: bytes / PAGE, screenshot: false });
     fillCompressibleMemory(w.vmemPath as string);
+    plantBanners(w.vmemPath as string);
     const chain = makeKeyChain({ password: 'bench-password' });
     fs.writeFileSync(path.join(vmDir, 'VM.vmx'), chain.vmx);
     fs.writeFileSync(passwordFile, 'bench-password\n');
@@ -550,6 +561,7 @@ async function zipRound(enc: CryptoInput, digest: string, s: Samples, rss: { c64
       const r = await readSeq(path.join(zip.mnt, zip.file), ranges);
       checkDigest(key, digest, r);
       s.add(`zip.seq.${key}`, mibps(r));
+      if (key === 'zip') s.add('zip.seq.zip.s', r.seconds);
       if (key === 'zip') rss.c64 = Math.max(rss.c64, zip.peakRss());
       if (key === 'zip1') rss.c1 = Math.max(rss.c1, zip.peakRss());
     } finally {
@@ -562,7 +574,80 @@ async function zipRound(enc: CryptoInput, digest: string, s: Samples, rss: { c64
   s.add('zip.enc.ratio', last('zip.seq.enc') / last('zip.seq.zip'));
 }
 
-function zipRows(s: Samples, rss: { c64: number; c1: number }): string[][] {
+/** The peers of the compressed rows (scripts/bench-peers.ts), found once before the rounds. */
+interface Peers {
+  flatten: Peer;
+  vol: Peer;
+  /** sha256 of the plain memory, which the flattened file must have; and what each round's had. */
+  plainSha: string;
+  flattenShas: string[];
+  /** Why vmem_flatten.py failed on our stream, if it did: a finding, shown in its row. */
+  flattenError: string;
+}
+
+async function findPeers(enc: CryptoInput): Promise<Peers> {
+  const peers: Peers = {
+    flatten: findPeer(REPO, 'BENCH_VMEM_DECRYPT', 'vmem-decrypt', 'vmem_flatten.py'),
+    vol: findPeer(REPO, 'BENCH_VOLATILITY', 'volatility3', 'vol.py'),
+    plainSha: '',
+    flattenShas: [],
+    flattenError: '',
+  };
+  if (peers.flatten.dir) peers.plainSha = await sha256File(enc.plain.vmem);
+  if (peers.vol.dir) {
+    // Volatility builds its cache on its first run: not in a timed one.
+    const probe = path.join(WORK, 'volatility-probe.raw');
+    fs.writeFileSync(probe, Buffer.alloc(MiB));
+    await volBanners(peers.vol.dir, probe, path.join(WORK, 'volatility-home'));
+    fs.rmSync(probe);
+  }
+  process.stdout.write(`peers: vmem-decrypt ${peers.flatten.dir ?? peers.flatten.absent}; Volatility 3 ${peers.vol.dir ?? peers.vol.absent}\n`);
+  return peers;
+}
+
+/**
+ * One round of the peers' rows, after zipRound: vmem_flatten.py of the compressed .vmem (from the
+ * OS page cache) into a temporary file, against this round's Z2 read of the same memory from a
+ * fresh mount; and Volatility's banners over a fresh plain mount and a fresh compressed one, in
+ * alternating order, each of which must print the banners planted in the memory.
+ */
+async function peerRound(enc: CryptoInput, peers: Peers, round: number, s: Samples): Promise<void> {
+  const zipVmem = enc.zipMeta.replace(/\.vmsn$/, '.vmem');
+  if (peers.flatten.dir && !peers.flattenError) {
+    await preRead(zipVmem);
+    try {
+      const f = await flatten(peers.flatten.dir, zipVmem, WORK);
+      s.add('peer.flatten', f.seconds);
+      s.add('peer.flatten.ratio', f.seconds / (s.all('zip.seq.zip.s').at(-1) ?? NaN));
+      peers.flattenShas.push(f.sha256);
+    } catch (err) {
+      // VMware's reader, as the peer has it, rejecting our writer's stream: reported, not fatal.
+      peers.flattenError = err instanceof Error ? err.message : String(err);
+    }
+  }
+  if (peers.vol.dir) {
+    const expected = expectedBanners(enc.plain.physRanges);
+    const took = { plain: NaN, zip: NaN };
+    for (const key of round % 2 ? (['plain', 'zip'] as const) : (['zip', 'plain'] as const)) {
+      await preRead(key === 'plain' ? enc.plain.vmem : zipVmem);
+      const srv = key === 'plain' ? await startVmssfs(enc.plain.snapshot) : await startVmssfs(enc.zipMeta, undefined, ['--cache-size', '64']);
+      try {
+        const r = await volBanners(peers.vol.dir, path.join(srv.mnt, srv.file), path.join(WORK, 'volatility-home'));
+        if (r.banners.join('\n') !== expected.join('\n')) {
+          throw new Error(`Volatility's banners over the ${key} mount printed ${JSON.stringify(r.banners)}, the memory holds ${JSON.stringify(expected)}`);
+        }
+        took[key] = r.seconds;
+      } finally {
+        await srv.stop();
+      }
+    }
+    s.add('peer.vol.plain', took.plain);
+    s.add('peer.vol.zip', took.zip);
+    s.add('peer.vol.ratio', took.zip / took.plain);
+  }
+}
+
+function zipRows(s: Samples, rss: { c64: number; c1: number }, peers: Peers | null): string[][] {
   const f0 = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '-');
   const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
   const verdict = (ok: boolean): string => (ok ? 'PASS' : 'FAIL');
@@ -576,14 +661,43 @@ function zipRows(s: Samples, rss: { c64: number; c1: number }): string[][] {
       `${f2(s.med('zip.seq1.ratio'))}x the 64 MiB mount`, '<= 160 MiB, >= 0.5x', verdict(rss.c1 <= 160 * MiB && s.med('zip.seq1.ratio') >= 0.5)],
     ['Z5. encrypted+compressed, cold sequential, MiB/s', '', '', f0(s.med('zip.seq.enc')), '', '',
       `${f2(s.med('zip.enc.ratio'))}x compressed`, '>= 0.9x compressed', verdict(s.med('zip.enc.ratio') >= 0.9)],
+    ...(peers ? peerRows(s, peers) : []),
   ];
 }
 
-function zipPerRound(s: Samples): string {
-  const f0 = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '-');
+function peerRows(s: Samples, peers: Peers): string[][] {
+  const f1 = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : '-');
   const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
+  const verdict = (ok: boolean): string => (ok ? 'PASS' : 'FAIL');
+  const flatLabel = 'Z6. vmem-decrypt\'s vmem_flatten.py of the compressed 1 GiB to a file, s (flatten | vmssfs Z2 read)';
+  const volLabel = 'Z7. Volatility 3 banners.Banners over physmem.raw of a fresh mount, s (plain | compressed)';
+  const sameSha = !peers.flattenError && peers.flattenShas.length > 0 && peers.flattenShas.every((h) => h === peers.plainSha);
+  const shaNote = peers.flattenError ? `failed: ${peers.flattenError}` : `sha256 ${sameSha ? 'equals' : 'DIFFERS from'} the plain memory's`;
+  return [
+    peers.flatten.dir
+      ? [flatLabel, '', '', `${f1(s.med('peer.flatten'))} | ${f1(s.med('zip.seq.zip.s'))}`, '', '',
+        `flatten takes ${f2(s.med('peer.flatten.ratio'))}x the mount's read; ${shaNote}`,
+        'same sha256', verdict(sameSha)]
+      : [flatLabel, '', '', peers.flatten.absent, '', '', '', '', ''],
+    peers.vol.dir
+      ? [volLabel, '', '', `${f1(s.med('peer.vol.plain'))} | ${f1(s.med('peer.vol.zip'))}`, '', '',
+        `${f2(s.med('peer.vol.ratio'))}x plain`, '<= 1.5x plain', verdict(s.med('peer.vol.ratio') <= 1.5)]
+      : [volLabel, '', '', peers.vol.absent, '', '', '', '', ''],
+  ];
+}
+
+function zipPerRound(s: Samples, peers: Peers | null): string {
+  const f0 = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '-');
+  const f1 = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : '-');
+  const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
+  const flat = peers?.flatten.dir
+    ? `vmem_flatten.py ${s.all('peer.flatten').map(f1).join('/')} s against the mount's ${s.all('zip.seq.zip.s').map(f1).join('/')} s, sha256 ${peers.flattenShas.map((h) => h.slice(0, 12)).join('/')} (plain ${peers.plainSha.slice(0, 12)})\n`
+    : '';
+  const vol = peers?.vol.dir
+    ? `Volatility banners plain ${s.all('peer.vol.plain').map(f1).join('/')} compressed ${s.all('peer.vol.zip').map(f1).join('/')} s (ratio ${s.all('peer.vol.ratio').map(f2).join('/')})\n`
+    : '';
   return `compressed per round: random plain ${s.all('zip.rand.plain').map(f0).join('/')} compressed ${s.all('zip.rand.zip').map(f0).join('/')} (ratio ${s.all('zip.rand.ratio').map(f2).join('/')}); `
-    + `sequential plain ${s.all('zip.seq.plain').map(f0).join('/')} compressed ${s.all('zip.seq.zip').map(f0).join('/')} --cache-size 1 ${s.all('zip.seq.zip1').map(f0).join('/')} encrypted ${s.all('zip.seq.enc').map(f0).join('/')} MiB/s\n`;
+    + `sequential plain ${s.all('zip.seq.plain').map(f0).join('/')} compressed ${s.all('zip.seq.zip').map(f0).join('/')} --cache-size 1 ${s.all('zip.seq.zip1').map(f0).join('/')} encrypted ${s.all('zip.seq.enc').map(f0).join('/')} MiB/s\n` + flat + vol;
 }
 
 async function main(): Promise<number> {
@@ -600,6 +714,7 @@ async function main(): Promise<number> {
   let encRssGrowth = 0;
   let encStored = 0;
   const zipRss = { c64: 0, c1: 0 };
+  let peers: Peers | null = null;
   try {
     await ensureTools();
     process.stdout.write(`machine: ${machine()}\nrounds: ${ROUNDS} (medians shown; ratios are medians of per-round ratios)\ninputs in ${WORK}\n`);
@@ -619,6 +734,7 @@ async function main(): Promise<number> {
     const reference = PLAIN_PARTS || HTTP_PART ? await readSeq(big.vmem, big.blobRanges) : { amount: 0, seconds: 0, digest: '' };
     nginx = HTTP_PART ? await Nginx.start(WORK, fs.mkdtempSync(path.join(WORK, 'nginx-'))) : null;
     const encReference = enc ? await readSeq(enc.plain.vmem, enc.plain.blobRanges) : null;
+    peers = enc && ONLY.has('zip') ? await findPeers(enc) : null;
     for (let round = 1; round <= ROUNDS; round++) {
       process.stdout.write(`round ${round}/${ROUNDS}\n`);
       if (PLAIN_PARTS) {
@@ -774,6 +890,7 @@ async function main(): Promise<number> {
       // (d) an encrypted VM with compressed memory (decrypted and decompressed as read), against
       // vmssfs serving the same memory unencrypted; each on a cold mount (fresh daemon).
       if (enc && encReference && ONLY.has('zip')) await zipRound(enc, encReference.digest, s, zipRss);
+      if (enc && peers) await peerRound(enc, peers, round, s);
       if (enc && encReference && ONLY.has('crypto')) {
         const pw = ['--password-file', enc.passwordFile, '--cache-size', String(CRYPTO_CACHE_MIB)];
         const noteRss = (srv: Server, atMount: number): void => {
@@ -890,7 +1007,7 @@ async function main(): Promise<number> {
         `growth <= cache + ${DECODING_SLACK_MIB} MiB`, verdict(encRssGrowth <= (CRYPTO_CACHE_MIB + DECODING_SLACK_MIB) * MiB)],
     );
   }
-  if (ONLY.has('zip')) rows.push(...zipRows(s, zipRss));
+  if (ONLY.has('zip')) rows.push(...zipRows(s, zipRss, peers));
   if (HTTP_PART) {
     rows.push(
       ['14. web server (nginx, loopback): sequential physmem.raw, MiB/s', f0(s.med('http.curl')), '', f0(s.med('http.seq')), '', '',
@@ -907,7 +1024,7 @@ async function main(): Promise<number> {
   process.stdout.write('\n' + rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n') + '\n');
   process.stdout.write(`\nper round: ${['seq', 'warm', 'rand', 'rand4'].map((k) => `${k} vmssfs ${s.all(`${k}.vmssfs`).map(f0).join('/')} js ${s.all(`${k}.js`).map(f0).join('/')} ceiling ${s.all(`${k}.ceiling`).map(f0).join('/')} xmount ${s.all(`${k}.xmount`).map(f0).join('/')}`).join('; ')}; yara source ${s.all('yara.source').map(f2).join('/')} vmssfs ${s.all('yara.vmssfs').map(f2).join('/')} js ${s.all('yara.js').map(f2).join('/')} ratio ${s.all('yara.ratio').map(f2).join('/')}; mount 8m ${s.all('mount.8m').map(f0).join('/')} 64g ${s.all('mount.64g').map(f0).join('/')}\n`);
   process.stdout.write(`diff per round: cmp ${s.all('diff.cmp').map(f0).join('/')} vmssfs ${s.all('diff.vmssfs').map(f0).join('/')}; folder mount per round: one ${s.all('folder.one').map(f0).join('/')} folder ${s.all('folder.all').map(f0).join('/')}\n`);
-  if (ONLY.has('zip')) process.stdout.write(zipPerRound(s));
+  if (ONLY.has('zip')) process.stdout.write(zipPerRound(s, peers));
   if (HTTP_PART) process.stdout.write(`web server per round: seq vmssfs ${s.all('http.seq').map(f0).join('/')} curl ${s.all('http.curl').map(f0).join('/')} MiB/s; random vmssfs ${s.all('http.rand').map(f0).join('/')} curl ${s.all('http.curlrand').map(f0).join('/')} reads/s\n`);
   if (ONLY.has('crypto')) process.stdout.write(`encrypted+compressed per round: seq ${s.all('crypto.seq').map(f0).join('/')} MB/s (plain ${s.all('crypto.plainseq').map(f0).join('/')}), first far read ${s.all('crypto.far').map(f0).join('/')} ms\n`);
   const failed = rows.slice(1).some((r) => r[8] === 'FAIL');
