@@ -461,8 +461,7 @@ export type LayerCase = Pick<FuzzCase, 'base' | 'what' | 'bytes'> & { need: numb
  * An intact chain of headers that decodes to another size than the memory group needs: the last
  * block dropped, the first repeated, or the last one's size field changed (within what a header
  * may say); or, where the stream cannot be edited (encrypted), the size needed changed. Such a
- * file is plain memory
- * (container.ts), and nothing else in a mutation is likely to hit that rule exactly.
+ * file is plain memory (container.ts), and no other mutation is likely to hit that rule exactly.
  */
 export function resizeLayer(base: LayerBase, rng: Rng): LayerCase {
   const bytes = base.bytes;
