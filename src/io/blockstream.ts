@@ -185,7 +185,21 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     }
   }
 
+  /**
+   * Start the seek index's pass when the stream is first read rather than now (a VM folder's
+   * checkpoints, of which a reader may open one or two); `started` gets the pass.
+   */
+  indexOnFirstRead(started: (pass: Promise<void>) => void): void {
+    this.firstRead = () => {
+      this.firstRead = null;
+      started(this.startIndex());
+    };
+  }
+
+  private firstRead: (() => void) | null = null;
+
   readAtSync(buf: Buffer, position: number): number {
+    this.firstRead?.();
     let done = 0;
     for (const s of this.spans(position, buf.length)) {
       this.readSpanSync(s.k, s.within, s.n, buf, s.at);
@@ -195,6 +209,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   }
 
   async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+    this.firstRead?.();
     let done = 0;
     for (const s of this.spans(position, length)) {
       await this.readSpan(s.k, s.within, s.n, buf, offset + s.at);
