@@ -3,6 +3,7 @@ import { type BlockEntry } from './container';
 import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex } from './fastlz';
 import { decodeBlock } from './native-decoder';
 import { DecodeError } from './layer';
+import { droppedGarbage } from './garbage';
 import { type Source } from './source';
 
 /** Scratch sizes are rounded up to this, so that one buffer serves blocks of every stored size. */
@@ -321,6 +322,10 @@ export class BlockDecoder {
 
   async rawAsync(i: number): Promise<Buffer> {
     const b = this.blocks[i] as BlockEntry;
+    // A buffer of the caller's own (the seek pass keeps it over a decode on the thread pool, with
+    // the next block's read ahead), dropped soon after: without young collections as they pile up,
+    // V8 left up to 50 MiB of them until external memory had grown enough for a full one.
+    droppedGarbage(b.stored);
     const raw = Buffer.allocUnsafe(b.stored);
     if ((await this.inner.read(raw, 0, b.stored, b.dataOffset)) < b.stored) throw this.fail(`block ${i} is cut short`);
     return raw;
