@@ -1,6 +1,7 @@
 import { CacheBudget } from '../cache/budget';
 import { BlockDecoder } from './blockdecoder';
 import { DecodingLayer } from './layer';
+import { droppedGarbage } from './garbage';
 import { FastLzError, MAX_DISTANCE } from './fastlz';
 import { type BlockEntry, type ContainerIndex, indexContainer } from './container';
 import { SeekIndex } from './seekindex';
@@ -150,6 +151,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     if (this.seek?.covers(k)) {
       try {
         await this.seek.read(k, b.start + within, n, buf, at, async (offset, length) => {
+          droppedGarbage(length);
           const raw = Buffer.allocUnsafe(length);
           if ((await this.inner.read(raw, 0, length, b.dataOffset + offset)) < length) throw this.fail(`block ${k} is cut short`);
           return raw;
@@ -167,6 +169,9 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   private readSpanSync(k: number, within: number, n: number, buf: Buffer, at: number): void {
     const b = this.blocks[k] as BlockEntry;
     const stored = (offset: number, length: number, into?: Buffer, intoAt = 0): Buffer => {
+      // Stored bytes between two seek points (tens of KiB), garbage once decoded: collected young
+      // (src/io/garbage.ts), they do not pile up in the allocator's heap between the chunks kept.
+      if (!into) droppedGarbage(length);
       const dst = into ?? Buffer.allocUnsafe(length);
       if (this.inner.readAtSync(dst.subarray(intoAt, intoAt + length), b.dataOffset + offset) < length) throw this.fail(`block ${k} is cut short`);
       return dst;
