@@ -16,7 +16,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { VmssError } from '../src/errors';
 import { openEvidence } from '../src/evidence/open';
-import { BlockStreamSource, looksLikeBlockStream } from '../src/io/blockstream';
+import { BlockStreamSource } from '../src/io/blockstream';
+import { recogniseContainer, type Recognition } from '../src/io/container';
 import { EncObjSource } from '../src/io/encobj';
 import { BufferSource, type Source } from '../src/io/source';
 import { PageCache } from '../src/cache/pagecache';
@@ -409,6 +410,10 @@ export interface LayerBase {
   key: Buffer | null;
   /** Offsets of headers and their fields (block headers; the container's header fields). */
   boundaries: number[];
+  /** Bytes of memory the checkpoint's memory group needs: what the stream decodes to, unmutated. */
+  need: number;
+  /** Offsets of the block headers of a plain stream (empty inside an encrypted container). */
+  blocks: number[];
 }
 
 const FUZZ_KEY = Buffer.alloc(32, 0x5a);
@@ -419,10 +424,12 @@ export function makeLayerBases(): LayerBase[] {
   const enc = new FastLzStream();
   const parts: Buffer[] = [];
   const boundaries: number[] = [];
+  const blocks: number[] = [];
   let at = 0;
   for (let o = 0, k = 0; o < mem.length; o += 40000, k++) {
     const b = enc.encodeBlock(mem.subarray(o, Math.min(mem.length, o + 40000)), { raw: k === 3 });
     boundaries.push(at, at + 4, at + 8, at + 12, at + 16);
+    blocks.push(at);
     at += b.length;
     parts.push(b);
   }
@@ -446,44 +453,75 @@ export function makeLayerBases(): LayerBase[] {
     iv.copy(box, 4096 + p * 4096 + 4064);
   }
   return [
-    { name: 'compressed-stream', bytes: stream, key: null, boundaries },
-    { name: 'encobj-compressed', bytes: box, key: FUZZ_KEY, boundaries: [0, 4, 8, 12, 16, 0x18, 4096, 4096 + 4064, 8192] },
+    { name: 'compressed-stream', bytes: stream, key: null, boundaries, need: mem.length, blocks },
+    { name: 'encobj-compressed', bytes: box, key: FUZZ_KEY, boundaries: [0, 4, 8, 12, 16, 0x18, 4096, 4096 + 4064, 8192], need: mem.length, blocks: [] },
   ];
 }
 
-/** A mutated input of the source layers alone (no file name, no companion). */
-export type LayerCase = Pick<FuzzCase, 'base' | 'what' | 'bytes'>;
+/** A mutated input of the source layers alone (no file name, no companion), and the memory size its checkpoint would need. */
+export type LayerCase = Pick<FuzzCase, 'base' | 'what' | 'bytes'> & { need: number };
+
+/**
+ * An intact chain of headers that decodes to another size than the memory group needs: the last
+ * block dropped, the first repeated, or the last one's size field changed (within what a header
+ * may say); or, where the stream cannot be edited (encrypted), the size needed changed. Such a
+ * file is plain memory (container.ts), and no other mutation is likely to hit that rule exactly.
+ */
+export function resizeLayer(base: LayerBase, rng: Rng): LayerCase {
+  const bytes = base.bytes;
+  const last = base.blocks[base.blocks.length - 1];
+  const step = 4096 * (1 + rng.int(4));
+  const choice = last === undefined ? 3 : rng.int(4);
+  if (last === undefined || choice === 3) {
+    const need = rng.int(2) === 0 ? base.need + step : base.need - step;
+    return { base: base.name, what: `memory group needs ${need} bytes, not ${base.need}`, bytes: Buffer.from(bytes), need };
+  }
+  if (choice === 0) return { base: base.name, what: 'last block dropped', bytes: Buffer.from(bytes.subarray(0, last)), need: base.need };
+  // Only the last block may be shorter than the first: a longer chain repeats the first.
+  if (choice === 1) return { base: base.name, what: 'first block repeated', bytes: Buffer.concat([bytes.subarray(0, base.blocks[1]), bytes]), need: base.need };
+  // The last block's size field: never below its stored bytes, never above the first block's.
+  const out = Buffer.from(bytes);
+  const size = out.readUInt32LE(last);
+  const stored = out.readUInt32LE(last + 8);
+  const first = out.readUInt32LE(0);
+  const other = stored + rng.int(first - stored + 1);
+  out.writeUInt32LE(other === size ? (size > stored ? size - 1 : size + 1) : other, last);
+  return { base: base.name, what: `last block's size ${size} -> ${out.readUInt32LE(last)} (header at ${last})`, bytes: out, need: base.need };
+}
 
 /** One mutation of a layer input. */
 export function mutateLayer(base: LayerBase, rng: Rng): LayerCase {
   const bytes = Buffer.from(base.bytes);
   const at = rng.int(4) === 0 ? rng.int(bytes.length) : rng.pick(base.boundaries);
-  switch (rng.int(5)) {
+  const need = base.need;
+  switch (rng.int(6)) {
     case 0: {
       const len = rng.int(bytes.length);
-      return { base: base.name, what: `truncated to ${len}`, bytes: bytes.subarray(0, len) };
+      return { base: base.name, what: `truncated to ${len}`, bytes: bytes.subarray(0, len), need };
     }
     case 1: {
       const v = rng.pick(ABSURD);
       if (at + 4 <= bytes.length) bytes.writeUInt32LE(v % 2 ** 32, at);
-      return { base: base.name, what: `u32 ${v % 2 ** 32} at ${at}`, bytes };
+      return { base: base.name, what: `u32 ${v % 2 ** 32} at ${at}`, bytes, need };
     }
     case 2: {
       const v = rng.pick(ABSURD);
       if (at + 8 <= bytes.length) patch64(bytes, at, v);
-      return { base: base.name, what: `u64 ${v} at ${at}`, bytes };
+      return { base: base.name, what: `u64 ${v} at ${at}`, bytes, need };
     }
     case 3: {
       const n = 1 + rng.int(16);
       for (let i = 0; i < n; i++) bytes[rng.int(bytes.length)] ^= 1 + rng.int(255);
-      return { base: base.name, what: `${n} random bytes flipped`, bytes };
+      return { base: base.name, what: `${n} random bytes flipped`, bytes, need };
     }
+    case 4:
+      return resizeLayer(base, rng);
     default: {
       const len = 1 + rng.int(4096);
       const from = rng.int(Math.max(1, bytes.length - len));
       const to = rng.int(Math.max(1, bytes.length - len));
       Buffer.from(bytes.subarray(from, from + len)).copy(bytes, to);
-      return { base: base.name, what: `spliced ${len} bytes from ${from} to ${to}`, bytes };
+      return { base: base.name, what: `spliced ${len} bytes from ${from} to ${to}`, bytes, need };
     }
   }
 }
@@ -503,16 +541,28 @@ export function* layerCases(bases: LayerBase[], seed: number, count: number): Ge
  * one-line VmssError, and the whole case stays within the time limit. A mutated ciphertext page
  * decrypts to other bytes that nothing can catch (the per-page MAC's algorithm is not public, so
  * integrity is not verified): such cases are checked for a clean outcome, not for found damage.
+ * With `need` (what the memory group needs), a stream is taken as compressed only as
+ * container.ts promises: an intact chain that decodes to `need` bytes, or one cut short; anything
+ * else is read as plain memory ('plain'), with one line saying why when it looked compressed.
  */
-export async function checkLayers(name: string, bytes: Buffer, key: Buffer | null): Promise<'served' | 'error'> {
+export async function checkLayers(name: string, bytes: Buffer, key: Buffer | null, need: number | null = null): Promise<'served' | 'plain' | 'error'> {
   const t0 = Date.now();
   let src: Source = new BufferSource(name, bytes, true);
+  let r: Recognition;
   try {
     if (key) src = EncObjSource.open(src, key);
-    if (looksLikeBlockStream(src)) src = new BlockStreamSource(src);
+    r = recogniseContainer(src, need);
+    if (r.compressed) src = new BlockStreamSource(src, { index: r.index });
   } catch (err) {
     if (err instanceof VmssError && !err.message.includes('\n') && err.message.includes(name)) return 'error';
     throw new Error(`unexpected ${(err as Error).name}: ${(err as Error).message}`);
+  }
+  if (r.compressed) {
+    const ix = r.index;
+    if (ix.stop !== null && !ix.cut) throw new Error(`taken as compressed, but its chain stops before the end: ${ix.stop}`);
+    if (!ix.cut && need !== null && ix.decodedSize !== need) throw new Error(`taken as compressed, but it decodes to ${ix.decodedSize} bytes where the memory group needs ${need}`);
+  } else if (r.why?.includes('\n')) {
+    throw new Error(`read as plain memory, but why takes more than a line: ${r.why}`);
   }
   const check = (err: unknown): void => {
     const e = err as NodeJS.ErrnoException;
@@ -535,7 +585,7 @@ export async function checkLayers(name: string, bytes: Buffer, key: Buffer | nul
     }
   }
   src.close();
-  return 'served';
+  return r.compressed ? 'served' : 'plain';
 }
 
 /**
@@ -672,10 +722,11 @@ async function main(): Promise<number> {
     // The decoding layers: a quarter as many cases again.
     const layerBases = makeLayerBases();
     let layerFailures = 0;
+    let layerPlain = 0;
     const layerCount = Math.ceil(iterations / 4);
     for (const c of layerCases(layerBases, seed, layerCount)) {
       try {
-        await checkLayers('case.vmem', c.bytes, c.key);
+        if ((await checkLayers('case.vmem', c.bytes, c.key, c.need)) === 'plain') layerPlain++;
         const rss = residentAfterCollection();
         peakRss = Math.max(peakRss, rss);
         if (rss > RSS_LIMIT) throw new Error(`RSS ${Math.round(rss / 1048576)} MiB`);
@@ -685,7 +736,7 @@ async function main(): Promise<number> {
         console.log(`FAIL layer ${c.base}: ${c.what}: ${(err as Error).message} -> ${path.relative(process.cwd(), saved)}`);
       }
     }
-    console.log(`layers: ${layerCount} cases (compressed streams, encrypted containers), ${layerFailures} failed`);
+    console.log(`layers: ${layerCount} cases (compressed streams, encrypted containers), ${layerPlain} read as plain memory, ${layerFailures} failed`);
     const decoderFailures = await fuzzDecoder(seed, Math.ceil(iterations / 2));
     const seekFailures = await fuzzSeekIndex(seed, Math.ceil(iterations / 4));
     console.log(`${iterations - failures} passed, ${failures} failed`);

@@ -7,7 +7,10 @@ import { writeSnapshot } from './kit/writer';
 import { CacheBudget } from '../src/cache/budget';
 import { BlockStreamSource } from '../src/io/blockstream';
 import { recogniseContainer } from '../src/io/container';
-import { BufferSource } from '../src/io/source';
+import { BufferSource, type Source } from '../src/io/source';
+import { EncObjSource } from '../src/io/encobj';
+import { Rng, checkLayers, layerCases, makeLayerBases, resizeLayer } from '../scripts/fuzz';
+import { MemorySource } from './helpers/memory-source';
 import { writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { TestMount } from './helpers/mount';
 import { tempDir } from './helpers/paths';
@@ -91,6 +94,45 @@ describe('compressed memory: faults of the layer', function () {
         const cmp = await runCommand('cmp', [m.path('physmem.raw'), vmem]);
         expect(cmp.code, cmp.stdout + cmp.stderr).to.equal(0);
       });
+    });
+  });
+
+  describe('the fuzzer and the decoded size the memory group needs', () => {
+    it('a chain that decodes to another size than the memory group needs is read as plain memory, never as compressed', async () => {
+      const bases = makeLayerBases();
+      const rng = new Rng(7);
+      const seen = new Set<string>();
+      for (let i = 0; i < 40; i++) {
+        const base = bases[i % bases.length]!;
+        const c = resizeLayer(base, rng);
+        seen.add(c.what.replace(/\d+/g, 'N'));
+        let src: Source = new MemorySource('r.vmem', c.bytes);
+        if (base.key) src = EncObjSource.open(src, base.key);
+        const r = recogniseContainer(src, c.need);
+        expect(r.compressed, `${base.name}: ${c.what}`).to.equal(false);
+        expect(!r.compressed && r.why, `${base.name}: ${c.what}`).to.match(/decode to \d+ bytes where the memory group needs \d+|it is exactly the \d+ bytes the memory group needs/);
+        expect(await checkLayers('r.vmem', c.bytes, base.key, c.need), `${base.name}: ${c.what}`).to.equal('plain');
+      }
+      expect([...seen].sort()).to.deep.equal([
+        'first block repeated',
+        'last block dropped',
+        "last block's size N -> N (header at N)",
+        'memory group needs N bytes, not N',
+      ]);
+    });
+
+    it('the fixed seed\'s layer cases include streams read as plain memory, and none breaks the rule', async () => {
+      let plain = 0;
+      let n = 0;
+      for (const c of layerCases(makeLayerBases(), 20261125, 300)) {
+        n++;
+        try {
+          if ((await checkLayers('case.vmem', c.bytes, c.key, c.need)) === 'plain') plain++;
+        } catch (err) {
+          expect.fail(`case ${n} (${c.base}: ${c.what}): ${(err as Error).message}`);
+        }
+      }
+      expect(plain, 'some are no longer the container').to.be.greaterThan(0);
     });
   });
 

@@ -247,6 +247,41 @@ describe('compressed memory', function () {
       }
     });
 
+    it('a VM folder of compressed checkpoints starts each one\'s seek index when its memory is first read', async () => {
+      // Two snapshots found in a folder (no .vmx or .vmsd): the same memory under two names.
+      const dir = path.join(tmp.dir, 'folder');
+      fs.mkdirSync(dir);
+      for (const n of ['VM-Snapshot1', 'VM-Snapshot2']) {
+        fs.copyFileSync(vm.meta, path.join(dir, `${n}.vmsn`));
+        fs.copyFileSync(vm.vmem, path.join(dir, `${n}.vmem`));
+      }
+      const want = fs.readFileSync(vm.plain.vmemPath as string).subarray(0, 4096);
+      const m = await TestMount.start(dir, ['--debug']);
+      try {
+        const readPage = async (cp: string): Promise<Buffer> => {
+          const fh = await fs.promises.open(m.path(cp, 'physmem.raw'), 'r');
+          try {
+            const b = Buffer.alloc(4096);
+            await fh.read(b, 0, 4096, 0);
+            return b;
+          } finally {
+            await fh.close();
+          }
+        };
+        expect(await walkFiles(m.path('VM-Snapshot1'))).to.include('physmem.raw');
+        expect(m.stderr, 'nothing read yet: no pass').not.to.match(/seek index/);
+        expect((await readPage('VM-Snapshot1')).equals(want)).to.equal(true);
+        expect(await m.stderrShows(/VM-Snapshot1\.vmem: seek index built: \d+ points/), m.stderr).to.equal(true);
+        expect(m.stderr).to.match(/VM-Snapshot1\.vmem: seek index started \(first read\)/);
+        expect(m.stderr, 'the other checkpoint, unread, has none').not.to.match(/VM-Snapshot2\.vmem: seek index/);
+        expect((await readPage('VM-Snapshot2')).equals(want)).to.equal(true);
+        expect(await m.stderrShows(/VM-Snapshot2\.vmem: seek index built: \d+ points/), m.stderr).to.equal(true);
+        expect(m.stderr.match(/VM-Snapshot1\.vmem: seek index started/g)).to.have.length(1);
+      } finally {
+        await m.unmount();
+      }
+    });
+
     it('a damaged compressed stream: metadata served, the lost guest-physical range named, reads there EIO', async () => {
       const dir = path.join(tmp.dir, 'damaged');
       fs.mkdirSync(dir);

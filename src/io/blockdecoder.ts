@@ -3,6 +3,7 @@ import { type BlockEntry } from './container';
 import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex } from './fastlz';
 import { decodeBlock } from './native-decoder';
 import { DecodeError } from './layer';
+import { droppedGarbage } from './garbage';
 import { type Source } from './source';
 
 /** Scratch sizes are rounded up to this, so that one buffer serves blocks of every stored size. */
@@ -322,7 +323,12 @@ export class BlockDecoder {
   /** Block i's stored bytes, in `into` when it is large enough (the caller's to reuse), else a new buffer. */
   async rawAsync(i: number, into?: Buffer): Promise<Buffer> {
     const b = this.blocks[i] as BlockEntry;
-    const raw = into && into.length >= b.stored ? into.subarray(0, b.stored) : Buffer.allocUnsafe(b.stored);
+    // A new buffer (the seek pass keeps it over a decode on the thread pool, with the next block's
+    // read ahead) is dropped soon after: without young collections as they pile up, V8 left up to
+    // 50 MiB of them until external memory had grown enough for a full one.
+    const reuse = into !== undefined && into.length >= b.stored;
+    if (!reuse) droppedGarbage(b.stored);
+    const raw = reuse ? into.subarray(0, b.stored) : Buffer.allocUnsafe(b.stored);
     if ((await this.inner.read(raw, 0, b.stored, b.dataOffset)) < b.stored) throw this.fail(`block ${i} is cut short`);
     return raw;
   }

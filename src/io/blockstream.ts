@@ -1,6 +1,7 @@
 import { CacheBudget } from '../cache/budget';
 import { BlockDecoder } from './blockdecoder';
 import { DecodingLayer } from './layer';
+import { droppedGarbage } from './garbage';
 import { FastLzError, MAX_DISTANCE } from './fastlz';
 import { type BlockEntry, type ContainerIndex, indexContainer } from './container';
 import { type BlockIndex, createSeekIndex } from './seekindex';
@@ -213,6 +214,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     if (this.seek.covers(k)) {
       try {
         await this.seek.read(k, b.start + within, n, buf, at, async (offset, length) => {
+          droppedGarbage(length);
           const raw = Buffer.allocUnsafe(length);
           if ((await this.inner.read(raw, 0, length, b.dataOffset + offset)) < length) throw this.fail(`block ${k} is cut short`);
           return raw;
@@ -233,6 +235,9 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   private readSpanSync(k: number, within: number, n: number, buf: Buffer, at: number): void {
     const b = this.blocks[k] as BlockEntry;
     const stored = (offset: number, length: number, into?: Buffer, intoAt = 0): Buffer => {
+      // Stored bytes between two seek points (tens of KiB), garbage once decoded: collected young
+      // (src/io/garbage.ts), they do not pile up in the allocator's heap between the chunks kept.
+      if (!into) droppedGarbage(length);
       const dst = into ?? Buffer.allocUnsafe(length);
       if (this.inner.readAtSync(dst.subarray(intoAt, intoAt + length), b.dataOffset + offset) < length) throw this.fail(`block ${k} is cut short`);
       return dst;
@@ -251,7 +256,21 @@ export class BlockStreamSource extends DecodingLayer implements Source {
     }
   }
 
+  /**
+   * Start the seek index's pass when the stream is first read rather than now (a VM folder's
+   * checkpoints, of which a reader may open one or two); `started` gets the pass.
+   */
+  indexOnFirstRead(started: (pass: Promise<void>) => void): void {
+    this.firstRead = () => {
+      this.firstRead = null;
+      started(this.startIndex());
+    };
+  }
+
+  private firstRead: (() => void) | null = null;
+
   readAtSync(buf: Buffer, position: number): number {
+    this.firstRead?.();
     let done = 0;
     for (const s of this.spans(position, buf.length)) {
       this.readSpanSync(s.k, s.within, s.n, buf, s.at);
@@ -261,6 +280,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   }
 
   async read(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+    this.firstRead?.();
     let done = 0;
     for (const s of this.spans(position, length)) {
       await this.readSpan(s.k, s.within, s.n, buf, offset + s.at);

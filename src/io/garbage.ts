@@ -3,7 +3,7 @@ import * as vm from 'node:vm';
 
 /**
  * Decryption makes garbage no buffer reuse can avoid: each update() of a Node cipher returns a
- * new buffer. V8 collects such buffers only once external memory has grown by tens of MiB since
+ * new buffer (and so does reading a compressed block's stored bytes for the seek pass). V8 collects such buffers only once external memory has grown by tens of MiB since
  * its last collection, and until then they count in the daemon's RSS on top of the cache budget
  * (measured: 162 MiB peak with a 64 MiB budget, 141 with this). They die young, so a minor
  * collection (the young generation only: well under a millisecond here) after every

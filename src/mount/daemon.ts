@@ -170,19 +170,37 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
     throw err;
   }
 
-  // Compressed memory: the seek index is built in the background from now on, so that reads
-  // anywhere decode a few tens of KiB instead of whole blocks.
+  // Compressed memory: the seek index is built in the background, so that reads anywhere decode
+  // a few tens of KiB instead of whole blocks. A single checkpoint's from now on; a VM folder's
+  // each when its memory is first read: a folder may hold many snapshots of which an analyst
+  // reads one or two, and each pass decodes all of its memory and keeps up to 3% of it.
+  const folder = served.evidence === null;
   for (const f of served.files) {
     if (!(f instanceof BlockStreamSource)) continue;
-    void f.startIndex().then(() => {
-      const st = f.indexStats;
-      if (opts.debug && st) report.log(`${f.name}: seek index ${st.done ? 'built' : 'stopped'}: ${st.points} points, ${st.bytes} bytes, in ${st.seconds.toFixed(2)} s (${st.native ? 'C' : 'JavaScript'})`);
-      for (const n of f.notes.filter((x) => x.startsWith('seek index'))) report.log(`${f.name}: ${n}`);
-    });
+    const started = (pass: Promise<void>): void => {
+      if (opts.debug && folder) report.log(`${f.name}: seek index started (first read)`);
+      void pass.then(() => {
+        const st = f.indexStats;
+        if (opts.debug && st) report.log(`${f.name}: seek index ${st.done ? 'built' : 'stopped'}: ${st.points} points, ${st.bytes} bytes, in ${st.seconds.toFixed(2)} s (${st.native ? 'C' : 'JavaScript'})`);
+        for (const n of f.notes.filter((x) => x.startsWith('seek index'))) report.log(`${f.name}: ${n}`);
+      });
+    };
+    if (folder) f.indexOnFirstRead(started);
+    else started(f.startIndex());
   }
   void widenReadAhead(opts.mountpoint).then((note) => {
     if (opts.debug) report.log(note);
   });
+
+  // Under --debug, the process's memory by kind, sampled: what the peak RSS is made of (the
+  // JavaScript heap, buffers outside it, and the rest: code, stacks, the allocator's free lists).
+  const mem = { rss: 0, heapUsed: 0, heapTotal: 0, external: 0, arrayBuffers: 0 };
+  const sampleMemory = (): void => {
+    const u = process.memoryUsage();
+    for (const k of Object.keys(mem) as Array<keyof typeof mem>) mem[k] = Math.max(mem[k], u[k]);
+  };
+  const memWatch = opts.debug ? setInterval(sampleMemory, 250) : null;
+  memWatch?.unref();
 
   return new Promise<number>((resolve) => {
     let finishing = false;
@@ -190,7 +208,11 @@ export async function serve(opts: ServeOptions, report: Reporter): Promise<numbe
       if (finishing) return;
       finishing = true;
       clearInterval(watch);
+      if (memWatch) clearInterval(memWatch);
       if (opts.debug) {
+        sampleMemory();
+        const mib = (n: number): string => (n / 1048576).toFixed(1);
+        report.log(`memory (sampled peaks, MiB): rss ${mib(mem.rss)}, heap used ${mib(mem.heapUsed)} of ${mib(mem.heapTotal)}, external ${mib(mem.external)}, array buffers ${mib(mem.arrayBuffers)}`);
         const st = cache.stats;
         report.log(`page cache: ${st.hits} hits, ${st.misses} chunk misses (${st.shared} shared, ${st.prefetched} read ahead), ${st.direct} reads straight from the source`);
         // Every cache of the mount (chunks, decoded blocks, decrypted pages) draws from one budget.
