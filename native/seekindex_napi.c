@@ -115,45 +115,80 @@ napi_value js_seek_new(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* What every job on libuv's pool holds: the index (a reference taken while queued), the buffer
+ * the job works in (kept alive and in place by ref), its work item and its promise. First member
+ * of each job, so a job is freed through it. */
 typedef struct {
   si_index *ix;
-  uint32_t k;
-  const uint8_t *stored;
-  size_t len;
-  int rc;
-  char reason[SI_REASON];
   napi_ref ref;
   napi_async_work work;
   napi_deferred deferred;
-} add_job;
+} job;
 
-static void add_execute(napi_env env, void *data) {
-  (void)env;
-  add_job *j = data;
-  j->rc = si_add_block(j->ix, j->k, j->stored, j->len, j->reason);
+/* Queue j (the first member of an add_job or fd_job) working in buffer `keep`: its promise,
+ * or NULL with j freed and an exception pending. */
+static napi_value queue_job(napi_env env, const char *what, napi_value keep, job *j, napi_async_execute_callback execute,
+                            napi_async_complete_callback complete) {
+  napi_value name, promise;
+  if (napi_create_reference(env, keep, 1, &j->ref) != napi_ok) {
+    free(j);
+    fail(env, what);
+    return NULL;
+  }
+  if (napi_create_string_utf8(env, "vmssfs seek index", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, complete, j, &j->work) != napi_ok) {
+    napi_delete_reference(env, j->ref);
+    free(j);
+    fail(env, what);
+    return NULL;
+  }
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok || napi_queue_async_work(env, j->work) != napi_ok) {
+    napi_delete_async_work(env, j->work);
+    napi_delete_reference(env, j->ref);
+    free(j);
+    fail(env, what);
+    return NULL;
+  }
+  si_ref(j->ix);
+  return promise;
 }
 
-static void add_complete(napi_env env, napi_status status, void *data) {
-  add_job *j = data;
-  napi_value v = NULL;
-  if (status != napi_ok) {
-    napi_reject_deferred(env, j->deferred, plain_error(env, "vmssfs native: seekAddBlock: cancelled"));
-  } else if (j->rc != 0) {
-    napi_value err = damaged_error(env, j->reason);
-    napi_reject_deferred(env, j->deferred, err != NULL ? err : plain_error(env, j->reason));
-  } else {
-    napi_get_undefined(env, &v);
-    napi_resolve_deferred(env, j->deferred, v);
-  }
+/* Settle a job's promise with v, or reject it (err NULL: with reason as a plain error), and free it. */
+static void finish_job(napi_env env, job *j, napi_value v, napi_value err, const char *reason) {
+  if (v != NULL) napi_resolve_deferred(env, j->deferred, v);
+  else napi_reject_deferred(env, j->deferred, err != NULL ? err : plain_error(env, reason));
   napi_delete_reference(env, j->ref);
   napi_delete_async_work(env, j->work);
   si_unref(j->ix);
   free(j);
 }
 
+typedef struct {
+  job base;
+  uint32_t k;
+  const uint8_t *stored;
+  size_t len;
+  int rc;
+  char reason[SI_REASON];
+} add_job;
+
+static void add_execute(napi_env env, void *data) {
+  (void)env;
+  add_job *j = data;
+  j->rc = si_add_block(j->base.ix, j->k, j->stored, j->len, j->reason);
+}
+
+static void add_complete(napi_env env, napi_status status, void *data) {
+  add_job *j = data;
+  napi_value v = NULL;
+  if (status != napi_ok) finish_job(env, &j->base, NULL, NULL, "vmssfs native: seekAddBlock: cancelled");
+  else if (j->rc != 0) finish_job(env, &j->base, NULL, damaged_error(env, j->reason), j->reason);
+  else finish_job(env, &j->base, napi_get_undefined(env, &v) == napi_ok ? v : NULL, NULL, "vmssfs native: seekAddBlock: no result");
+}
+
 napi_value js_seek_add_block_async(napi_env env, napi_callback_info info) {
   size_t argc = 3;
-  napi_value argv[3], name, promise;
+  napi_value argv[3];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
     napi_throw_type_error(env, NULL, "vmssfs native: seekAddBlockAsync: expected handle, k, stored");
     return NULL;
@@ -170,32 +205,9 @@ napi_value js_seek_add_block_async(napi_env env, napi_callback_info info) {
     fail(env, "vmssfs native: out of memory");
     return NULL;
   }
-  j->ix = ix;
-  j->k = (uint32_t)k;
-  j->stored = stored;
-  j->len = len;
+  *j = (add_job){ .base = { .ix = ix }, .k = (uint32_t)k, .stored = stored, .len = len };
   /* The stored bytes stay alive (and where they are) until the block is indexed. */
-  if (napi_create_reference(env, argv[2], 1, &j->ref) != napi_ok) {
-    free(j);
-    fail(env, "vmssfs native: seekAddBlockAsync: cannot queue");
-    return NULL;
-  }
-  if (napi_create_string_utf8(env, "vmssfs seek index", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, add_execute, add_complete, j, &j->work) != napi_ok) {
-    napi_delete_reference(env, j->ref);
-    free(j);
-    fail(env, "vmssfs native: seekAddBlockAsync: cannot queue");
-    return NULL;
-  }
-  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok || napi_queue_async_work(env, j->work) != napi_ok) {
-    napi_delete_async_work(env, j->work);
-    napi_delete_reference(env, j->ref);
-    free(j);
-    fail(env, "vmssfs native: seekAddBlockAsync: cannot queue");
-    return NULL;
-  }
-  si_ref(ix);
-  return promise;
+  return queue_job(env, "vmssfs native: seekAddBlockAsync: cannot queue", argv[2], &j->base, add_execute, add_complete);
 }
 
 static si_index *one_handle(napi_env env, napi_callback_info info) {
@@ -305,48 +317,33 @@ napi_value js_seek_decode(napi_env env, napi_callback_info info) {
 }
 
 typedef struct {
-  si_index *ix;
+  job base;
   int fd;
   uint64_t pos;
   size_t n;
   uint8_t *dst;
   int64_t rc;
   char reason[SI_REASON];
-  napi_ref ref;
-  napi_async_work work;
-  napi_deferred deferred;
 } fd_job;
 
 static void fd_execute(napi_env env, void *data) {
   (void)env;
   fd_job *j = data;
-  j->rc = si_read_fd(j->ix, j->fd, j->pos, j->dst, j->n, j->reason);
+  j->rc = si_read_fd(j->base.ix, j->fd, j->pos, j->dst, j->n, j->reason);
 }
 
 static void fd_complete(napi_env env, napi_status status, void *data) {
   fd_job *j = data;
   napi_value v = NULL;
-  if (status != napi_ok) {
-    napi_reject_deferred(env, j->deferred, plain_error(env, "vmssfs native: seekReadFd: cancelled"));
-  } else if (j->rc == SI_NOT_YET) {
-    napi_get_null(env, &v);
-    napi_resolve_deferred(env, j->deferred, v);
-  } else if (j->rc < 0) {
-    napi_value err = j->rc == SI_DAMAGED ? damaged_error(env, j->reason) : plain_error(env, j->reason);
-    napi_reject_deferred(env, j->deferred, err != NULL ? err : plain_error(env, j->reason));
-  } else {
-    napi_create_double(env, (double)j->rc, &v);
-    napi_resolve_deferred(env, j->deferred, v);
-  }
-  napi_delete_reference(env, j->ref);
-  napi_delete_async_work(env, j->work);
-  si_unref(j->ix);
-  free(j);
+  if (status != napi_ok) finish_job(env, &j->base, NULL, NULL, "vmssfs native: seekReadFd: cancelled");
+  else if (j->rc == SI_NOT_YET) finish_job(env, &j->base, napi_get_null(env, &v) == napi_ok ? v : NULL, NULL, "vmssfs native: seekReadFd: no result");
+  else if (j->rc < 0) finish_job(env, &j->base, NULL, j->rc == SI_DAMAGED ? damaged_error(env, j->reason) : NULL, j->reason);
+  else finish_job(env, &j->base, napi_create_double(env, (double)j->rc, &v) == napi_ok ? v : NULL, NULL, "vmssfs native: seekReadFd: no result");
 }
 
 napi_value js_seek_read_fd_async(napi_env env, napi_callback_info info) {
   size_t argc = 5;
-  napi_value argv[5], name, promise;
+  napi_value argv[5];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5) {
     napi_throw_type_error(env, NULL, "vmssfs native: seekReadFdAsync: expected handle, fd, pos, n, dst");
     return NULL;
@@ -363,26 +360,7 @@ napi_value js_seek_read_fd_async(napi_env env, napi_callback_info info) {
     fail(env, "vmssfs native: out of memory");
     return NULL;
   }
-  *j = (fd_job){ .ix = ix, .fd = (int)fd, .pos = pos, .n = n, .dst = dst };
-  if (napi_create_reference(env, argv[4], 1, &j->ref) != napi_ok) {
-    free(j);
-    fail(env, "vmssfs native: seekReadFdAsync: cannot queue");
-    return NULL;
-  }
-  if (napi_create_string_utf8(env, "vmssfs seek read", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, fd_execute, fd_complete, j, &j->work) != napi_ok) {
-    napi_delete_reference(env, j->ref);
-    free(j);
-    fail(env, "vmssfs native: seekReadFdAsync: cannot queue");
-    return NULL;
-  }
-  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok || napi_queue_async_work(env, j->work) != napi_ok) {
-    napi_delete_async_work(env, j->work);
-    napi_delete_reference(env, j->ref);
-    free(j);
-    fail(env, "vmssfs native: seekReadFdAsync: cannot queue");
-    return NULL;
-  }
-  si_ref(ix);
-  return promise;
+  *j = (fd_job){ .base = { .ix = ix }, .fd = (int)fd, .pos = pos, .n = n, .dst = dst };
+  /* dst stays alive (and where it is) until the read is done. */
+  return queue_job(env, "vmssfs native: seekReadFdAsync: cannot queue", argv[4], &j->base, fd_execute, fd_complete);
 }

@@ -87,8 +87,10 @@ describe('encrypted VMs damaged or cut short', function () {
   it('a damaged key safe with the right password: says the key safe may be damaged, as well as the password wrong', async () => {
     const vm = vmFolder('keysafe');
     const vmx = fs.readFileSync(vm.vmx as string, 'utf8');
-    // One base64 character of the key safe's dictionary changed (a bit flip on disk).
-    const at = vmx.lastIndexOf(',') + 20;
+    // One base64 letter of the key safe's dictionary changed (a bit flip on disk). The dictionary
+    // is percent-encoded ('/' is %2f): a letter inside an escape would make it not base64 at all.
+    let at = vmx.lastIndexOf(',') + 1;
+    for (let seen = 0; seen < 20 || !/[A-Za-z0-9]/.test(vmx[at] as string); seen++) at += vmx[at] === '%' ? 3 : 1;
     const c = vmx[at] as string;
     expect(c).to.match(/[A-Za-z0-9]/);
     fs.writeFileSync(vm.vmx as string, vmx.slice(0, at) + (c === 'A' ? 'B' : 'A') + vmx.slice(at + 1));

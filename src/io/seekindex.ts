@@ -239,30 +239,62 @@ class Waiters {
   }
 }
 
-export class SeekIndex implements BlockIndex {
+/** The pass and its waiters, as both indexes run them: build() once, reached(k), stop(). */
+abstract class IndexPass {
+  /** Why the pass stopped before the end (a damaged block), or null. */
+  failure: string | null = null;
+  done = false;
+  running = false;
+  protected stopped = false;
+  protected readonly waiters = new Waiters();
+
+  abstract readonly indexed: number;
+  /** Whether block k can be read through the index. */
+  abstract covers(k: number): boolean;
+  protected abstract pass(): Promise<void>;
+
+  reached(k: number): Promise<void> {
+    return this.covers(k) || !this.running ? Promise.resolve() : this.waiters.wait(k);
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /** The pass over the stream; resolves when done, stopped, or halted by a damaged block. */
+  async build(): Promise<void> {
+    if (this.running || this.done) return;
+    this.running = true;
+    try {
+      await this.pass();
+    } finally {
+      this.running = false;
+      this.waiters.wake(this.indexed, true);
+    }
+  }
+
+  /** The pass ends at block k, damaged: reads there and past it decode whole blocks, as before. */
+  protected halt(k: number, b: BlockEntry, why: string): void {
+    this.failure = `block ${k} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${why}`;
+  }
+}
+
+export class SeekIndex extends IndexPass implements BlockIndex {
   private readonly points: Point[] = [];
   /** Compressed blocks fully indexed: their points are all recorded (raw blocks need none). */
   private indexedBlocks = 0;
   private spacing = SPACING;
   private heldBytes = 0;
-  private stopped = false;
   /** Where reads decode (at most a window and a block: 4.1 MiB). */
   private scratch = Buffer.alloc(0);
-  /** Why the pass stopped before the end (a damaged block), or null. */
-  failure: string | null = null;
-  done = false;
-  running = false;
   readonly nativeHandle = null;
-  private readonly waiters = new Waiters();
 
-  constructor(private readonly host: IndexHost) {}
+  constructor(private readonly host: IndexHost) {
+    super();
+  }
 
   get indexed(): number {
     return this.indexedBlocks;
-  }
-
-  reached(k: number): Promise<void> {
-    return this.covers(k) || !this.running ? Promise.resolve() : this.waiters.wait(k);
   }
 
   private grow(n: number): boolean {
@@ -280,27 +312,11 @@ export class SeekIndex implements BlockIndex {
     return this.points.length;
   }
 
-  /** Whether block k can be read through the index. */
   covers(k: number): boolean {
     return k < this.indexedBlocks;
   }
 
-  stop(): void {
-    this.stopped = true;
-  }
-
-  /** The pass over the stream; resolves when done, stopped, or halted by a damaged block. */
-  async build(): Promise<void> {
-    this.running = true;
-    try {
-      await this.pass();
-    } finally {
-      this.running = false;
-      this.waiters.wake(this.indexedBlocks, true);
-    }
-  }
-
-  private async pass(): Promise<void> {
+  protected async pass(): Promise<void> {
     const blocks = this.host.blocks;
     // The stream's last MAX_DISTANCE bytes before the block being indexed: zeros before the start.
     let history = Buffer.alloc(MAX_DISTANCE);
@@ -321,10 +337,7 @@ export class SeekIndex implements BlockIndex {
           if (!(err instanceof FastLzError)) throw err;
           why = err.message;
         }
-        if (why !== null) {
-          this.failure = `block ${k} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${why}`;
-          return;
-        }
+        if (why !== null) return this.halt(k, b, why);
         if (this.stopped) return;
         const base = b.start - MAX_DISTANCE;
         walkSpans(raw, b.start, this.spacing, (ip, out, refs) => {
@@ -484,19 +497,16 @@ function isDamage(err: unknown): err is Error {
  * the event loop, while the next block's stored bytes are read. The handle is shared with the
  * native read path, whose libfuse threads read through the index without JavaScript.
  */
-export class NativeSeekIndex implements BlockIndex {
-  failure: string | null = null;
-  done = false;
-  running = false;
-  private stopped = false;
+export class NativeSeekIndex extends IndexPass implements BlockIndex {
   private held = 0;
-  private readonly waiters = new Waiters();
   /** The scan window: stream bytes [pos, pos + n) decoded in buf; where the last read ended. */
   private scan: { pos: number; n: number; buf: Buffer } | null = null;
   private scanBuf: Buffer | null = null;
   private scanEnd = -1;
 
-  private constructor(private readonly host: IndexHost, private readonly addon: SeekAddon, readonly nativeHandle: object) {}
+  private constructor(private readonly host: IndexHost, private readonly addon: SeekAddon, readonly nativeHandle: object) {
+    super();
+  }
 
   /** The C index for this host, or null without the addon (or a table it refuses). */
   static create(host: IndexHost): NativeSeekIndex | null {
@@ -525,26 +535,7 @@ export class NativeSeekIndex implements BlockIndex {
     return k < this.addon.seekIndexed(this.nativeHandle);
   }
 
-  reached(k: number): Promise<void> {
-    return this.covers(k) || !this.running ? Promise.resolve() : this.waiters.wait(k);
-  }
-
-  stop(): void {
-    this.stopped = true;
-  }
-
-  async build(): Promise<void> {
-    if (this.running || this.done) return;
-    this.running = true;
-    try {
-      await this.pass();
-    } finally {
-      this.running = false;
-      this.waiters.wake(this.indexed, true);
-    }
-  }
-
-  private async pass(): Promise<void> {
+  protected async pass(): Promise<void> {
     const blocks = this.host.blocks;
     // Two buffers, in turn: block k + 1's stored bytes are read into one while block k, in the
     // other, is indexed on the thread pool. (A fresh buffer per block left the daemon some 30 MiB
@@ -561,9 +552,7 @@ export class NativeSeekIndex implements BlockIndex {
       } catch (err) {
         next?.catch(() => undefined);
         if (!isDamage(err)) throw err;
-        const b = blocks[k] as BlockEntry;
-        this.failure = `block ${k} (stream bytes ${b.start}-${b.start + b.size}) is damaged: ${err.message}`;
-        return;
+        return this.halt(k, blocks[k] as BlockEntry, err.message);
       }
       const bytes = this.bytes;
       this.host.reserve(bytes - this.held);
@@ -617,22 +606,29 @@ export class NativeSeekIndex implements BlockIndex {
     return { buf: this.scanBuf, at: 0 };
   }
 
+  /**
+   * Decode a planned read (the scan window's span, or the read itself) from its stored bytes
+   * into dst: false when points merged meanwhile, and the C side says to plan again.
+   */
+  private serve(span: { pos: number; n: number } | null, pos: number, n: number, plan: number[], input: Buffer, dst: Buffer, at: number): boolean {
+    const want = span ?? { pos, n };
+    const into = span ? this.intoScan(span) : { buf: dst, at };
+    if (!this.decode(want.pos, want.n, plan, input, into.buf, into.at)) return false;
+    if (span) {
+      this.scan = { pos: span.pos, n: span.n, buf: into.buf };
+      this.fromScan(pos, n, dst, at);
+    }
+    this.scanEnd = pos + n;
+    return true;
+  }
+
   async read(k: number, pos: number, n: number, dst: Buffer, at: number, readStored: ReadStored): Promise<void> {
     if (this.fromScan(pos, n, dst, at)) return;
     const span = this.scanWindow(k, pos, n);
     for (;;) {
-      const want = span ?? { pos, n };
-      const plan = this.plan(want.pos, want.n);
+      const plan = this.plan(span?.pos ?? pos, span?.n ?? n);
       const input = await readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number));
-      // Points may have merged meanwhile: the C side then says to plan again.
-      const into = span ? this.intoScan(span) : { buf: dst, at };
-      if (!this.decode(want.pos, want.n, plan, input, into.buf, into.at)) continue;
-      if (span) {
-        this.scan = { pos: span.pos, n: span.n, buf: into.buf };
-        this.fromScan(pos, n, dst, at);
-      }
-      this.scanEnd = pos + n;
-      return;
+      if (this.serve(span, pos, n, plan, input, dst, at)) return;
     }
   }
 
@@ -640,17 +636,9 @@ export class NativeSeekIndex implements BlockIndex {
     if (this.fromScan(pos, n, dst, at)) return;
     const span = this.scanWindow(k, pos, n);
     for (;;) {
-      const want = span ?? { pos, n };
-      const plan = this.plan(want.pos, want.n);
+      const plan = this.plan(span?.pos ?? pos, span?.n ?? n);
       const input = readStored(plan[0] as number, (plan[1] as number) - (plan[0] as number));
-      const into = span ? this.intoScan(span) : { buf: dst, at };
-      if (!this.decode(want.pos, want.n, plan, input, into.buf, into.at)) continue;
-      if (span) {
-        this.scan = { pos: span.pos, n: span.n, buf: into.buf };
-        this.fromScan(pos, n, dst, at);
-      }
-      this.scanEnd = pos + n;
-      return;
+      if (this.serve(span, pos, n, plan, input, dst, at)) return;
     }
   }
 
