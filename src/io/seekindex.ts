@@ -16,6 +16,7 @@
  * The index lives in memory only, within an allowance the caller gives; past it, the spacing
  * doubles and the points recorded so far are merged pairwise.
  */
+import { bisect } from '../bisect';
 import { loadAddon } from './addon';
 import { type BlockEntry } from './container';
 import { FastLzError, MAX_DISTANCE } from './fastlz';
@@ -406,15 +407,10 @@ export class SeekIndex extends IndexPass implements BlockIndex {
 
   /** The index of the last point of block k at or before stream position `pos` (block k has points). */
   private pointAt(k: number, pos: number): number {
-    let lo = 0;
-    let hi = this.points.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      const p = this.points[mid] as Point;
-      if (p.block < k || (p.block === k && p.out <= pos)) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
+    return Math.max(0, bisect(this.points.length, (i) => {
+      const p = this.points[i] as Point;
+      return p.block < k || (p.block === k && p.out <= pos);
+    }) - 1);
   }
 
   /** The points a read of [pos, pos + n) of block k decodes between, and the stored bytes it needs. */
