@@ -1,6 +1,6 @@
 /*
  * seekindex: random access into VMware's compressed memory stream (docs/format.md) by seek
- * points with sparse windows, as src/io/seekindex.ts does in JavaScript. One object per stream,
+ * points with sparse windows, as src/io/seekindex-js.ts does in JavaScript. One object per stream,
  * shared by JavaScript (seekindex_napi.c: the index pass, and reads for cat/extract/the JS path)
  * and libfuse's worker threads (readmap.c: the native read path), so it is reference counted and
  * every function here is safe to call from any thread, except si_add_block, which one thread

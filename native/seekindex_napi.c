@@ -1,5 +1,5 @@
 /*
- * The seek index's N-API functions (src/io/seekindex.ts wraps them; contract: seekindex.h):
+ * The seek index's N-API functions (src/io/seekindex-native.ts wraps them; contract: seekindex.h):
  *   seekNew(blocks, allowance) -> handle     blocks: [{ dataOffset, stored, start, size, raw }]
  *   seekAddBlockAsync(handle, k, stored) -> Promise<void>, indexed on libuv's thread pool;
  *       a damaged block rejects with an Error of code VMSSFS_FASTLZ_DAMAGED, message the reason

@@ -3,7 +3,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { makeKeyChain, encryptFile } from './kit/encrypted-vm';
-import { dataFileKeyFromVmx, parseKeySafe, parseVmx, unlockKeySafe } from '../src/crypto/keysafe';
+import { dataFileKeyFromVmx, parseKeySafe, unlockKeySafe } from '../src/crypto/keysafe';
+import { parseDictionary } from '../src/format/dictionary';
 import { VmssError } from '../src/errors';
 import { EncObjSource } from '../src/io/encobj';
 import { INTEGRITY } from '../src/evidence/evidence';
@@ -70,7 +71,7 @@ describe('encrypted VMs', function () {
     for (const cipher of ['XTS-AES-256', 'AES-256'] as const) {
       it(`opens a ${cipher} key safe with the password and finds the data files' key`, () => {
         const chain = makeKeyChain({ password: 'pw ünïcode', cipher, rounds: 1234, encodeDataKey: cipher === 'AES-256' });
-        const vmx = parseVmx(chain.vmx);
+        const vmx = parseDictionary(chain.vmx).values;
         const ks = parseKeySafe(vmx.get('encryption.keysafe') as string, 'VM.vmx');
         expect({ cipher: ks.cipher, rounds: ks.rounds }).to.deep.equal({ cipher, rounds: 1234 });
         const configKey = unlockKeySafe(ks, 'pw ünïcode', 'VM.vmx');
@@ -80,20 +81,20 @@ describe('encrypted VMs', function () {
 
     it('reads the percent-encodings of a real key safe: lowercase hex, the salt encoded twice', () => {
       const chain = makeKeyChain({ password: 'x', rounds: 10 });
-      const value = parseVmx(chain.vmx).get('encryption.keysafe') as string;
+      const value = parseDictionary(chain.vmx).values.get('encryption.keysafe') as string;
       expect(value).to.match(/^vmware:key\/list\/\(pair\/\(phrase\/[^/]+\/pass2key%3dPBKDF2%2dHMAC%2dSHA%2d1%3acipher%3dXTS%2dAES%2d256%3arounds%3d10%3asalt%3d[^,]*%253d/);
       expect(parseKeySafe(value, 'VM.vmx').salt.length).to.equal(8);
     });
 
     it('tells a wrong password by the key safe\'s HMAC', () => {
       const chain = makeKeyChain({ password: 'right', rounds: 100 });
-      const ks = parseKeySafe(parseVmx(chain.vmx).get('encryption.keysafe') as string, 'VM.vmx');
+      const ks = parseKeySafe(parseDictionary(chain.vmx).values.get('encryption.keysafe') as string, 'VM.vmx');
       expect(() => unlockKeySafe(ks, 'wrong', 'VM.vmx')).to.throw(VmssError, /VM\.vmx: wrong password/);
     });
 
     it('refuses an absurd round count and an unknown key derivation, by name', () => {
       const chain = makeKeyChain({ password: 'x', rounds: 10 });
-      const value = parseVmx(chain.vmx).get('encryption.keysafe') as string;
+      const value = parseDictionary(chain.vmx).values.get('encryption.keysafe') as string;
       expect(() => parseKeySafe(value.replace('rounds%3d10%3a', 'rounds%3d999999999999%3a'), 'VM.vmx')).to.throw(VmssError, /PBKDF2 rounds/);
       expect(() => parseKeySafe(value.replace('SHA%2d1%3acipher', 'SHA%2d256%3acipher'), 'VM.vmx')).to.throw(VmssError, /PBKDF2-HMAC-SHA-256/);
       expect(() => parseKeySafe('vmware:key/list/()', 'VM.vmx')).to.throw(VmssError, /not a password key safe/);

@@ -8,7 +8,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { makeKeyChain } from './kit/encrypted-vm';
-import { dataFileKeyFromVmx, parseKeySafe, parseVmx, unlockKeySafe } from '../src/crypto/keysafe';
+import { dataFileKeyFromVmx, parseKeySafe, unlockKeySafe } from '../src/crypto/keysafe';
+import { parseDictionary } from '../src/format/dictionary';
 import { cmpFiles, daemonPid, expectNoSecrets, PASSWORD, secretsOf, writeVmFolder, type VmFolder } from './helpers/encrypted';
 import { isMounted } from './helpers/mount';
 import { BIN, tempDir } from './helpers/paths';
@@ -153,11 +154,11 @@ describe('key material as people keep it', function () {
   describe('a key safe whose phrase ID holds a / (VMware writes it %2f)', () => {
     it('is split at its separators before it is decoded, and opens with the password', () => {
       const chain = makeKeyChain({ password: PASSWORD, rounds: 100, phraseId: 'GX/uyuKmjvA=' });
-      const value = parseVmx(chain.vmx).get('encryption.keysafe') as string;
+      const value = parseDictionary(chain.vmx).values.get('encryption.keysafe') as string;
       expect(value).to.include('phrase/GX%2fuyuKmjvA%3d/pass2key%3d');
       const ks = parseKeySafe(value, 'VM.vmx');
       const configKey = unlockKeySafe(ks, PASSWORD, 'VM.vmx');
-      expect(dataFileKeyFromVmx(parseVmx(chain.vmx).get('encryption.data') as string, configKey, 'VM.vmx').equals(chain.key)).to.equal(true);
+      expect(dataFileKeyFromVmx(parseDictionary(chain.vmx).values.get('encryption.data') as string, configKey, 'VM.vmx').equals(chain.key)).to.equal(true);
     });
 
     it('a VM whose .vmx holds such a key safe is read with its password', async () => {

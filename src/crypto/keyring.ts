@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import * as tty from 'node:tty';
 import { VmssError } from '../errors';
 import { readSmallEvidence } from '../io/source';
-import { dataFileKeyFromConfig, decryptConfig, parseKeySafe, parseVmx, unlockKeySafe } from './keysafe';
+import { parseDictionary } from '../format/dictionary';
+import { dataFileKeyFromConfig, decryptConfig, parseKeySafe, unlockKeySafe } from './keysafe';
 
 /** What the user gave to open an encrypted VM (all optional; nothing is read until needed). */
 export interface KeyOptions {
@@ -117,7 +118,7 @@ export class Keyring {
       if (err instanceof VmssError) throw err;
       throw new VmssError(`${vmxPath}: cannot read the .vmx${this.opts.vmx !== undefined ? ' given with --vmx' : ''} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
     }
-    const vmx = parseVmx(text);
+    const vmx = parseDictionary(text).values;
     const safe = vmx.get('encryption.keysafe');
     const data = vmx.get('encryption.data');
     if (!safe || !data) throw new VmssError(`${vmxPath}: holds no encryption.keySafe and encryption.data: not the .vmx of an encrypted VM (give the right one with --vmx)`);
@@ -154,7 +155,7 @@ export function findVmx(file: string): string | null {
     try {
       // A .vmx is a few KiB; anything large is not one.
       const read = readSmallEvidence(p, VMX_MAX);
-      if (read.bytes !== null && parseVmx(read.bytes.toString('utf8')).has('encryption.keysafe')) found.push(p);
+      if (read.bytes !== null && parseDictionary(read.bytes.toString('utf8')).values.has('encryption.keysafe')) found.push(p);
     } catch {
       // unreadable: not a candidate
     }

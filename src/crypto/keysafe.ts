@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
 import { VmssError } from '../errors';
+import { parseDictionary } from '../format/dictionary';
 
 /** The password-protected key safe of an encrypted VM's .vmx (`encryption.keySafe`). */
 export interface KeySafe {
@@ -28,16 +29,6 @@ function pctDecodeAll(s: string): string {
 function base64Strict(s: string, what: string, file: string): Buffer {
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) throw new VmssError(`${file}: ${what} is not base64`);
   return Buffer.from(s, 'base64');
-}
-
-/** The .vmx's `key = "value"` lines (the last of a repeated key wins, as in VMware). */
-export function parseVmx(text: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of text.split(/\r?\n/)) {
-    const m = /^\s*([^=#\s][^=]*?)\s*=\s*"(.*)"\s*$/.exec(line);
-    if (m) out.set((m[1] as string).toLowerCase(), m[2] as string);
-  }
-  return out;
 }
 
 /** Parse `encryption.keySafe`'s value. `file` names the .vmx in errors. */
@@ -109,7 +100,7 @@ export function decryptConfig(encryptionData: string, configKey: Buffer, file: s
 
 /** The data files' key in the decrypted configuration (decryptConfig's text). */
 export function dataFileKeyFromConfig(config: string, file: string): Buffer {
-  const vmx = parseVmx(config);
+  const vmx = parseDictionary(config).values;
   const dfk = vmx.get('datafilekey');
   if (!dfk) throw new VmssError(`${file}: the encrypted configuration holds no dataFileKey`);
   const key = keyField(pctDecodeAll(dfk), 'dataFileKey', file);

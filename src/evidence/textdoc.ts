@@ -5,6 +5,8 @@
  * pieces) nor by the mount (which keeps its size and where each piece starts, and makes a piece
  * again when it is read).
  */
+import { lastAtOrBefore } from '../bisect';
+
 export interface TextDoc {
   readonly units: number;
   /** Unit `i` (0 <= i < units): whole lines, each ending in a newline, or ''. Same text every call. */
@@ -73,13 +75,7 @@ export function groupedDoc(parts: GroupedParts): TextDoc {
     unit(i: number): string {
       if (i === 0) return parts.head();
       if (i === units - 1) return parts.tail();
-      let lo = 0;
-      let hi = starts.length - 1;
-      while (lo < hi) {
-        const mid = (lo + hi + 1) >> 1;
-        if ((starts[mid] as number) <= i) lo = mid;
-        else hi = mid - 1;
-      }
+      const lo = lastAtOrBefore(starts.length, (s) => starts[s] as number, i);
       const k = i - (starts[lo] as number);
       if (k === 0) return parts.open(lo);
       if (k === (parts.counts[lo] as number) + 1) return parts.close(lo);

@@ -1,4 +1,5 @@
 import { type CacheBudget, type CacheSpace } from '../cache/budget';
+import { lastAtOrBefore } from '../bisect';
 import { type BlockEntry } from './container';
 import { FastLzError, MAX_DISTANCE, NEEDS_HISTORY, TokenIndex } from './fastlz';
 import { decodeBlock } from './native-decoder';
@@ -50,14 +51,7 @@ export class BlockDecoder {
 
   /** The block holding stream byte `position`. */
   blockAt(position: number): number {
-    let lo = 0;
-    let hi = this.blocks.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if ((this.blocks[mid] as BlockEntry).start <= position) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
+    return lastAtOrBefore(this.blocks.length, (i) => (this.blocks[i] as BlockEntry).start, position);
   }
 
   fail(message: string): Error {

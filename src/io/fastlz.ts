@@ -4,6 +4,7 @@
  * block may reference: the tail of the previous block's output, since the window runs across
  * blocks, and zeros before the stream's start.
  */
+import { lastAtOrBefore } from '../bisect';
 
 /** Farthest a match can reach back: the escaped distance 8192 + 0xffff, plus one. */
 export const MAX_DISTANCE = 8192 + 0xffff + 1;
@@ -203,14 +204,7 @@ export class TokenIndex {
   }
 
   private tokenAt(o: number): number {
-    let lo = 0;
-    let hi = this.count - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if ((this.outAt[mid] as number) <= o) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
+    return lastAtOrBefore(this.count, (i) => this.outAt[i] as number, o);
   }
 
   /**

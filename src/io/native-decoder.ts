@@ -71,13 +71,16 @@ export function decodeBlock(
   return r;
 }
 
-/** decodeBlock on libuv's thread pool (or, without the addon, the JavaScript decoder on the next tick). */
+/**
+ * decodeBlock on libuv's thread pool; without the addon, the JavaScript decoder after a turn of
+ * the event loop, so that the reads (and FUSE requests) waiting get theirs between blocks.
+ */
 export async function decodeBlockAsync(
   input: Buffer, ip0: number, out: Buffer, outStart: number, outEnd: number, historyStart: number, atBlockStart: boolean, stop?: DecodeStop,
 ): Promise<number> {
   const addon = native();
   if (!addon) {
-    await Promise.resolve();
+    await new Promise((turn) => setImmediate(turn));
     return fastLzDecode(input, ip0, out, outStart, outEnd, historyStart, atBlockStart, stop);
   }
   const at = stop ? new Float64Array(2) : undefined;

@@ -1,4 +1,5 @@
 import type { ChunkSource, PageCache } from '../cache/pagecache';
+import { lastAtOrBefore } from '../bisect';
 import { SegmentMap, type Segment } from './segments';
 import { PIECE_CHARS, unitsText, type TextDoc } from '../evidence/textdoc';
 
@@ -98,14 +99,8 @@ export class DocFile implements FileNode {
   async read(dst: Buffer, position: number, length: number): Promise<number> {
     const n = clamp(this.size, position, length);
     // The last piece starting at or before position; then on across pieces.
-    let lo = 0;
-    let hi = this.offsets.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if ((this.offsets[mid] as number) <= position) lo = mid;
-      else hi = mid - 1;
-    }
-    for (let done = 0, k = lo; done < n; k++) {
+    const first = lastAtOrBefore(this.offsets.length, (i) => this.offsets[i] as number, position);
+    for (let done = 0, k = first; done < n; k++) {
       const piece = this.piece(k);
       const from = position + done - (this.offsets[k] as number);
       done += piece.copy(dst, done, from, Math.min(piece.length, from + n - done));

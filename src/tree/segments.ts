@@ -1,3 +1,5 @@
+import { bisect } from '../bisect';
+
 /** A stretch [start, start+length) of some address space. */
 export interface Segment {
   start: number;
@@ -42,15 +44,10 @@ export class SegmentMap<S extends Segment> {
 
   /** Index of the first segment that ends after `addr` (segments.length if none). */
   private firstEndingAfter(addr: number): number {
-    let lo = 0;
-    let hi = this.segments.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      const s = this.segments[mid] as S;
-      if (s.start + s.length <= addr) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return bisect(this.segments.length, (i) => {
+      const s = this.segments[i] as S;
+      return s.start + s.length <= addr;
+    });
   }
 
   /** Cut [addr, addr+length) into segment pieces and holes, in address order. */

@@ -11,7 +11,8 @@ import { openSnapshot } from '../snapshot';
 import { escapeName, uniqueNames } from '../names';
 import { encryptedConfig, readEncryptedText, unlockFolder, type FolderKeys } from './keys';
 import { isFile, listFolder, readText } from './listing';
-import { notTextReason, parseDictionary, parseVmsd, type Vmsd } from './vmsd';
+import { notTextReason, parseDictionary } from '../../format/dictionary';
+import { parseVmsd, type Vmsd } from './vmsd';
 
 export { isDirectory } from './listing';
 export type { FolderKeys } from './keys';

@@ -1,8 +1,8 @@
 /**
- * The VM folder's text files: the `.vmx` (configuration) and the `.vmsd` (snapshot database).
- * Both are `key = "value"` lines; values escape a byte as `|XX` (two hex digits), e.g. `|22`
- * for a double quote and `|7C` for `|`.
+ * The VM folder's snapshot database, the `.vmsd`: `key = "value"` lines (format/dictionary.ts)
+ * naming each snapshot, its parent, its files and when it was taken.
  */
+import { parseDictionary } from '../../format/dictionary';
 
 /** One `.vmsd` entry: a snapshot as VMware recorded it. */
 export interface VmsdEntry {
@@ -30,44 +30,6 @@ export interface Vmsd {
 
 /** A file this size is not a configuration file; larger ones are refused, not read. */
 export const TEXT_MAX = 4 * 1024 * 1024;
-
-const LINE = /^\s*([A-Za-z0-9_.:\-[\]]+)\s*=\s*"(.*)"\s*$/;
-
-function unescapeValue(v: string): string {
-  return v.replace(/\|([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
-}
-
-/**
- * The `key = "value"` lines of a VMware text file, keys lower-cased (VMware reads them without
- * regard to case). `bad` counts the lines that are neither blank, a comment nor such a pair.
- */
-export function parseDictionary(text: string): { values: Map<string, string>; bad: number; good: number } {
-  const values = new Map<string, string>();
-  let bad = 0;
-  let good = 0;
-  for (const line of text.split(/\r?\n/)) {
-    if (/^\s*(#.*)?$/.test(line)) continue;
-    const m = LINE.exec(line);
-    if (!m) {
-      bad++;
-      continue;
-    }
-    good++;
-    values.set((m[1] as string).toLowerCase(), unescapeValue(m[2] as string));
-  }
-  return { values, bad, good };
-}
-
-/**
- * Why `bytes` cannot be a VMware text file (binary data, or too few `key = "value"` lines), or
- * null when it reads as one. An empty file is one: VMware creates the `.vmsd` empty.
- */
-export function notTextReason(bytes: Buffer): string | null {
-  if (bytes.includes(0)) return 'it holds binary data (NUL bytes), not key = "value" lines';
-  const { bad, good } = parseDictionary(bytes.toString('utf8'));
-  if (bad > 0 && bad >= good) return `${bad} of its ${bad + good} lines are not key = "value" pairs`;
-  return null;
-}
 
 function int(values: Map<string, string>, key: string): number | null {
   const v = values.get(key);
