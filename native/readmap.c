@@ -144,7 +144,8 @@ static int read_source(readmap *m, uint32_t i, uint64_t pos, char *dst, size_t l
   return 0;
 }
 
-/* Index of the block holding stream position pos (< the stream's length, so one does). */
+/* Index of the block holding stream position pos (< the stream's length, so one does), in the
+ * map's own copy of the block table, the one read_stream walks. */
 static size_t block_at(const rm_stream *st, uint64_t pos) {
   size_t lo = 0, hi = st->n_blocks;
   while (hi - lo > 1) {
@@ -187,26 +188,19 @@ static int read_stored(const rm_source *s, int fd, uint64_t from, size_t n, uint
   return ok;
 }
 
-/* Stream bytes [pos, pos+n) of compressed block k of an encrypted stream: planned from the seek
- * index, the stored bytes decrypted here, decoded by the index. n, or an SI_ code. */
-static int64_t read_decrypted(const rm_source *s, int fd, size_t k, uint64_t pos, uint8_t *dst, size_t n) {
-  const rm_stream *st = s->stream;
-  char reason[SI_REASON];
-  /* Points merge a handful of times over a whole pass: a few replans at most. */
-  for (int attempt = 0; attempt < 64; attempt++) {
-    si_plan plan;
-    int rc = si_plan_read(st->index, pos, n, &plan);
-    if (rc != 0) return rc;
-    const si_block *b = &st->blocks[k];
-    if (plan.k != k || plan.ip > plan.ip_end || plan.ip_end > b->stored) return SI_IO;
-    size_t len = plan.ip_end - plan.ip;
-    uint8_t *stored = malloc(len ? len : 1);
-    int64_t d = SI_IO;
-    if (stored != NULL && read_stored(s, fd, b->file_offset + plan.ip, len, stored)) d = si_decode(st->index, &plan, stored, dst, reason);
-    free(stored);
-    if (d != SI_REPLAN) return d;
-  }
-  return SI_IO;
+/* What fetch_stored reads from: the stream source and its descriptor. */
+typedef struct {
+  const rm_source *s;
+  int fd;
+} stored_from;
+
+/* si_fetch for the seek index: a compressed block's stored bytes, through read_stored (in place,
+ * or decrypted). Any failure hands the read to JavaScript, which says why: no reason here. */
+static int fetch_stored(void *ctx, uint32_t k, uint64_t off, size_t len, uint8_t *dst, char reason[SI_REASON]) {
+  (void)k;
+  (void)reason;
+  const stored_from *c = ctx;
+  return read_stored(c->s, c->fd, off, len, dst) ? 0 : SI_IO;
 }
 
 /* A read of a block the index pass has not reached waits for it, on this worker thread, while
@@ -255,6 +249,7 @@ static int read_stream(readmap *m, uint32_t i, uint64_t pos, char *dst, size_t l
   if (fd == RM_NOT_NOW) return -EAGAIN;
   if (fd < 0) return -EIO;
   size_t k = block_at(st, pos);
+  stored_from from = { s, fd };
   size_t done = 0;
   while (done < len) {
     /* The blocks are contiguous and end at or past st->length (checked when the map was built),
@@ -270,9 +265,8 @@ static int read_stream(readmap *m, uint32_t i, uint64_t pos, char *dst, size_t l
       if (!read_stored(s, fd, b->file_offset + within, n, out)) return -EAGAIN;
     } else {
       char reason[SI_REASON];
-      int64_t got = st->enc != NULL ? read_decrypted(s, fd, k, at, out, n) : si_read_fd(st->index, fd, at, out, n, reason);
-      if (got == SI_NOT_YET && wait_for_index(st, k))
-        got = st->enc != NULL ? read_decrypted(s, fd, k, at, out, n) : si_read_fd(st->index, fd, at, out, n, reason);
+      int64_t got = si_read_with(st->index, at, out, n, fetch_stored, &from, reason);
+      if (got == SI_NOT_YET && wait_for_index(st, k)) got = si_read_with(st->index, at, out, n, fetch_stored, &from, reason);
       if (got != (int64_t)n) return -EAGAIN;
     }
     done += n;

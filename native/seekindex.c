@@ -747,7 +747,7 @@ int64_t si_decode(si_index *ix, const si_plan *plan, const uint8_t *stored, uint
   return rc;
 }
 
-int64_t si_read_fd(si_index *ix, int fd, uint64_t pos, uint8_t *dst, size_t n, char reason[SI_REASON]) {
+int64_t si_read_with(si_index *ix, uint64_t pos, uint8_t *dst, size_t n, si_fetch fetch, void *ctx, char reason[SI_REASON]) {
   reason[0] = '\0';
   /* Points merge a handful of times over a whole pass: a few replans at most. */
   for (int attempt = 0; attempt < 64; attempt++) {
@@ -762,24 +762,34 @@ int64_t si_read_fd(si_index *ix, int fd, uint64_t pos, uint8_t *dst, size_t n, c
       snprintf(reason, SI_REASON, "out of memory");
       return SI_IO;
     }
-    int64_t d = 0;
-    for (size_t got = 0; got < len && d == 0;) {
-      ssize_t r = pread(fd, buf + got, len - got, (off_t)(b->file_offset + plan.ip + got));
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) {
-        snprintf(reason, SI_REASON, "reading block %u's stored bytes: %s", plan.k, strerror(errno));
-        d = SI_IO;
-      } else if (r == 0) {
-        snprintf(reason, SI_REASON, "block %u is cut short", plan.k);
-        d = SI_IO;
-      } else {
-        got += (size_t)r;
-      }
-    }
+    int64_t d = len > 0 ? fetch(ctx, plan.k, b->file_offset + plan.ip, len, buf, reason) : 0;
     if (d == 0) d = decode_span(ix, &plan, buf, dst, buf + len, reason);
     scratch_trim();
     if (d != SI_REPLAN) return d;
   }
   snprintf(reason, SI_REASON, "the seek index kept changing under the read");
   return SI_IO;
+}
+
+/* si_fetch over a descriptor (ctx points to it). */
+static int fetch_fd(void *ctx, uint32_t k, uint64_t off, size_t len, uint8_t *dst, char reason[SI_REASON]) {
+  int fd = *(const int *)ctx;
+  for (size_t got = 0; got < len;) {
+    ssize_t r = pread(fd, dst + got, len - got, (off_t)(off + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      snprintf(reason, SI_REASON, "reading block %u's stored bytes: %s", k, strerror(errno));
+      return SI_IO;
+    }
+    if (r == 0) {
+      snprintf(reason, SI_REASON, "block %u is cut short", k);
+      return SI_IO;
+    }
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+int64_t si_read_fd(si_index *ix, int fd, uint64_t pos, uint8_t *dst, size_t n, char reason[SI_REASON]) {
+  return si_read_with(ix, pos, dst, n, fetch_fd, &fd, reason);
 }

@@ -78,9 +78,16 @@ int si_plan_read(si_index *ix, uint64_t pos, size_t n, si_plan *plan);
  * SI_REPLAN (the points changed since the plan), or SI_DAMAGED with reason. */
 int64_t si_decode(si_index *ix, const si_plan *plan, const uint8_t *stored, uint8_t *dst, char reason[SI_REASON]);
 
-/* Plan, read the stored bytes with pread(fd) at the block's file_offset + ip, and decode, in one
- * call (libfuse's threads): n, SI_NOT_YET, SI_DAMAGED or SI_IO with reason. The read must lie
- * within one block; raw blocks are the caller's to read. */
+/* Fetches len stored bytes of block k from the container file at offset off into dst: 0, or
+ * SI_IO with reason filled. ctx is the caller's (a descriptor, a decrypting reader). */
+typedef int (*si_fetch)(void *ctx, uint32_t k, uint64_t off, size_t len, uint8_t *dst, char reason[SI_REASON]);
+
+/* Plan, fetch the stored bytes the plan needs (at the block's file_offset + ip) and decode, in one
+ * call (libfuse's threads), replanning when points merge meanwhile: n, SI_NOT_YET, SI_DAMAGED or
+ * SI_IO with reason. The read must lie within one block; raw blocks are the caller's to read. */
+int64_t si_read_with(si_index *ix, uint64_t pos, uint8_t *dst, size_t n, si_fetch fetch, void *ctx, char reason[SI_REASON]);
+
+/* si_read_with, fetching with pread(fd). */
 int64_t si_read_fd(si_index *ix, int fd, uint64_t pos, uint8_t *dst, size_t n, char reason[SI_REASON]);
 
 #endif

@@ -46,8 +46,9 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   /** The seek index (made at once, its pass started by startIndex), and the pass. */
   private readonly seek: BlockIndex;
   private pass: Promise<void> | null = null;
-  private passStarted = 0;
   private passSeconds = 0;
+  /** Starts the pass on the first read (indexOnFirstRead), then null. */
+  private firstRead: (() => void) | null = null;
   /** Measured, moving averages (ms): the pass's time per block, a whole block's decode. */
   private passMsPerBlock = GUESS_PASS_MS;
   private decodeMs = GUESS_DECODE_MS;
@@ -149,8 +150,8 @@ export class BlockStreamSource extends DecodingLayer implements Source {
   startIndex(): Promise<void> {
     if (this.pass) return this.pass;
     const seek = this.seek;
-    this.passStarted = performance.now();
-    let last = this.passStarted;
+    const started = performance.now();
+    let last = started;
     let lastIndexed = 0;
     // The pass's pace, for choosing between waiting for it and decoding a whole block.
     const pace = setInterval(() => {
@@ -172,7 +173,7 @@ export class BlockStreamSource extends DecodingLayer implements Source {
       },
     ).finally(() => {
       clearInterval(pace);
-      this.passSeconds = (performance.now() - this.passStarted) / 1000;
+      this.passSeconds = (performance.now() - started) / 1000;
     });
     return this.pass;
   }
@@ -266,8 +267,6 @@ export class BlockStreamSource extends DecodingLayer implements Source {
       started(this.startIndex());
     };
   }
-
-  private firstRead: (() => void) | null = null;
 
   readAtSync(buf: Buffer, position: number): number {
     this.firstRead?.();

@@ -185,8 +185,9 @@ export class NativeSeekIndex extends IndexPass implements BlockIndex {
 
   /**
    * Stream bytes [pos, pos + n) of one compressed block into dst[0, n), read from the container
-   * file open as `fd` and decoded on the thread pool, as libfuse's threads read (si_read_fd):
-   * n, or null when the pass has not reached the block. Damage rejects with FastLzError.
+   * file open as `fd` and decoded on the thread pool by si_read_with, as libfuse's threads read
+   * (si_read_fd): n, or null when the pass has not reached the block. Damage rejects with
+   * FastLzError.
    */
   async readFd(fd: number, pos: number, n: number, dst: Buffer): Promise<number | null> {
     try {
